@@ -28,7 +28,18 @@ CORE = [
     "matplotlib==3.11.2",
 ]
 
+# Evaluation: the MTEB harness (pulls torch: install the CPU torch pin first) and
+# pytrec_eval (mteb's own retrieval scorer; our metrics are checked against it).
+EVAL = [
+    "mteb==2.26.24",
+    "pytrec_eval-terrier==0.5.11",
+    "datasets==5.2.0",
+    "pandas==3.1.1",
+    "polars==2.1.0",
+]
+
 EXTRAS = {
+    "eval": EVAL,
     # Reference implementations for numerics tests and the bench/ peers.
     # torch==2.13.0 is the CPU build that lies on this machine's disk.
     "dev": [
@@ -38,6 +49,9 @@ EXTRAS = {
         "transformers==5.24.0",
         "sentence-transformers==6.2.0",
         "accelerate==1.15.0",
+        # bench/knn.py peer (exact inner-product search).
+        "faiss-cpu==1.15.1",
+        *EVAL,
     ],
 }
 

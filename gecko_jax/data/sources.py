@@ -1,0 +1,177 @@
+"""Readers for the corpora that ship offline: BBC News folders and a MediaWiki dump.
+
+Issue 6 extends this module with JSONL, BEIR and tensorflow-datasets readers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import hashlib
+import html
+import os
+import pathlib
+import re
+import xml.etree.ElementTree as ET
+
+from gecko_jax import assets
+from gecko_jax.errors import InputError
+
+BBC_CATEGORIES = ("business", "entertainment", "politics", "sport", "tech")
+
+
+@dataclasses.dataclass(frozen=True)
+class BBCArticle:
+    id: str  # "<category>/<NNN>"
+    category: str
+    headline: str
+    body: str
+
+
+def read_bbc_news(folder: str | os.PathLike | None = None, dedup: bool = True) -> list[BBCArticle]:
+    """BBC News articles: the first line of each file is the headline.
+
+    With dedup, an article whose headline+body repeats an earlier one is dropped
+    (the corpus holds exact duplicates that would corrupt retrieval labels).
+    """
+    folder = pathlib.Path(folder) if folder else assets.bbc_news_dir()
+    out, seen = [], set()
+    for category in BBC_CATEGORIES:
+        for path in sorted((folder / category).glob("*.txt")):
+            raw = path.read_bytes()
+            try:  # ASSETS.md says latin-1, but all files but one are UTF-8 (e.g. "£")
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            lines = text.strip().splitlines()
+            if not lines:
+                raise InputError(path, "empty article file")
+            headline = lines[0].strip()
+            body = " ".join(line.strip() for line in lines[1:] if line.strip())
+            key = hashlib.sha1(f"{headline}\n{body}".encode()).hexdigest()
+            if dedup and key in seen:
+                continue
+            seen.add(key)
+            out.append(BBCArticle(f"{category}/{path.stem}", category, headline, body))
+    if not out:
+        raise InputError(folder, "no BBC articles found (expected <category>/NNN.txt)")
+    return out
+
+
+# -- Wikipedia ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class WikiSection:
+    title: str  # "" for the lead section
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WikiArticle:
+    title: str
+    sections: tuple[WikiSection, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(s.text for s in self.sections)
+
+
+_DROP_SECTIONS = {"see also", "references", "notes", "further reading", "external links",
+                  "bibliography", "sources", "citations", "footnotes"}
+_HEADING = re.compile(r"^(={2,6})\s*(.*?)\s*\1\s*$", re.M)
+
+
+def _strip_nested(text: str, open_: str, close: str) -> str:
+    """Removes balanced open_..close spans (templates, tables) including nesting."""
+    out, depth, i = [], 0, 0
+    while i < len(text):
+        if text.startswith(open_, i):
+            depth, i = depth + 1, i + len(open_)
+        elif depth and text.startswith(close, i):
+            depth, i = depth - 1, i + len(close)
+        else:
+            if not depth:
+                out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _link(match: re.Match) -> str:
+    target, _, label = match.group(1).partition("|")
+    if ":" in target and target.split(":")[0].lower() in ("file", "image", "category"):
+        return ""
+    return label or target
+
+
+def clean_wikitext(text: str) -> str:
+    """Wikitext -> plain prose: drops templates, tables, refs, files; keeps link labels."""
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>/]*/>", "", text)
+    text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = _strip_nested(text, "{{", "}}")
+    text = _strip_nested(text, "{|", "|}")
+    # File/Image links can hold nested links in their captions: drop innermost first.
+    for _ in range(3):
+        text = re.sub(r"\[\[(?:File|Image|Category):[^\[\]]*\]\]", "", text, flags=re.I)
+    text = re.sub(r"\[\[([^\[\]]*)\]\]", _link, text)
+    text = re.sub(r"\[https?://\S+\s*([^\]]*)\]", r"\1", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"'{2,}", "", text)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("|", "!", "__")):
+            continue
+        line = re.sub(r"^[*#:;]+\s*", "", line)
+        lines.append(line)
+    return re.sub(r"[ \t]+", " ", "\n".join(lines)).strip()
+
+
+def _sections(wikitext: str) -> list[WikiSection]:
+    out, pos, title = [], 0, ""
+    for match in list(_HEADING.finditer(wikitext)) + [None]:
+        end = match.start() if match else len(wikitext)
+        body = clean_wikitext(wikitext[pos:end])
+        if body and title.lower() not in _DROP_SECTIONS:
+            out.append(WikiSection(title, body))
+        if match:
+            title, pos = clean_wikitext(match.group(2)), match.end()
+    return out
+
+
+def read_wikipedia(path: str | os.PathLike | None = None, min_words: int = 20) -> list[WikiArticle]:
+    """Articles (namespace 0, no redirects) of a MediaWiki XML dump (.xml or .xml.bz2)."""
+    path = pathlib.Path(path) if path else assets.wikipedia_sample()
+    opener = bz2.open if path.suffix == ".bz2" else open
+    articles = []
+    try:
+        with opener(path, "rb") as f:
+            for _, elem in ET.iterparse(f):
+                if not elem.tag.endswith("}page") and elem.tag != "page":
+                    continue
+                ns = elem.findtext("{*}ns") or elem.findtext("ns")
+                title = elem.findtext("{*}title") or elem.findtext("title") or ""
+                redirect = elem.find("{*}redirect") is not None or elem.find("redirect") is not None
+                text = elem.findtext("{*}revision/{*}text") or elem.findtext("revision/text") or ""
+                elem.clear()
+                if ns != "0" or redirect or not text:
+                    continue
+                sections = [s for s in _sections(html.unescape(text))
+                            if len(s.text.split()) >= min_words]
+                if sections:
+                    articles.append(WikiArticle(title, tuple(sections)))
+    except (ET.ParseError, OSError, EOFError) as err:
+        raise InputError(path, f"not a readable MediaWiki XML dump ({err})") from None
+    return articles
+
+
+def passages(article: WikiArticle, words: int = 100) -> list[str]:
+    """Splits an article into passages of about `words` words (FRet seed passages)."""
+    out = []
+    for section in article.sections:
+        tokens = section.text.split()
+        for start in range(0, len(tokens), words):
+            chunk = tokens[start:start + words]
+            if len(chunk) >= words // 2 or not out:
+                out.append(" ".join(chunk))
+    return out

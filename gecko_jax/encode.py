@@ -1,0 +1,159 @@
+"""The public inference API: Gecko-formatted queries and documents -> unit vectors.
+
+    enc = Encoder.from_pretrained("runs/x/export")
+    q = enc.encode_queries(["who won?"], task="question answering")
+    d = enc.encode_documents(["..."], titles=["..."])
+
+Texts are tokenised once, sorted by length, batched, padded to a length bucket
+and run through one jitted function per bucket shape; rows come back in input
+order as float32 numpy. Given a mesh, each batch is split over its `data` axis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gecko_jax.tokenization import bucket_length, pad_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK = "search result"
+PROGRESS_MIN_TEXTS = 512  # shorter inputs encode without a progress bar
+
+
+def query_prefix(task: str) -> str:
+    return f"task: {task} | query: "
+
+
+def document_prefix(title: str | None) -> str:
+    return f"title: {title if title else 'none'} | text: "
+
+
+def format_query(text: str, task: str = DEFAULT_TASK) -> str:
+    """Gecko query side (GECKO.md appendix B): `task: {task} | query: {text}`."""
+    return query_prefix(task) + text
+
+
+def format_document(text: str, title: str | None = None) -> str:
+    """Gecko asymmetric document side: `title: {title} | text: {text}` (title `none`)."""
+    return document_prefix(title) + text
+
+
+def enable_compile_cache(path: str | os.PathLike | None = None) -> None:
+    """Persists XLA executables across processes, so a second run skips compilation."""
+    path = pathlib.Path(path or os.environ.get("GECKO_XLA_CACHE", "~/.cache/gecko_jax/xla"))
+    jax.config.update("jax_compilation_cache_dir", str(path.expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def _embed_fn(graphdef):
+    def embed(state, ids_bl, mask_bl):
+        return nnx.merge(graphdef, state)(ids_bl, mask_bl)
+    return jax.jit(embed)
+
+
+class Encoder:
+    """Encodes texts with a DualEncoder and its tokenizer.
+
+    Args:
+      model: a gecko_jax DualEncoder.
+      tokenizer: its gecko_jax Tokenizer.
+      meta: ModelMeta from the model folder (prompt format, max length).
+      max_length: token cap per text (defaults to the folder's max length).
+      batch_size: texts per jitted call (rounded up to a multiple of the data axis).
+      mesh: optional jax Mesh with a `data` axis; batches are split over it.
+    """
+
+    def __init__(self, model, tokenizer, meta, max_length: int | None = None,
+                 batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
+                 show_progress: bool | None = None):
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.max_length = int(max_length or meta.max_length)
+        self.embedding_dim = model.embedding_dim
+        self.mesh = mesh
+        shards = mesh.shape["data"] if mesh is not None else 1
+        self.batch_size = -(-batch_size // shards) * shards
+        self.show_progress = show_progress
+        graphdef, state = nnx.split(model)
+        if mesh is not None:
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            self._batch_sharding = NamedSharding(mesh, PartitionSpec("data", None))
+            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+        else:
+            self._batch_sharding = None
+        self._state = state
+        self._embed = _embed_fn(graphdef)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype=jnp.float32, **kwargs) -> "Encoder":
+        from gecko_jax.models.weights import load_dual_encoder
+
+        model, tokenizer, meta = load_dual_encoder(folder, dtype=dtype)
+        return cls(model, tokenizer, meta, **kwargs)
+
+    # -- formatting ---------------------------------------------------------
+    def _format(self, fmt: str | None) -> str:
+        fmt = fmt or self.meta.prompt_format
+        if fmt not in ("gecko", "raw"):
+            raise ValueError(f"unknown prompt format {fmt!r} (gecko or raw)")
+        return fmt
+
+    def encode_queries(self, texts, task: str | None = None, format: str | None = None):
+        """Queries as `task: {task} | query: {text}` (raw format: the text alone)."""
+        task = task or self.meta.default_task
+        if self._format(format) == "gecko":
+            texts = [format_query(t, task) for t in texts]
+        return self.encode(texts)
+
+    def encode_documents(self, texts, titles=None, format: str | None = None):
+        """Documents as `title: {title} | text: {text}` (raw format: the text alone)."""
+        if titles is not None and len(titles) != len(texts):
+            raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
+        if self._format(format) == "gecko":
+            titles = titles if titles is not None else [None] * len(texts)
+            texts = [format_document(t, title) for t, title in zip(texts, titles)]
+        return self.encode(texts)
+
+    # -- the core -----------------------------------------------------------
+    def encode(self, texts) -> np.ndarray:
+        """Already formatted texts -> float32 [N, embedding_dim], rows in input order."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.embedding_dim), np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer.encode(texts, self.max_length)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        starts = range(0, len(texts), self.batch_size)
+        progress = self.show_progress if self.show_progress is not None else (
+            len(texts) >= PROGRESS_MIN_TEXTS)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc="encode", unit="text")
+        for start in starts:
+            rows = order[start:start + self.batch_size]
+            batch = [ids[i] for i in rows]
+            length = bucket_length(max(len(x) for x in batch), self.max_length)
+            # Full-size batches only: the last, short batch is padded with empty
+            # rows so it reuses the bucket's compiled function.
+            batch += [[]] * (self.batch_size - len(batch))
+            ids_bl, mask_bl = pad_batch(batch, length, self.tokenizer.pad_id)
+            if self._batch_sharding is not None:
+                ids_bl = jax.device_put(ids_bl, self._batch_sharding)
+                mask_bl = jax.device_put(mask_bl, self._batch_sharding)
+            emb = self._embed(self._state, ids_bl, mask_bl)
+            out[rows] = np.asarray(emb)[:len(rows)]
+            if progress:
+                bar.update(len(rows))
+        if progress:
+            bar.close()
+        return out

@@ -1,0 +1,207 @@
+"""HF-format BERT folders in, HF/sentence-transformers folders out.
+
+A folder we export loads with `transformers.AutoModel.from_pretrained` and with
+`sentence_transformers.SentenceTransformer`, and carries `gecko_config.json`
+recording the prompt format the model expects (see gecko_jax.encode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gecko_jax.errors import GeckoError
+from gecko_jax.models.bert import BertConfig, BertEncoder
+from gecko_jax.models.dual_encoder import DualEncoder
+from gecko_jax.tokenization import Tokenizer
+
+GECKO_CONFIG = "gecko_config.json"
+DENSE_DIR = "2_Dense"
+
+
+@dataclasses.dataclass
+class ModelMeta:
+    """What a model folder says about how to use it."""
+
+    prompt_format: str = "raw"  # "gecko" for models trained with Gecko prompts
+    max_length: int = 512
+    default_task: str = "search result"
+    source: str = ""
+
+
+def _param_table(model: DualEncoder):
+    """(hf tensor name, nnx Param, transpose?) for every backbone tensor."""
+    bb = model.backbone
+    rows = [
+        ("embeddings.word_embeddings.weight", bb.word_embeddings.embedding, False),
+        ("embeddings.position_embeddings.weight", bb.position_embeddings.embedding, False),
+        ("embeddings.token_type_embeddings.weight", bb.token_type_embeddings.embedding, False),
+        ("embeddings.LayerNorm.weight", bb.embedding_norm.scale, False),
+        ("embeddings.LayerNorm.bias", bb.embedding_norm.bias, False),
+    ]
+    for i, layer in enumerate(bb.layers):
+        p = f"encoder.layer.{i}."
+        for hf, mod in (("attention.self.query", layer.query), ("attention.self.key", layer.key),
+                        ("attention.self.value", layer.value),
+                        ("attention.output.dense", layer.attention_out),
+                        ("intermediate.dense", layer.intermediate), ("output.dense", layer.output)):
+            rows += [(p + hf + ".weight", mod.kernel, True), (p + hf + ".bias", mod.bias, False)]
+        for hf, norm in (("attention.output.LayerNorm", layer.attention_norm),
+                         ("output.LayerNorm", layer.output_norm)):
+            rows += [(p + hf + ".weight", norm.scale, False), (p + hf + ".bias", norm.bias, False)]
+    return rows
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GeckoError(f"{path}: not valid JSON ({err})") from None
+
+
+def _canonical_name(name: str) -> str:
+    for prefix in ("bert.", "model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                       "LayerNorm.bias")
+
+
+def read_meta(folder: pathlib.Path) -> ModelMeta:
+    meta = ModelMeta(source=str(folder))
+    if (folder / GECKO_CONFIG).is_file():
+        cfg = _read_json(folder / GECKO_CONFIG)
+        for f in dataclasses.fields(ModelMeta):
+            if f.name in cfg and f.name != "source":
+                setattr(meta, f.name, cfg[f.name])
+    elif (folder / "sentence_bert_config.json").is_file():
+        meta.max_length = int(_read_json(folder / "sentence_bert_config.json")
+                              .get("max_seq_length", meta.max_length))
+    return meta
+
+
+def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
+    """Loads an HF BERT folder (config.json + model.safetensors) as a DualEncoder.
+
+    A `2_Dense` sentence-transformers module becomes the projection.
+    Returns (model, tokenizer, meta).
+    """
+    from safetensors.numpy import load_file
+
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise GeckoError(f"{folder}: model folder does not exist")
+    if not (folder / "config.json").is_file():
+        raise GeckoError(f"{folder}: no config.json (expected an HF-format BERT folder)")
+    hf_config = _read_json(folder / "config.json")
+    if hf_config.get("model_type", "bert") not in ("bert", "roberta", "xlm-roberta"):
+        raise GeckoError(f"{folder}/config.json: model_type {hf_config.get('model_type')!r} "
+                         "is not a BERT-family encoder")
+    weights_path = folder / "model.safetensors"
+    if not weights_path.is_file():
+        raise GeckoError(f"{folder}: no model.safetensors")
+    try:
+        tensors = {_canonical_name(k): v for k, v in load_file(str(weights_path)).items()}
+    except Exception as err:  # safetensors raises its own error types
+        raise GeckoError(f"{weights_path}: cannot be read as safetensors ({err})") from None
+    tokenizer = Tokenizer.from_folder(folder)
+    try:
+        config = BertConfig.from_hf_dict(hf_config)
+    except TypeError as err:
+        raise GeckoError(f"{folder}/config.json: {err}") from None
+
+    dense = None
+    if (folder / DENSE_DIR / "config.json").is_file():
+        dense = load_file(str(folder / DENSE_DIR / "model.safetensors"))
+    with nnx.use_eager_sharding(False):
+        model = DualEncoder(BertEncoder(config, dtype=dtype),
+                            projection_dim=None if dense is None else dense["linear.weight"].shape[0])
+    missing = []
+    for name, param, transpose in _param_table(model):
+        if name not in tensors:
+            missing.append(name)
+            continue
+        value = tensors[name].T if transpose else tensors[name]
+        if value.shape != param.value.shape:
+            raise GeckoError(f"{weights_path}: tensor {name} has shape {value.shape}, "
+                             f"config.json implies {param.value.shape}")
+        param.value = jnp.asarray(value, dtype=jnp.float32)
+    if missing:
+        raise GeckoError(f"{weights_path}: missing {len(missing)} tensors, e.g. {missing[:3]}")
+    if dense is not None:
+        model.projection.kernel.value = jnp.asarray(dense["linear.weight"].T)
+        model.projection.bias.value = jnp.asarray(dense["linear.bias"])
+    return model, tokenizer, read_meta(folder)
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
+                        prompt_format: str = "gecko", max_length: int = 512,
+                        default_task: str = "search result") -> pathlib.Path:
+    """Writes a folder that transformers and sentence-transformers both load.
+
+    The sentence-transformers prompts hold the Gecko templates with the default
+    task; gecko_config.json records the format so gecko_jax formats any task.
+    """
+    from safetensors.numpy import save_file
+
+    folder = pathlib.Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {name: np.ascontiguousarray(np.asarray(p.value, np.float32).T if t
+                                          else np.asarray(p.value, np.float32))
+               for name, p, t in _param_table(model)}
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(tmp / "config.json", model.backbone.cfg.to_hf_dict())
+    tokenizer.save(tmp)
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    d = model.backbone.hidden_size
+    _write_json(tmp / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": d, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False})
+    if model.projection is not None:
+        modules.append({"idx": 2, "name": "2", "path": DENSE_DIR,
+                        "type": "sentence_transformers.models.Dense"})
+        _write_json(tmp / DENSE_DIR / "config.json", {
+            "in_features": d, "out_features": model.projection_dim, "bias": True,
+            "activation_function": "torch.nn.modules.linear.Identity"})
+        save_file({"linear.weight": np.ascontiguousarray(np.asarray(model.projection.kernel.value).T),
+                   "linear.bias": np.asarray(model.projection.bias.value)},
+                  str(tmp / DENSE_DIR / "model.safetensors"), metadata={"format": "pt"})
+    norm_path = f"{len(modules)}_Normalize"
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": norm_path,
+                    "type": "sentence_transformers.models.Normalize"})
+    (tmp / norm_path).mkdir()
+    _write_json(tmp / "modules.json", modules)
+    _write_json(tmp / "sentence_bert_config.json",
+                {"max_seq_length": max_length, "do_lower_case": False})
+    from gecko_jax.encode import document_prefix, query_prefix  # formatting lives there
+
+    prompts = ({"query": query_prefix(default_task), "document": document_prefix(None)}
+               if prompt_format == "gecko" else {})
+    _write_json(tmp / "config_sentence_transformers.json", {
+        "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    _write_json(tmp / GECKO_CONFIG, {
+        "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
+        "embedding_dim": model.embedding_dim,
+        "query_template": "task: {task} | query: {text}",
+        "document_template": "title: {title} | text: {text}"})
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder

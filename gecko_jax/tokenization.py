@@ -1,0 +1,105 @@
+"""HF `tokenizers` behind a small interface: truncation, length buckets, padding.
+
+Pitfall (ASSETS.md): MiniLM's tokenizer.json pads every input to 128 by default;
+we always switch the library's padding off and pad ourselves to a length bucket,
+so mean pooling only ever sees the mask we built.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+import os
+import pathlib
+
+import numpy as np
+
+from gecko_jax.errors import GeckoError
+
+log = logging.getLogger(__name__)
+
+# Padded lengths the encoder is compiled for. Few enough that compilation stays
+# cheap, fine enough that padding waste stays under ~25% on sorted batches.
+BUCKETS = (8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512)
+
+
+def bucket_length(n: int, max_length: int) -> int:
+    """The smallest bucket >= n, capped at max_length (itself a valid length)."""
+    i = bisect.bisect_left(BUCKETS, n)
+    return min(BUCKETS[i] if i < len(BUCKETS) else max_length, max_length)
+
+
+def pad_batch(ids_list: list[list[int]], length: int, pad_id: int = 0):
+    """Right-pads token id lists to `length`.
+
+    Returns:
+      ids [B, length] int32 and attention mask [B, length] int32 (1 = real token).
+    """
+    ids = np.full((len(ids_list), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(ids_list), length), dtype=np.int32)
+    for row, seq in enumerate(ids_list):
+        seq = seq[:length]
+        ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
+@dataclasses.dataclass
+class Tokenizer:
+    """A WordPiece/BPE tokenizer from a model folder's tokenizer.json."""
+
+    backend: object  # tokenizers.Tokenizer
+    folder: pathlib.Path
+    truncated_count: int = 0  # texts cut to max_length so far (for log lines)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> "Tokenizer":
+        import tokenizers
+
+        folder = pathlib.Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise GeckoError(f"{folder}: no tokenizer.json (not a model folder?)")
+        try:
+            backend = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as err:  # the library raises a bare Exception
+            raise GeckoError(f"{path}: cannot be read as a tokenizer: {err}") from None
+        backend.no_padding()
+        backend.no_truncation()
+        return cls(backend=backend, folder=folder)
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.backend.token_to_id("[PAD]")
+        return 0 if pad is None else pad
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Token ids with special tokens, each cut to max_length (the final [SEP] kept)."""
+        encodings = self.backend.encode_batch(list(texts))
+        out, cut = [], 0
+        for enc in encodings:
+            ids = enc.ids
+            if len(ids) > max_length:
+                cut += 1
+                ids = ids[:max_length - 1] + ids[-1:]  # keep the closing special token
+            out.append(ids)
+        if cut:
+            self.truncated_count += cut
+            log.info("truncated %d of %d texts to %d tokens", cut, len(texts), max_length)
+        return out
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Writes tokenizer.json (+ the vocab/config files that transformers reads)."""
+        import shutil
+
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(folder / "tokenizer.json"))
+        for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            if (self.folder / name).is_file():
+                shutil.copy(self.folder / name, folder / name)
