@@ -18,6 +18,7 @@ CORE = [
     "sentencepiece==0.2.3",
     "grain==0.2.18",
     "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu metric writers import it
     "tokenizers==0.23.3",
     "safetensors==0.8.0",
     "numpy==2.4.6",

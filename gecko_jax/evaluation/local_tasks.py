@@ -1,0 +1,395 @@
+"""Evaluation tasks on real data that ships offline, plus any BEIR-format folder.
+
+Tasks (names used by `gecko eval --tasks`):
+  bbc_retrieval       BBC News headline -> article body (deduplicated articles;
+                      one relevant document per query); main score nDCG@10.
+  bbc_classification  5-way topic of the article body; logistic regression on
+                      embeddings, train/test = 4/5 and 1/5 of each category;
+                      main score accuracy.
+  bbc_clustering      mini-batch k-means of article bodies into 5 clusters;
+                      main score V-measure.
+  beir:<folder>       retrieval over corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+
+Each task carries the Gecko task string its query side is encoded with
+(`task: {task} | query: {text}`, GECKO.md appendix B); documents of retrieval
+tasks are encoded as `title: {title} | text: {text}`. Symmetric tasks
+(classification, clustering) encode every input on the query side, as Gecko
+does. Format "raw" encodes the bare texts (base models such as MiniLM).
+
+Matryoshka: inputs are encoded once at full size; each requested dim scores
+the first `dim` coordinates renormalised to unit length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.evaluation import metrics
+
+RETRIEVAL_K = (1, 3, 5, 10, 100)
+SEED = 42
+
+
+# ----------------------------------------------------------------------------
+# Encoding helpers.
+
+def truncate_dim(x_nd: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka: first `dim` coordinates, renormalised. [N, d] -> [N, dim]."""
+    if dim > x_nd.shape[1]:
+        raise GeckoError(f"Matryoshka dim {dim} exceeds the embedding size {x_nd.shape[1]}")
+    x = x_nd[:, :dim].astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class CachedEncoder:
+    """A gecko_jax Encoder whose embeddings are memoised by exact formatted text.
+
+    Tasks that share inputs (the BBC bodies are documents for retrieval and
+    inputs for classification and clustering in raw format) encode them once;
+    the mteb route uses the same object, so both routes see identical vectors.
+
+    Args:
+      encoder: a gecko_jax.encode.Encoder (anything with `encode(texts)`,
+        `meta.prompt_format`, `meta.default_task`, `embedding_dim`).
+      format: "gecko" or "raw"; None uses the model folder's prompt format.
+    """
+
+    def __init__(self, encoder, format: str | None = None):
+        self.encoder = encoder
+        self.format = format or encoder.meta.prompt_format
+        if self.format not in ("gecko", "raw"):
+            raise GeckoError(f"unknown prompt format {self.format!r} (gecko or raw)")
+        self.embedding_dim = encoder.embedding_dim
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Formatted texts -> float32 [N, embedding_dim]."""
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, row in zip(missing, self.encoder.encode(missing)):
+                self._cache[text] = row
+        if not texts:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def encode_queries(self, texts: Sequence[str], task: str | None = None) -> np.ndarray:
+        from gecko_jax.encode import format_query
+
+        if self.format == "gecko":
+            task = task or self.encoder.meta.default_task
+            texts = [format_query(t, task) for t in texts]
+        return self.encode(texts)
+
+    def encode_documents(self, texts: Sequence[str], titles=None) -> np.ndarray:
+        from gecko_jax.encode import format_document
+
+        if self.format == "gecko":
+            titles = titles if titles is not None else [None] * len(texts)
+            texts = [format_document(t, title) for t, title in zip(texts, titles)]
+        return self.encode(texts)
+
+
+# ----------------------------------------------------------------------------
+# Task data.
+
+@dataclasses.dataclass
+class RetrievalData:
+    queries: dict[str, str]                 # query id -> text
+    corpus: dict[str, tuple[str, str]]      # doc id -> (title, text); title may be ""
+    qrels: dict[str, dict[str, int]]        # query id -> doc id -> grade
+
+
+@dataclasses.dataclass
+class ClassificationData:
+    train_texts: list[str]
+    train_labels: list[str]
+    test_texts: list[str]
+    test_labels: list[str]
+
+
+@dataclasses.dataclass
+class ClusteringData:
+    texts: list[str]
+    labels: list[str]
+
+
+@dataclasses.dataclass
+class LocalTask:
+    """A named evaluation task over data read by `loader(limit)`.
+
+    Attributes:
+      name: task name on the command line.
+      type: "retrieval", "classification" or "clustering".
+      gecko_task: the task string of the query side (`task: {gecko_task} | query: ...`).
+      main_score: the headline metric in reports.
+      description: one line for reports and for the mteb task metadata.
+      loader: limit -> RetrievalData | ClassificationData | ClusteringData.
+        `limit` keeps an evenly spaced subset of that many items (tests).
+    """
+
+    name: str
+    type: str
+    gecko_task: str
+    main_score: str
+    description: str
+    loader: Callable[[int | None], object]
+
+    def load(self, limit: int | None = None):
+        return self.loader(limit)
+
+    def evaluate(self, encoder: CachedEncoder, dims: Sequence[int] | None = None,
+                 limit: int | None = None, data=None) -> dict[int, dict[str, float]]:
+        """Scores per Matryoshka dim: {dim: {metric: value}}."""
+        data = data if data is not None else self.load(limit)
+        dims = list(dims or [encoder.embedding_dim])
+        if self.type == "retrieval":
+            return evaluate_retrieval(data, encoder, self.gecko_task, dims)
+        if self.type == "classification":
+            return evaluate_classification(data, encoder, self.gecko_task, dims)
+        if self.type == "clustering":
+            return evaluate_clustering(data, encoder, self.gecko_task, dims)
+        raise GeckoError(f"task {self.name}: unknown type {self.type!r}")
+
+
+# ----------------------------------------------------------------------------
+# Evaluation loops (encode once, score at every dim).
+
+def evaluate_retrieval(data: RetrievalData, encoder: CachedEncoder, gecko_task: str,
+                       dims: Sequence[int], k_values: Sequence[int] = RETRIEVAL_K
+                       ) -> dict[int, dict[str, float]]:
+    from gecko_jax.retrieval import ExactIndex
+
+    qids, dids = list(data.queries), list(data.corpus)
+    q_full = encoder.encode_queries([data.queries[q] for q in qids], task=gecko_task)
+    d_full = encoder.encode_documents([data.corpus[d][1] for d in dids],
+                                      titles=[data.corpus[d][0] or None for d in dids])
+    out = {}
+    for dim in dims:
+        index = ExactIndex(truncate_dim(d_full, dim))
+        top = index.search(truncate_dim(q_full, dim), max(k_values))
+        run = metrics.run_from_top_k(qids, dids, top.scores, top.indices)
+        out[dim] = metrics.retrieval_scores(data.qrels, run, k_values)
+    return out
+
+
+def mteb_train_order(n: int, seed: int = SEED) -> list[int]:
+    """The order MTEB's classification feeds training rows to the classifier.
+
+    MTEB shuffles the train indices with RandomState(seed) before fitting; the
+    same order here makes both routes fit identical models.
+    """
+    idx = list(range(n))
+    np.random.RandomState(seed).shuffle(idx)
+    return idx
+
+
+def evaluate_classification(data: ClassificationData, encoder: CachedEncoder,
+                            gecko_task: str, dims: Sequence[int]
+                            ) -> dict[int, dict[str, float]]:
+    order = mteb_train_order(len(data.train_texts))
+    train_texts = [data.train_texts[i] for i in order]
+    train_labels = [data.train_labels[i] for i in order]
+    train_full = encoder.encode_queries(train_texts, task=gecko_task)
+    test_full = encoder.encode_queries(data.test_texts, task=gecko_task)
+    return {dim: metrics.classification_scores(
+        truncate_dim(train_full, dim), train_labels, truncate_dim(test_full, dim),
+        data.test_labels, seed=SEED) for dim in dims}
+
+
+def evaluate_clustering(data: ClusteringData, encoder: CachedEncoder, gecko_task: str,
+                        dims: Sequence[int]) -> dict[int, dict[str, float]]:
+    full = encoder.encode_queries(data.texts, task=gecko_task)
+    return {dim: metrics.clustering_scores(truncate_dim(full, dim), data.labels, seed=SEED)
+            for dim in dims}
+
+
+# ----------------------------------------------------------------------------
+# BBC News.
+
+def _subset(items: list, limit: int | None) -> list:
+    """An evenly spaced subset (the list is grouped by category, so all stay)."""
+    if limit is None or limit >= len(items):
+        return items
+    keep = np.unique(np.linspace(0, len(items) - 1, max(limit, 1)).round().astype(int))
+    return [items[i] for i in keep]
+
+
+def _bbc(limit):
+    from gecko_jax.data.sources import read_bbc_news
+
+    return _subset(read_bbc_news(dedup=True), limit)
+
+
+def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
+    articles = _bbc(limit)
+    return RetrievalData(
+        queries={f"q:{a.id}": a.headline for a in articles},
+        corpus={a.id: ("", a.body) for a in articles},
+        qrels={f"q:{a.id}": {a.id: 1} for a in articles})
+
+
+def load_bbc_classification(limit: int | None = None) -> ClassificationData:
+    """Every 5th article of each category is test, the rest train."""
+    data = ClassificationData([], [], [], [])
+    seen: dict[str, int] = {}
+    for a in _bbc(limit):
+        i = seen[a.category] = seen.get(a.category, -1) + 1
+        if i % 5 == 4:
+            data.test_texts.append(a.body)
+            data.test_labels.append(a.category)
+        else:
+            data.train_texts.append(a.body)
+            data.train_labels.append(a.category)
+    return data
+
+
+def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
+    articles = _bbc(limit)
+    return ClusteringData([a.body for a in articles], [a.category for a in articles])
+
+
+# ----------------------------------------------------------------------------
+# BEIR folders.
+
+def _read_jsonl(path: pathlib.Path, required: Sequence[str]) -> list[dict]:
+    if not path.is_file():
+        raise InputError(path, "file not found (a BEIR folder holds corpus.jsonl, "
+                               "queries.jsonl and qrels/<split>.tsv)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(path, f"not valid JSON ({err.msg})", line=lineno) from None
+            if not isinstance(row, dict) or any(k not in row for k in required):
+                raise InputError(path, f"expected a JSON object with keys {list(required)}",
+                                 line=lineno)
+            rows.append(row)
+    return rows
+
+
+def read_qrels(path: pathlib.Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels TSV: optional header `query-id corpus-id score`, then rows."""
+    if not path.is_file():
+        raise InputError(path, "qrels file not found")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if lineno == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(parts) != 3:
+                raise InputError(path, f"expected 3 tab-separated fields (query-id, corpus-id, "
+                                       f"score), found {len(parts)}: {line[:80]!r}", line=lineno)
+            try:
+                grade = int(float(parts[2]))
+            except ValueError:
+                raise InputError(path, f"score {parts[2]!r} is not a number", line=lineno) from None
+            qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = grade
+    return qrels
+
+
+def load_beir(folder: str | os.PathLike, split: str = "test",
+              limit: int | None = None) -> RetrievalData:
+    """A BEIR-format folder; queries without judgements are dropped.
+
+    With `limit`, keeps that many judged queries and the documents they judge
+    plus the first `limit * 10` other documents as distractors.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise GeckoError(f"{folder}: BEIR folder does not exist")
+    corpus_rows = _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
+    query_rows = _read_jsonl(folder / "queries.jsonl", ("_id", "text"))
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    qrels = read_qrels(qrels_path)
+    corpus = {str(r["_id"]): (str(r.get("title") or ""), str(r["text"])) for r in corpus_rows}
+    queries = {str(r["_id"]): str(r["text"]) for r in query_rows
+               if str(r["_id"]) in qrels and any(g > 0 for g in qrels[str(r["_id"])].values())}
+    unknown = sorted({d for q in queries for d in qrels[q] if d not in corpus})
+    if unknown:
+        raise InputError(qrels_path, f"{len(unknown)} judged documents are not in corpus.jsonl, "
+                                     f"e.g. {unknown[:3]}")
+    if not queries:
+        raise InputError(qrels_path, "no query in queries.jsonl has a relevant document here")
+    data = RetrievalData(queries, corpus, {q: qrels[q] for q in queries})
+    return subset_retrieval(data, limit)
+
+
+def subset_retrieval(data: RetrievalData, limit: int | None) -> RetrievalData:
+    """The first `limit` queries, the documents they judge, and `limit * 10` others."""
+    if limit is None or limit >= len(data.queries):
+        return data
+    keep_q = list(data.queries)[:limit]
+    judged = {d for q in keep_q for d in data.qrels[q]}
+    extra = set([d for d in data.corpus if d not in judged][: limit * 10])
+    return RetrievalData({q: data.queries[q] for q in keep_q},
+                         {d: t for d, t in data.corpus.items() if d in judged or d in extra},
+                         {q: data.qrels[q] for q in keep_q})
+
+
+def beir_task(folder: str | os.PathLike, gecko_task: str = "search result",
+              split: str = "test") -> LocalTask:
+    """A retrieval task over a BEIR folder; the files are read (and checked) now."""
+    folder = pathlib.Path(folder)
+    data = load_beir(folder, split)
+    return LocalTask(
+        name=f"beir:{folder}", type="retrieval", gecko_task=gecko_task,
+        main_score="ndcg_at_10", description=f"BEIR-format retrieval over {folder.name}",
+        loader=lambda limit: subset_retrieval(data, limit))
+
+
+# ----------------------------------------------------------------------------
+# Registry.
+
+LOCAL_TASKS: dict[str, LocalTask] = {
+    t.name: t for t in (
+        LocalTask("bbc_retrieval", "retrieval", "search result", "ndcg_at_10",
+                  "BBC News: find the article body for its headline (deduplicated)",
+                  load_bbc_retrieval),
+        LocalTask("bbc_classification", "classification", "classification", "accuracy",
+                  "BBC News: 5-way topic of the article body by logistic regression",
+                  load_bbc_classification),
+        LocalTask("bbc_clustering", "clustering", "clustering", "v_measure",
+                  "BBC News: k-means of article bodies into their 5 topics",
+                  load_bbc_clustering),
+    )
+}
+
+
+def known_task_names() -> list[str]:
+    return list(LOCAL_TASKS) + ["beir:<folder>", "mteb:<MTEB task name>"]
+
+
+def get_task(name: str) -> LocalTask:
+    """A local task by name, or `beir:<folder>`; unknown names list the known ones."""
+    name = name.strip()
+    if name in LOCAL_TASKS:
+        return LOCAL_TASKS[name]
+    if name.startswith("beir:"):
+        return beir_task(name[len("beir:"):])
+    raise GeckoError(f"unknown task {name!r}; known tasks: {', '.join(known_task_names())}")
+
+
+def data_fingerprint(texts: Sequence[str]) -> str:
+    """Short hash of task inputs, recorded in reports so runs can be compared."""
+    h = hashlib.sha1()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:12]

@@ -1,0 +1,148 @@
+"""Evaluation metrics as pure functions of arrays and id maps.
+
+Retrieval metrics follow trec_eval's definitions (the ones pytrec_eval, BEIR
+and MTEB report), so our numbers and the mteb route's agree:
+  - a document is relevant when its qrels grade is > 0;
+  - ranking: score descending, ties broken by document id descending;
+  - nDCG@k: gain = grade, discount 1 / log2(rank + 1), normalised by the ideal
+    ordering of all judged documents of the query;
+  - recall@k: relevant retrieved in the top k / all relevant;
+  - MRR@k: 1 / rank of the first relevant document in the top k (0 if none);
+  - MAP@k (trec_eval map_cut): sum of precision at each relevant rank <= k,
+    divided by the number of relevant documents.
+Every metric is averaged over the queries that have results and at least
+one judged document.
+
+Classification (logistic regression on embeddings) and clustering
+(mini-batch k-means, V-measure) use MTEB's estimator settings for the same
+reason. STS: Spearman correlation of cosine similarity with gold scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Qrels = Mapping[str, Mapping[str, int]]  # query id -> doc id -> grade
+Run = Mapping[str, Mapping[str, float]]  # query id -> doc id -> score
+
+DEFAULT_K = (1, 3, 5, 10, 100)
+
+
+def rank_documents(doc_scores: Mapping[str, float]) -> list[str]:
+    """Doc ids by score descending, ties by doc id descending (as trec_eval)."""
+    return [d for d, _ in sorted(doc_scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
+
+
+def ndcg_at_k(grades_ranked: Sequence[float], ideal_grades: Sequence[float], k: int) -> float:
+    """nDCG@k of one ranking.
+
+    Args:
+      grades_ranked: grade of the retrieved document at each rank (0 if unjudged).
+      ideal_grades: grades of all judged documents of the query (any order).
+      k: cutoff.
+    """
+    gains = np.asarray(grades_ranked[:k], np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, len(gains) + 2))
+    dcg = float(np.sum(np.maximum(gains, 0) * discounts))
+    ideal = np.sort(np.asarray([g for g in ideal_grades if g > 0], np.float64))[::-1][:k]
+    idcg = float(np.sum(ideal / np.log2(np.arange(2, len(ideal) + 2))))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def retrieval_scores(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
+                     ) -> dict[str, float]:
+    """Mean nDCG@k, recall@k, MRR@k, MAP@k over queries.
+
+    Args:
+      qrels: query id -> {doc id: grade}.
+      run: query id -> {doc id: score} (any number of scored docs per query).
+      k_values: cutoffs.
+    Returns:
+      {"ndcg_at_10": ..., "recall_at_10": ..., "mrr_at_10": ..., "map_at_10": ...}
+      for each k, plus "num_queries".
+    """
+    sums = {f"{m}_at_{k}": 0.0 for m in ("ndcg", "recall", "mrr", "map") for k in k_values}
+    n = 0
+    for qid, doc_scores in run.items():
+        judged = qrels.get(qid)
+        if not judged:
+            continue
+        n += 1
+        relevant = {d for d, g in judged.items() if g > 0}
+        ranked = rank_documents(doc_scores)
+        grades = [judged.get(d, 0) for d in ranked]
+        hits = np.asarray([d in relevant for d in ranked], bool)
+        for k in k_values:
+            top = hits[:k]
+            sums[f"ndcg_at_{k}"] += ndcg_at_k(grades, list(judged.values()), k)
+            if relevant:
+                sums[f"recall_at_{k}"] += float(top.sum()) / len(relevant)
+                first = np.flatnonzero(top)
+                sums[f"mrr_at_{k}"] += 1.0 / (first[0] + 1) if len(first) else 0.0
+                precision_at_hits = np.cumsum(top)[top] / (np.flatnonzero(top) + 1)
+                sums[f"map_at_{k}"] += float(precision_at_hits.sum()) / len(relevant)
+    out = {name: (total / n if n else 0.0) for name, total in sums.items()}
+    out["num_queries"] = n
+    return out
+
+
+def run_from_top_k(query_ids: Sequence[str], doc_ids: Sequence[str], scores_qk,
+                   indices_qk) -> dict[str, dict[str, float]]:
+    """A trec-style run from exact top-k output (gecko_jax.retrieval.TopK)."""
+    run = {}
+    for qid, s_row, i_row in zip(query_ids, np.asarray(scores_qk), np.asarray(indices_qk)):
+        run[qid] = {doc_ids[i]: float(s) for s, i in zip(s_row, i_row) if i >= 0}
+    return run
+
+
+# ----------------------------------------------------------------------------
+# Classification, clustering, STS.
+
+def classification_scores(train_x, train_y, test_x, test_y, seed: int = 42,
+                          max_iter: int = 100) -> dict[str, float]:
+    """Logistic regression on embeddings (MTEB's settings): accuracy and macro F1.
+
+    Args:
+      train_x: [N_train, d]; train_y: [N_train] labels; test_x: [N_test, d];
+      test_y: [N_test] labels.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    clf = LogisticRegression(max_iter=max_iter, random_state=seed)
+    clf.fit(np.asarray(train_x), np.asarray(train_y))
+    pred = clf.predict(np.asarray(test_x))
+    return {"accuracy": float(accuracy_score(test_y, pred)),
+            "f1": float(f1_score(test_y, pred, average="macro"))}
+
+
+def clustering_scores(x, labels, seed: int = 42, batch_size: int = 500) -> dict[str, float]:
+    """Mini-batch k-means with k = number of labels (MTEB's settings); V-measure.
+
+    Args:
+      x: [N, d] embeddings; labels: [N] gold classes.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.metrics import v_measure_score
+
+    k = len(set(labels))
+    model = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init="auto",
+                            random_state=seed)
+    model.fit(np.asarray(x))
+    return {"v_measure": float(v_measure_score(labels, model.labels_))}
+
+
+def sts_spearman(x1, x2, gold) -> dict[str, float]:
+    """Spearman correlation of pairwise cosine similarity with gold scores.
+
+    Args:
+      x1, x2: [N, d] embeddings of the two sides; gold: [N] human scores.
+    """
+    from scipy.stats import spearmanr
+
+    x1 = np.asarray(x1, np.float64)
+    x2 = np.asarray(x2, np.float64)
+    cos = np.sum(x1 * x2, axis=1) / (np.linalg.norm(x1, axis=1) * np.linalg.norm(x2, axis=1))
+    return {"cosine_spearman": float(spearmanr(cos, gold).statistic)}

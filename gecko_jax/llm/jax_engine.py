@@ -1,0 +1,417 @@
+"""The local teacher LLM: batched prefill + decode with a static KV cache, and scoring.
+
+Shapes are static so XLA compiles each (batch, length) bucket once: batches are
+padded to a power of two (<= max_batch) and lengths to `LENGTH_BUCKETS`. Decoding
+runs `decode_chunk` steps per jitted call (a `lax.scan`), then Python checks stop
+strings and end-of-sequence between chunks.
+
+Scoring (`score`) returns log P(continuation | prefix). Pairs are sorted so that
+shared leading tokens cluster; when every row of a batch shares at least
+`min_shared` leading tokens (one passage against many queries, or one few-shot
+block in every prompt), that shared block is prefilled once (and kept in a small
+LRU) and only the remaining tokens run, attending to its KV cache. The LM head is
+applied only at the positions that predict continuation tokens (for Gemma-3's
+262k vocabulary the head costs more than the layers).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
+from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.models import decoder as dec
+
+log = logging.getLogger(__name__)
+
+LENGTH_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
+                  6144, 8192, 12288, 16384, 24576, 32768)
+
+
+def bucket(n: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
+    """Smallest bucket >= n (multiples of the largest bucket beyond it)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    return int(math.ceil(n / buckets[-1]) * buckets[-1])
+
+
+def batch_bucket(n: int, max_batch: int) -> int:
+    return min(max_batch, 1 << max(0, (n - 1).bit_length()))
+
+
+# Logical axis -> mesh axis. Tensor parallelism over "model" where the dimension
+# divides; everything else replicated; batches split over "data".
+AXIS_RULES = {"batch": "data", "vocab": "model", "mlp": "model", "heads": "model",
+              "embed": None, "kv": None, "layers": None, "length": None}
+
+
+def shard_params(cfg: dec.DecoderConfig, params: dict, mesh: jax.sharding.Mesh,
+                 rules: dict | None = None) -> dict:
+    """Place params on `mesh` by their logical axis names (`decoder.logical_axes`).
+
+    A dimension that the mesh axis does not divide (e.g. 1 kv head over 2 devices)
+    stays replicated.
+    """
+    rules = AXIS_RULES if rules is None else rules
+    P, NamedSharding = jax.sharding.PartitionSpec, jax.sharding.NamedSharding
+
+    def place(x, names):
+        spec = []
+        for dim, name in zip(x.shape, names):
+            axis = rules.get(name)
+            ok = axis is not None and axis in mesh.shape and dim % mesh.shape[axis] == 0
+            spec.append(axis if ok and axis not in spec else None)
+        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
+    return jax.tree.map(place, params, dec.logical_axes(cfg),
+                        is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _pad_rows(rows: list[list[int]], length: int, pad: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad, np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+# ------------------------------------------------------------------ pure jitted math
+
+def _empty_cache(cfg: dec.DecoderConfig, b: int, s: int, dtype) -> dict:
+    shape = (cfg.num_layers, b, s, cfg.num_kv_heads, cfg.head_dim)
+    pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+    # Slot s holds position s; causal masking (key pos <= query pos) hides slots not
+    # yet written, so every slot can be marked valid.
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "pos": pos,
+            "valid": jnp.ones((b, s), bool)}
+
+
+def _sample(logits_bv, keys, temperature, top_p, greedy: bool, nucleus: bool):
+    """Next token per row: argmax, or sampling at `temperature` within top-p mass."""
+    if greedy:
+        return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+    x = logits_bv / temperature
+    if nucleus:
+        srt = jnp.sort(x, axis=-1)[:, ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(srt, axis=-1), axis=-1)
+        # Smallest set whose mass reaches top_p: keep a token if the mass before it < top_p.
+        n_keep = jnp.sum(cum - jax.nn.softmax(srt, axis=-1) < top_p, axis=-1)
+        cutoff = jnp.take_along_axis(srt, jnp.maximum(n_keep - 1, 0)[:, None], axis=-1)
+        x = jnp.where(x < cutoff, -jnp.inf, x)
+    return jax.vmap(jax.random.categorical)(keys, x).astype(jnp.int32)
+
+
+def _row_keys(base_key, row_ids, step):
+    return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(base_key, r), step))(row_ids)
+
+
+def _prefill(cfg, params, ids_bt, lengths_b, row_ids, base_key, temperature, top_p, *,
+             cache_size, greedy, nucleus, dtype):
+    """Fill a cache with the prompts; sample each row's first new token."""
+    b, t = ids_bt.shape
+    cache = _empty_cache(cfg, b, cache_size, dtype)
+    pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    h, cache = dec.forward(cfg, params, ids_bt, pos, cache=cache,
+                           write_at=jnp.zeros((b,), jnp.int32))
+    last = jnp.take_along_axis(h, (lengths_b - 1)[:, None, None], axis=1)  # [B, 1, D]
+    logits = dec.lm_head(cfg, params, last)[:, 0]
+    keys = _row_keys(base_key, row_ids, 0)
+    return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
+
+
+def _decode_chunk(cfg, params, cache, tok_b, pos_b, row_ids, base_key, step0, temperature,
+                  top_p, *, n_steps, greedy, nucleus):
+    """`n_steps` decode steps: feed tok_b at pos_b, emit the tokens fed, sample the next."""
+
+    def step(carry, i):
+        cache, tok, pos = carry
+        h, cache = dec.forward(cfg, params, tok[:, None], pos[:, None], cache=cache, write_at=pos)
+        logits = dec.lm_head(cfg, params, h)[:, 0]
+        nxt = _sample(logits, _row_keys(base_key, row_ids, step0 + i + 1), temperature, top_p,
+                      greedy, nucleus)
+        return (cache, nxt, pos + 1), tok
+
+    (cache, tok, pos), emitted = jax.lax.scan(step, (cache, tok_b, pos_b), jnp.arange(n_steps))
+    return cache, tok, pos, emitted.T  # [B, n_steps]
+
+
+def _target_logprobs(cfg, params, h_btd, pred_pos_bc, targets_bc):
+    """log p(target) at the given predictor positions: LM head only where needed."""
+    h = jnp.take_along_axis(h_btd, pred_pos_bc[..., None], axis=1)  # [B, C, D]
+    logits = dec.lm_head(cfg, params, h)  # [B, C, V]
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    tgt = jnp.take_along_axis(logits, targets_bc[..., None], axis=-1)[..., 0]
+    return tgt - lse
+
+
+def _score_full(cfg, params, ids_bt, lengths_b, pred_pos_bc, targets_bc):
+    """Plain forward over whole (prefix + continuation) rows."""
+    b, t = ids_bt.shape
+    pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    valid = pos < lengths_b[:, None]
+    h, _ = dec.forward(cfg, params, ids_bt, pos, valid_bt=valid)
+    return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
+
+
+def _prefill_shared(cfg, params, ids_1t, *, dtype):
+    """KV cache [L, 1, T, K, hd] of one shared block of leading tokens."""
+    t = ids_1t.shape[1]
+    cache = _empty_cache(cfg, 1, t, dtype)
+    pos = jnp.arange(t, dtype=jnp.int32)[None]
+    _, cache = dec.forward(cfg, params, ids_1t, pos, cache=cache,
+                           write_at=jnp.zeros((1,), jnp.int32))
+    return cache["k"], cache["v"]
+
+
+def _score_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, pred_pos_bc, targets_bc):
+    """Rows continue a shared cached block of n_shared tokens (written at slot n_shared)."""
+    b, t = ids_bt.shape
+    k = jnp.broadcast_to(shared_k, (shared_k.shape[0], b) + shared_k.shape[2:])
+    v = jnp.broadcast_to(shared_v, k.shape)
+    pad = [(0, 0), (0, 0), (0, t), (0, 0), (0, 0)]
+    s = k.shape[2] + t
+    cache = {"k": jnp.pad(k, pad), "v": jnp.pad(v, pad),
+             "pos": jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)),
+             "valid": jnp.ones((b, s), bool)}
+    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    h, _ = dec.forward(cfg, params, ids_bt, pos, cache=cache,
+                       write_at=jnp.full((b,), n_shared, jnp.int32))
+    return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
+
+
+# ------------------------------------------------------------------------- engine
+
+class JaxEngine(LLM):
+    """A decoder LM run locally with JAX (CPU, GPU or TPU).
+
+    Args:
+      config, params: the model (`decoder.hf_to_params` output or `Decoder.params()`).
+      tokenizer: its `LMTokenizer`.
+      max_batch: rows per jitted call (batches are padded to powers of two up to it).
+      decode_chunk: decode steps per jitted call between stop checks.
+      min_shared: shortest shared leading block worth caching once when scoring.
+    """
+
+    def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
+                 max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
+                 dtype=jnp.float32, name: str = "jax"):
+        self.config, self.tokenizer = config, tokenizer
+        self.dtype = dtype
+        self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+        self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
+        self.name = name
+        self.capabilities = Capabilities(generate=True, score=True,
+                                         chat=bool(tokenizer.chat_template), seeded=True)
+        cfg = config
+        self._prefill = jax.jit(functools.partial(_prefill, cfg, dtype=dtype),
+                                static_argnames=("cache_size", "greedy", "nucleus"))
+        self._decode = jax.jit(functools.partial(_decode_chunk, cfg),
+                               static_argnames=("n_steps", "greedy", "nucleus"),
+                               donate_argnums=(1,))
+        self._score_full = jax.jit(functools.partial(_score_full, cfg))
+        self._prefill_shared = jax.jit(functools.partial(_prefill_shared, cfg, dtype=dtype))
+        self._score_extend = jax.jit(functools.partial(_score_extend, cfg))
+        self._logits = jax.jit(functools.partial(dec.logits, cfg))
+        self._shared_lru: collections.OrderedDict = collections.OrderedDict()
+        self.stats = collections.Counter()
+
+    @classmethod
+    def load(cls, spec, **kwargs) -> "JaxEngine":
+        """From a shipped name ('smollm2', 'gemma3'), a .gguf file or an HF folder."""
+        from gecko_jax.llm.loading import load_decoder
+
+        t0 = time.time()
+        cfg, state, tok = load_decoder(spec)
+        engine = cls(cfg, dec.hf_to_params(cfg, state), tok, name=str(spec), **kwargs)
+        log.info("loaded %s (%s, %d layers) in %.1fs", spec, cfg.architecture, cfg.num_layers,
+                 time.time() - t0)
+        return engine
+
+    # ----------------------------------------------------------------- helpers
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)
+
+    def full_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Next-token logits [T, V] of one sequence (plain forward; for tests and checks)."""
+        t = bucket(len(ids))
+        x = _pad_rows([list(ids)], t, self.tokenizer.pad_id)
+        return np.asarray(self._logits(self.params, jnp.asarray(x)))[0, :len(ids)]
+
+    # ---------------------------------------------------------------- generate
+
+    def generate(self, prompts, max_new_tokens=64, temperature=0.0, top_p=1.0, stop=None,
+                 seed=0) -> list[str]:
+        texts = [self.prompt_text(p) for p in prompts]
+        ids = self.tokenizer.encode_batch(texts)
+        out = self.generate_ids(ids, max_new_tokens, temperature, top_p, stop, seed)
+        # Cut the text too: a token may straddle the start of a stop string.
+        return [cut_at_stop(self.tokenizer.decode(o), stop)[0] for o in out]
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens=64,
+                     temperature=0.0, top_p=1.0, stop=None, seed=0) -> list[list[int]]:
+        """New token ids per prompt (before EOS; cut before the first stop string)."""
+        if max_new_tokens <= 0:
+            return [[] for _ in prompt_ids]
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("empty prompt: nothing to condition on")
+        greedy = temperature <= 0
+        nucleus = not greedy and top_p < 1.0
+        key = jax.random.key(seed)
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        for start in range(0, len(order), self.max_batch):
+            idx = order[start:start + self.max_batch]
+            outs = self._generate_batch([list(prompt_ids[i]) for i in idx], idx, max_new_tokens,
+                                        temperature, top_p, stop, key, greedy, nucleus)
+            for i, o in zip(idx, outs):
+                results[i] = o
+        return results
+
+    def _generate_batch(self, rows, row_ids, max_new, temperature, top_p, stop, key, greedy,
+                        nucleus):
+        n = len(rows)
+        b = batch_bucket(n, self.max_batch)
+        rows = rows + [rows[0]] * (b - n)  # padding rows: discarded
+        lengths = np.array([len(r) for r in rows], np.int32)
+        t = bucket(int(lengths.max()))
+        chunk = self.decode_chunk
+        steps = int(math.ceil(max_new / chunk)) * chunk
+        cache_size = bucket(int(lengths.max()) + steps)
+        rid = jnp.asarray(list(row_ids) + [0] * (b - n), jnp.int32)
+        temp = jnp.float32(max(temperature, 1e-6))
+        tp = jnp.float32(top_p)
+        cache, tok = self._prefill(self.params, jnp.asarray(_pad_rows(rows, t, self.tokenizer.pad_id)),
+                                   jnp.asarray(lengths), rid, key, temp, tp,
+                                   cache_size=cache_size, greedy=greedy, nucleus=nucleus)
+        pos = jnp.asarray(lengths)
+        stop_ids = set(self.tokenizer.stop_ids)
+        gen = [[] for _ in range(n)]
+        done = [False] * n
+        for c in range(steps // chunk):
+            cache, tok, pos, emitted = self._decode(self.params, cache, tok, pos, rid, key,
+                                                    jnp.int32(c * chunk), temp, tp,
+                                                    n_steps=chunk, greedy=greedy, nucleus=nucleus)
+            self.stats["decode_steps"] += chunk
+            em = np.asarray(emitted)
+            for i in range(n):
+                if done[i]:
+                    continue
+                for tkn in em[i]:
+                    if tkn in stop_ids or len(gen[i]) >= max_new:
+                        done[i] = True
+                        break
+                    gen[i].append(int(tkn))
+                if len(gen[i]) >= max_new:
+                    done[i] = True
+                if stop and not done[i]:
+                    done[i] = cut_at_stop(self.tokenizer.decode(gen[i]), stop)[1]
+            if all(done):
+                break
+        if stop:
+            gen = [self._cut_ids(g, stop) for g in gen]
+        return gen
+
+    def _cut_ids(self, ids, stop):
+        """The longest prefix of ids whose text lies before the first stop string."""
+        text, found = cut_at_stop(self.tokenizer.decode(ids), stop)
+        if not found:
+            return ids
+        k = 0
+        while k < len(ids) and text.startswith(self.tokenizer.decode(ids[:k + 1])):
+            k += 1
+        return ids[:k]
+
+    # ------------------------------------------------------------------- score
+
+    def score(self, prefixes, continuations, per_token=False, reuse_prefix=True):
+        check_pairs(prefixes, continuations)
+        if not len(prefixes):
+            return []
+        p_ids = self.tokenizer.encode_batch(list(prefixes))
+        c_ids = self.tokenizer.encode_batch(list(continuations), add_bos=False)
+        return self.score_ids(p_ids, c_ids, per_token=per_token, reuse_prefix=reuse_prefix)
+
+    def score_ids(self, prefix_ids, cont_ids, per_token=False, reuse_prefix=True):
+        """Like `score`, on token ids (each prefix must hold at least one token)."""
+        if any(len(p) == 0 for p in prefix_ids):
+            raise ValueError("empty prefix: the first token has no context to be scored in")
+        full = [list(p) + list(c) for p, c in zip(prefix_ids, cont_ids)]
+        order = sorted(range(len(full)), key=lambda i: full[i])
+        out: list = [None] * len(full)
+        for start in range(0, len(order), self.max_batch):
+            idx = order[start:start + self.max_batch]
+            res = self._score_batch([full[i] for i in idx], [len(prefix_ids[i]) for i in idx],
+                                    [len(cont_ids[i]) for i in idx], reuse_prefix)
+            for i, r in zip(idx, res):
+                out[i] = r if per_token else float(np.sum(r, dtype=np.float64))
+        return out
+
+    def _score_batch(self, rows, plens, clens, reuse_prefix):
+        n = len(rows)
+        b = batch_bucket(n, self.max_batch)
+        rows = rows + [rows[0]] * (b - n)
+        plens = list(plens) + [plens[0]] * (b - n)
+        clens = list(clens) + [clens[0]] * (b - n)
+        shared = _common_prefix_len(rows) if reuse_prefix else 0
+        # The shared block must end before every row's last prefix token, which predicts
+        # the first continuation token (its hidden state must be computed here).
+        shared = min(shared, min(plens) - 1)
+        c = bucket(max(max(clens), 1))
+        j = np.arange(c)
+        pad = self.tokenizer.pad_id
+        if shared >= self.min_shared:
+            key = tuple(rows[0][:shared])
+            kv = self._shared_lru.get(key)
+            if kv is None:
+                sb = bucket(shared)
+                kv = self._prefill_shared(self.params, jnp.asarray(_pad_rows([list(key)], sb, pad)))
+                self._shared_lru[key] = kv
+                if len(self._shared_lru) > 4:
+                    self._shared_lru.popitem(last=False)
+                self.stats["shared_prefills"] += 1
+            else:
+                self._shared_lru.move_to_end(key)
+            rest = [r[shared:] for r in rows]
+            t = bucket(max(len(r) for r in rest))
+            pred = np.minimum(np.array(plens)[:, None] - shared - 1 + j, t - 1)
+            tgt_pos = np.minimum(pred + 1, t - 1)
+            ids = _pad_rows(rest, t, pad)
+            tgt = np.take_along_axis(ids, tgt_pos, axis=1)
+            lp = self._score_extend(self.params, kv[0], kv[1], jnp.int32(shared),
+                                    jnp.asarray(ids), jnp.asarray(pred, jnp.int32),
+                                    jnp.asarray(tgt))
+            self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
+        else:
+            t = bucket(max(len(r) for r in rows))
+            pred = np.minimum(np.array(plens)[:, None] - 1 + j, t - 1)
+            ids = _pad_rows(rows, t, pad)
+            tgt = np.take_along_axis(ids, np.minimum(pred + 1, t - 1), axis=1)
+            lens = np.array([len(r) for r in rows], np.int32)
+            lp = self._score_full(self.params, jnp.asarray(ids), jnp.asarray(lens),
+                                  jnp.asarray(pred, jnp.int32), jnp.asarray(tgt))
+            self.stats["full_tokens"] += sum(len(r) for r in rows[:n])
+        lp = np.asarray(lp)
+        return [lp[i, :clens[i]].astype(np.float64) for i in range(n)]
+
+
+def _common_prefix_len(rows: list[list[int]]) -> int:
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for r in rows[1:]:
+        k = 0
+        while k < n and r[k] == first[k]:
+            k += 1
+        n = k
+    return n

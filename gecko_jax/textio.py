@@ -1,0 +1,60 @@
+"""Reading text inputs (JSONL or one-text-per-line .txt) with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from gecko_jax.errors import InputError
+
+
+def _lines(path: pathlib.Path):
+    """(line number, decoded line without newline); invalid UTF-8 names its line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({err.strerror})") from None
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(path, f"invalid UTF-8 at byte {err.start} of the line", number) from None
+
+
+def read_jsonl(path: str | os.PathLike):
+    """Yields (line number, object) for each non-blank line of a JSONL file."""
+    path = pathlib.Path(path)
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(path, f"not valid JSON ({err.msg} at column {err.colno})", number) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", number)
+        yield number, obj
+
+
+def read_texts(path: str | os.PathLike) -> tuple[list[str], list[str | None]]:
+    """Texts and titles from JSONL (`{"text": ..., "title": optional}`) or .txt lines.
+
+    A .txt file gives one text per line (titles all None); blank JSONL lines are skipped.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(path, "input file does not exist")
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        texts, titles = [], []
+        for number, obj in read_jsonl(path):
+            text, title = obj.get("text"), obj.get("title")
+            if not isinstance(text, str):
+                raise InputError(path, 'each line needs a string field "text"', number)
+            if title is not None and not isinstance(title, str):
+                raise InputError(path, '"title" must be a string when present', number)
+            texts.append(text)
+            titles.append(title)
+        return texts, titles
+    texts = [line for _, line in _lines(path)]
+    return texts, [None] * len(texts)

@@ -1,0 +1,433 @@
+"""The Gecko trainer: a jitted, sharded train step; orbax checkpoints; exact resume.
+
+    gecko train --gin_file=experiments/minilm_jsonl.gin --model_dir=runs/x
+
+Responsibilities (t5x's split): the model is gecko_jax's DualEncoder, the loss
+is gecko_jax.losses (pure), partitioning.py owns the mesh and the logical-axis
+rules, this file owns the steps. Train state = {step, params, opt_state} with
+params a flat {'backbone/layers/0/query/kernel': array} dict, so optax, orbax
+and the sharding table all see one simple pytree.
+
+Exactness: batch s is a pure function of (data, seed, s) (data/batching.py);
+a checkpoint at step s holds params, optimizer state, the step and the data
+position, so a resumed run replays the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from gecko_jax import losses
+from gecko_jax.errors import GeckoError
+from gecko_jax.training import optimizers, partitioning
+from gecko_jax.training.partitioning import MeshSpec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+EXPORT_DIR = "export"
+
+
+def _register_gin_externals():
+    from gecko_jax import assets
+
+    gin.external_configurable(MeshSpec, "MeshSpec")
+    gin.external_configurable(assets.minilm_dir, "minilm_dir")
+
+
+_register_gin_externals()
+
+
+class TrainingDiverged(GeckoError):
+    """The loss went NaN/inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- models
+@gin.configurable
+def pretrained_model(folder: str | os.PathLike = gin.REQUIRED, projection_dim: int | None = None,
+                     seed: int = 0):
+    """An HF BERT folder (e.g. MiniLM) as DualEncoder; returns (model, tokenizer).
+
+    projection_dim adds a fresh linear projection (Gecko / t5x_retrieval style).
+    """
+    from gecko_jax.models.dual_encoder import DualEncoder
+    from gecko_jax.models.weights import load_dual_encoder
+
+    model, tokenizer, _ = load_dual_encoder(folder)
+    if projection_dim and model.projection is None:
+        with nnx.use_eager_sharding(False):
+            model = DualEncoder(model.backbone, projection_dim=projection_dim,
+                                rngs=nnx.Rngs(seed))
+    return model, tokenizer
+
+
+@gin.configurable
+def random_model(config: dict = gin.REQUIRED, tokenizer_folder: str | os.PathLike = gin.REQUIRED,
+                 projection_dim: int | None = None, seed: int = 0):
+    """A randomly initialised BertEncoder of `config` (BertConfig fields) + a tokenizer."""
+    from gecko_jax.models.bert import BertConfig, BertEncoder
+    from gecko_jax.models.dual_encoder import DualEncoder
+    from gecko_jax.tokenization import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(tokenizer_folder)
+    cfg = BertConfig(**{"vocab_size": tokenizer.vocab_size, **dict(config)})
+    with nnx.use_eager_sharding(False):
+        model = DualEncoder(BertEncoder(cfg, rngs=nnx.Rngs(seed)), projection_dim=projection_dim,
+                            rngs=nnx.Rngs(seed + 1))
+    return model, tokenizer
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Arguments of losses.gecko_loss (see there). tau 0.05 = sentence-transformers' scale 20."""
+
+    tau: float = 0.05
+    same_tower: bool = True
+    all_hard_negatives: bool = False
+    bidirectional: bool = False
+    use_hard_negatives: bool = True
+    mask_duplicates: bool = True
+    mrl_dims: tuple[int, ...] | None = None
+    mrl_weights: tuple[float, ...] | None = None
+
+
+# --------------------------------------------------------------------------- the step
+def _flatten(state: nnx.State) -> dict[str, jax.Array]:
+    return {partitioning.path_key(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+
+
+def _encode_batch(model, batch: dict[str, jax.Array], use_negatives: bool):
+    """Embeds queries and documents. Returns q [B,d], p [B,d], n [B,1,d] or None.
+
+    Positive and negative of a row are stacked row-locally ([B,2,L] -> [2B,L])
+    so that both stay on the device that holds the row: no resharding.
+    """
+    q_bd = model(batch["query_ids"], batch["query_mask"])
+    if not use_negatives:
+        return q_bd, model(batch["positive_ids"], batch["positive_mask"]), None
+    b, l = batch["positive_ids"].shape
+    ids = jnp.stack([batch["positive_ids"], batch["negative_ids"]], axis=1).reshape(2 * b, l)
+    mask = jnp.stack([batch["positive_mask"], batch["negative_mask"]], axis=1).reshape(2 * b, l)
+    d_b2d = model(ids, mask).reshape(b, 2, -1)
+    return q_bd, d_b2d[:, 0], d_b2d[:, 1:]
+
+
+def loss_on_batch(model, batch: dict[str, jax.Array], cfg: LossConfig):
+    """Gecko loss of one (micro-)batch of model features. Returns (loss, metrics)."""
+    q, p, n = _encode_batch(model, batch, cfg.use_hard_negatives)
+    ids = {}
+    if cfg.mask_duplicates and "query_text_id" in batch:
+        ids = dict(query_ids=batch["query_text_id"], positive_ids=batch["positive_text_id"],
+                   negative_ids=batch["negative_text_id"][:, None] if n is not None else None)
+    return losses.gecko_loss(q, p, n, tau=cfg.tau, same_tower=cfg.same_tower,
+                             all_hard_negatives=cfg.all_hard_negatives,
+                             bidirectional=cfg.bidirectional, mrl_dims=cfg.mrl_dims,
+                             mrl_weights=cfg.mrl_weights, **ids)
+
+
+class Trainer:
+    """Owns the sharded train state and the jitted step for one model + optimizer.
+
+    Args:
+      model: a DualEncoder (its Params carry logical axis names).
+      optimizer: an optax GradientTransformation.
+      mesh: from partitioning.make_mesh.
+      loss_config: LossConfig.
+      grad_accum_steps: micro-batches per step; in-batch negatives then come from
+        each micro-batch (global batch / grad_accum_steps rows).
+      schedule: learning-rate schedule, only for the logged `learning_rate`.
+    """
+
+    def __init__(self, model, optimizer: optax.GradientTransformation, mesh,
+                 loss_config: LossConfig = LossConfig(), grad_accum_steps: int = 1,
+                 schedule: optax.Schedule | None = None):
+        self.model = model
+        self.mesh = mesh
+        self.loss_config = loss_config
+        self.grad_accum_steps = grad_accum_steps
+        self.optimizer = optimizer
+        self._schedule = schedule
+        graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
+        self._graphdef, self._rest = graphdef, rest
+        self._template = nnx.to_flat_state(params_state)
+        flat = _flatten(params_state)
+        names = partitioning.param_logical_names(params_state)
+        self.param_shardings = partitioning.param_shardings(flat, names, mesh)
+        params = {k: jax.device_put(v, self.param_shardings[k]) for k, v in flat.items()}
+        opt_state = jax.jit(optimizer.init)(params)
+        self.state_shardings = {
+            "step": partitioning.replicated(mesh),
+            "params": self.param_shardings,
+            "opt_state": partitioning.state_shardings_like(opt_state, mesh),
+        }
+        self.state = jax.device_put(
+            {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state},
+            self.state_shardings)
+        self._step_fn = None
+
+    # -- params <-> model
+    def _rebuild(self, flat: dict[str, jax.Array]) -> nnx.State:
+        pairs = [(path, var.replace(flat[partitioning.path_key(path)]))
+                 for path, var in self._template]
+        return nnx.from_flat_state(pairs)
+
+    def merged_model(self, flat: dict[str, jax.Array]):
+        return nnx.merge(self._graphdef, self._rebuild(flat), self._rest)
+
+    def updated_model(self):
+        """The nnx model holding the current params (host copies), e.g. for export."""
+        host = jax.device_get(self.state["params"])
+        nnx.update(self.model, self._rebuild({k: jnp.asarray(v) for k, v in host.items()}))
+        return self.model
+
+    # -- the step
+    def _loss_and_grads(self, params, batch):
+        def loss_fn(p, b):
+            loss, metrics = loss_on_batch(self.merged_model(p), b, self.loss_config)
+            return loss, metrics
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        g = self.grad_accum_steps
+        if g == 1:
+            (_, metrics), grads = grad_fn(params, batch)
+            return grads, metrics
+
+        # Micro-batch m takes rows m, m+g, m+2g, ...: every micro-batch stays spread
+        # over all data shards (a contiguous split would idle most devices).
+        def micro(x):
+            return x.reshape(x.shape[0] // g, g, *x.shape[1:]).swapaxes(0, 1)
+
+        micro_batches = jax.tree.map(micro, batch)
+
+        def body(acc, mb):
+            (_, metrics), grads = grad_fn(params, mb)
+            return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+        zeros = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro_batches))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+        (grads, metrics), _ = jax.lax.scan(body, zeros, micro_batches)
+        return jax.tree.map(lambda x: x / g, (grads, metrics))
+
+    def _train_step(self, state, batch):
+        grads, metrics = self._loss_and_grads(state["params"], batch)
+        updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        if self._schedule is not None:
+            metrics["learning_rate"] = self._schedule(state["step"])
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+    def batch_shardings(self, batch: dict[str, Any]):
+        return {k: partitioning.batch_sharding(self.mesh, np.ndim(v)) for k, v in batch.items()}
+
+    def step(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """One optimizer update on this process's rows of the global batch."""
+        batch = partitioning.host_to_global(host_batch, self.mesh)
+        if self._step_fn is None:
+            self._step_fn = jax.jit(
+                self._train_step,
+                in_shardings=(self.state_shardings, self.batch_shardings(host_batch)),
+                out_shardings=(self.state_shardings, partitioning.replicated(self.mesh)),
+                donate_argnums=(0,))
+        self.state, metrics = self._step_fn(self.state, batch)
+        return metrics
+
+    def abstract_state(self):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            self.state)
+
+
+# --------------------------------------------------------------------------- checkpoints
+class Checkpointer:
+    """orbax CheckpointManager: train state + data position, keep N, every K steps."""
+
+    def __init__(self, directory: pathlib.Path, every: int, keep: int):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.every = every
+        self.manager = ocp.CheckpointManager(
+            directory.absolute(),
+            # We decide when to save (every K steps and the last); orbax's own interval
+            # logic would also save the very first step.
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1,
+                                                 create=True))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_position: dict, force: bool = False) -> bool:
+        ocp = self._ocp
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)),
+            force=force)
+
+    def restore(self, step: int, abstract_state):
+        ocp = self._ocp
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return out.state, out.data
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.close()
+
+
+# --------------------------------------------------------------------------- the loop
+def _write_config(model_dir: pathlib.Path) -> None:
+    if jax.process_index() == 0:
+        (model_dir / "config.gin").write_text(gin.config_str())
+
+
+def _scalar_metrics(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+@gin.configurable(denylist=["model_dir"])
+def train(
+    model_dir: str | os.PathLike,
+    *,
+    model_fn: Callable[[], tuple[Any, Any]] = gin.REQUIRED,
+    train_files: Sequence[str] = gin.REQUIRED,
+    feature_lengths: dict[str, int] = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    num_steps: int = gin.REQUIRED,
+    seed: int = 0,
+    loss_config: LossConfig = LossConfig(),
+    optimizer_fn: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
+    schedule_fn: Callable[..., optax.Schedule] = optimizers.learning_rate_schedule,
+    mesh_spec: MeshSpec = MeshSpec(),
+    grad_accum_steps: int = 1,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    log_every: int = 10,
+    export: bool = True,
+    export_max_length: int | None = None,
+    task_name: str = "gecko_jsonl",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
+
+    Resumes from the latest checkpoint in MODEL_DIR/checkpoints when one exists.
+    Writes MODEL_DIR/config.gin, TensorBoard events, checkpoints and, at the end,
+    MODEL_DIR/export (a model folder that `gecko embed --model` reads).
+
+    Returns a summary: final step, last metrics, the losses of this process's steps.
+    """
+    from clu import metric_writers
+
+    from gecko_jax.data import tasks
+    from gecko_jax.data.batching import StepIndexedBatches
+
+    model_dir = pathlib.Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir)
+    if batch_size % grad_accum_steps:
+        raise GeckoError(f"batch_size {batch_size} is not divisible by grad_accum_steps "
+                         f"{grad_accum_steps}")
+
+    mesh = partitioning.make_mesh(mesh_spec)
+    model, tokenizer = model_fn()
+
+    # Data: read + validate + tokenise everything before any model compute.
+    tasks.register_jsonl_task(task_name, {"train": list(train_files)}, tokenizer.folder)
+    examples = tasks.load_examples(task_name, "train", feature_lengths, tokenizer.pad_id)
+    batches = StepIndexedBatches(examples, batch_size, seed=seed,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+    position_meta = {"seed": seed, "global_batch_size": batch_size,
+                     "num_examples": batches.num_examples}
+
+    schedule = schedule_fn()
+    trainer = Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
+                      grad_accum_steps=grad_accum_steps, schedule=schedule)
+    ckpt = Checkpointer(model_dir / CHECKPOINT_DIR, checkpoint_every, keep_checkpoints)
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, position = ckpt.restore(latest, trainer.abstract_state())
+        for key, want in position_meta.items():
+            if position.get(key) != want:
+                raise GeckoError(f"{model_dir}: checkpoint {latest} was written with {key}="
+                                 f"{position.get(key)}, this run has {want}; exact resume "
+                                 "needs the same data, seed and batch size (or a new model_dir)")
+        trainer.state = state
+        start = int(position["step"])
+        log.info("resumed from %s at step %d", ckpt.manager.directory, start)
+
+    writer = metric_writers.create_default_writer(
+        str(model_dir), just_logging=jax.process_index() > 0, asynchronous=True)
+    bar = None
+    if progress and jax.process_index() == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+    losses_seen: list[float] = []
+    last: dict[str, float] = {}
+    t0, steps_timed = time.perf_counter(), 0
+    try:
+        for step in range(start, num_steps):
+            metrics = trainer.step(batches.batch(step))
+            loss = float(metrics["loss"])   # a host sync per step: NaN must stop before a save
+            if not math.isfinite(loss):
+                ckpt.wait()
+                good = ckpt.latest_step()
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step + 1}; stopped. Last good checkpoint: "
+                    f"{'none' if good is None else f'step {good}'} in {model_dir / CHECKPOINT_DIR}"
+                    " (lower the learning rate or check the data, then rerun to resume)")
+            losses_seen.append(loss)
+            done = step + 1
+            steps_timed += 1
+            if done % checkpoint_every == 0 or done == num_steps:
+                ckpt.save(done, trainer.state, {"step": done, **position_meta}, force=True)
+            if done % log_every == 0 or done == num_steps:
+                last = _scalar_metrics(metrics)
+                elapsed = time.perf_counter() - t0
+                last["steps_per_second"] = steps_timed / max(elapsed, 1e-9)
+                last["examples_per_second"] = last["steps_per_second"] * batch_size
+                writer.write_scalars(done, last)
+                t0, steps_timed = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{float(metrics['accuracy']):.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.flush()
+        ckpt.wait()
+        ckpt.close()
+
+    summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
+               "metrics": last}
+    if export and jax.process_index() == 0:
+        from gecko_jax.models.weights import export_dual_encoder
+
+        # Inference length: the model's own limit (training lengths are often shorter).
+        max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
+        summary["export"] = str(export_dual_encoder(trainer.updated_model(), tokenizer,
+                                                    model_dir / EXPORT_DIR, prompt_format="gecko",
+                                                    max_length=max_len))
+    if jax.process_index() == 0:
+        (model_dir / "train_summary.json").write_text(json.dumps(
+            {k: v for k, v in summary.items() if k != "losses"}, indent=2) + "\n")
+    summary["trainer"] = trainer
+    return summary

@@ -1,0 +1,40 @@
+"""Shared fixtures for trainer tests: real Wikipedia pairs as JSONL, a tiny BERT config."""
+
+import functools
+
+import pytest
+
+from gecko_jax import assets
+from gecko_jax.data import records, sources
+
+# Small enough for many compiled steps on 2 cores; real tokenizer, random weights.
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=64)
+LENGTHS = {"query": 16, "positive": 32, "negative": 32}
+
+
+@pytest.fixture(scope="session")
+def wiki_records():
+    return records.wikipedia_section_records(sources.read_wikipedia())
+
+
+@pytest.fixture(scope="session")
+def wiki_jsonl(tmp_path_factory, wiki_records):
+    path = tmp_path_factory.mktemp("wiki") / "pairs.jsonl"
+    records.write_records(path, wiki_records[:256])
+    return path
+
+
+def tiny_model_fn(seed=0):
+    from gecko_jax.training import trainer
+
+    return functools.partial(trainer.random_model, config=TINY_BERT,
+                             tokenizer_folder=assets.minilm_dir(), seed=seed)
+
+
+@pytest.fixture(scope="session")
+def wiki_examples(wiki_jsonl):
+    from gecko_jax.data import tasks
+
+    tasks.register_jsonl_task("test_wiki_pairs", {"train": [wiki_jsonl]}, assets.minilm_dir())
+    return tasks.load_examples("test_wiki_pairs", "train", LENGTHS)

@@ -1,0 +1,116 @@
+"""A real `gecko train` killed with SIGKILL after a checkpoint resumes to the same params."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from gecko_jax import assets
+from gecko_jax.commands import train as train_cmd
+from gecko_jax.errors import GeckoError
+from gecko_jax.training import trainer
+from tests.training.conftest import TINY_BERT
+
+STEPS = 30
+EVERY = 5
+GECKO = [sys.executable, "/tmp/train_h/cli.py"]
+
+
+def _gin_file(tmp_path, jsonl) -> pathlib.Path:
+    path = tmp_path / "tiny.gin"
+    path.write_text(f"""
+include 'gin_configs/runs/finetune.gin'
+from gecko_jax.training import trainer
+train.model_fn = @random_model
+random_model.config = {TINY_BERT!r}
+random_model.tokenizer_folder = {str(assets.minilm_dir())!r}
+TRAIN_FILES = [{str(jsonl)!r}]
+BATCH_SIZE = 16
+TRAIN_STEPS = {STEPS}
+QUERY_LENGTH = 16
+DOC_LENGTH = 32
+LEARNING_RATE = 3e-4
+WARMUP_STEPS = 3
+train.checkpoint_every = {EVERY}
+train.log_every = {EVERY}
+train.export = False
+""")
+    return path
+
+
+def _final_params(model_dir: pathlib.Path) -> dict:
+    state = ocp.StandardCheckpointer().restore(
+        (model_dir / "checkpoints" / str(STEPS) / "state").absolute())
+    return state["params"]
+
+
+def _finished_steps(ckpt_dir: pathlib.Path) -> list[int]:
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckpt_dir.iterdir() if re.fullmatch(r"\d+", p.name))
+
+
+def test_sigkill_and_resume_matches_uninterrupted(tmp_path, wiki_jsonl):
+    gin_path = _gin_file(tmp_path, wiki_jsonl)
+
+    # Uninterrupted reference, in this process (same 8 emulated devices).
+    ref_dir = tmp_path / "ref"
+    try:
+        train_cmd.parse_gin([str(gin_path)], [])
+        trainer.train(ref_dir, progress=False)
+    finally:
+        gin.clear_config()
+
+    run_dir = tmp_path / "run"
+    cmd = GECKO + ["train", f"--gin_file={gin_path}", f"--model_dir={run_dir}", "--no-progress"]
+    env = dict(os.environ)
+    log1 = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 300
+    while not _finished_steps(run_dir / "checkpoints"):
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = _finished_steps(run_dir / "checkpoints")
+    assert killed_at and killed_at[-1] < STEPS, killed_at
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    match = re.search(r"trained to step (\d+) \(from (\d+)\)", resumed.stdout)
+    assert match and int(match.group(1)) == STEPS
+    start = int(match.group(2))
+    assert 0 < start < STEPS and start % EVERY == 0
+
+    ref, got = _final_params(ref_dir), _final_params(run_dir)
+    worst = max(float(np.max(np.abs(np.asarray(ref[k]) - np.asarray(got[k])))) for k in ref)
+    print(f"killed after checkpoint {killed_at[-1]}, resumed from {start}; "
+          f"max |param diff| vs uninterrupted = {worst:.2e}")
+    assert worst <= 1e-6
+    assert (run_dir / "config.gin").read_text().count("TRAIN_STEPS") >= 1
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_unknown_gin_binding_fails_before_compute(tmp_path, wiki_jsonl):
+    gin_path = _gin_file(tmp_path, wiki_jsonl)
+    for binding in ("train.no_such_param = 3", "NoSuchConfigurable.x = 1"):
+        t0 = time.time()
+        proc = subprocess.run(GECKO + ["train", f"--gin_file={gin_path}",
+                                       f"--gin_bindings={binding}",
+                                       f"--model_dir={tmp_path / 'bad'}"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "gin config" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "bad").exists()          # nothing ran, nothing written
+    with pytest.raises(GeckoError, match="gin file not found"):
+        train_cmd.parse_gin(["no/such/file.gin"], [])
+    gin.clear_config()

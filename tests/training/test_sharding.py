@@ -1,0 +1,102 @@
+"""Sharded training equals unsharded training (8 emulated CPU devices vs 1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from gecko_jax import losses
+from gecko_jax.data.batching import StepIndexedBatches
+from gecko_jax.training import optimizers, partitioning, trainer
+from gecko_jax.training.partitioning import MeshSpec
+from tests.training.conftest import tiny_model_fn
+
+STEPS = 5
+BATCH = 16
+
+
+def _run(examples, mesh, grad_accum_steps=1):
+    model, _ = tiny_model_fn()()
+    schedule = optimizers.learning_rate_schedule(peak_value=3e-4, total_steps=STEPS,
+                                                 warmup_steps=2)
+    tr = trainer.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
+                         trainer.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
+                         schedule=schedule)
+    batches = StepIndexedBatches(examples, BATCH, seed=3)
+    curve = [float(tr.step(batches.batch(s))["loss"]) for s in range(STEPS)]
+    return curve, jax.device_get(tr.state["params"]), tr
+
+
+@pytest.fixture(scope="module")
+def single(wiki_examples):
+    return _run(wiki_examples, partitioning.make_mesh(MeshSpec(), devices=jax.devices()[:1]))
+
+
+@pytest.mark.parametrize("spec", [
+    MeshSpec(data=8), MeshSpec(data=4, model=2),
+    pytest.param(MeshSpec(data=2, fsdp=2, model=2), marks=pytest.mark.slow)],
+                         ids=["data8", "data4_model2", "data2_fsdp2_model2"])
+def test_sharded_matches_single_device(single, wiki_examples, spec):
+    assert len(jax.devices()) == 8
+    curve1, params1, _ = single
+    mesh = partitioning.make_mesh(spec)
+    curve8, params8, tr = _run(wiki_examples, mesh)
+    np.testing.assert_allclose(curve8, curve1, atol=1e-5, rtol=0)
+    assert curve1[-1] < curve1[0]                 # it trained
+    worst = max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1)
+    where = max(params1, key=lambda k: float(np.max(np.abs(params8[k] - params1[k]))))
+    print(f"{spec}: loss curve {curve8}, max |param diff| {worst:.2e} at {where}")
+    assert worst <= 1e-5
+    # The params really are split where the table says so.
+    kernel = tr.state["params"]["backbone/layers/0/intermediate/kernel"]
+    if spec.model > 1:
+        assert kernel.sharding.spec == P(None, "model") or kernel.sharding.spec[1] == "model"
+        assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // spec.model
+    if spec.fsdp > 1:
+        assert kernel.sharding.spec[0] == "fsdp"
+
+
+def test_positive_on_other_device_is_a_negative():
+    """Row 0 lives on device 0, positive 7 on device 7; under jit over the global
+    batch, p_7 enters row 0's softmax (here it is made to beat row 0's own positive)."""
+    mesh = partitioning.make_mesh(MeshSpec(data=8))
+    b, d = 8, 16
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(b, d)).astype(np.float32)
+    p = rng.normal(size=(b, d)).astype(np.float32)
+    p[7] = q[0]                                    # row 0's query == row 7's positive
+    q, p = losses.l2_normalize(jnp.asarray(q)), losses.l2_normalize(jnp.asarray(p))
+    sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
+    q8, p8 = jax.device_put(q, sharding), jax.device_put(p, sharding)
+    assert {s.device for s in p8.addressable_shards if s.index[0].start == 7} != \
+        {s.device for s in q8.addressable_shards if s.index[0].start == 0}
+
+    @jax.jit
+    def row_stats(q_bd, p_bd):
+        _, valid, logits = losses.gecko_logits(q_bd, p_bd, None, tau=0.05, same_tower=False)
+        loss, met = losses.gecko_loss(q_bd, p_bd, tau=0.05, same_tower=False)
+        return logits, loss, met
+
+    logits8, loss8, met8 = row_stats(q8, p8)
+    logits1, loss1, _ = row_stats(q, p)
+    assert int(jnp.argmax(logits8[0])) == 7        # the cross-device positive wins row 0
+    np.testing.assert_allclose(float(logits8[0, 7]), 1.0 / 0.05, rtol=1e-5)
+    np.testing.assert_allclose(float(loss8), float(loss1), rtol=1e-6)
+    assert float(met8["accuracy"]) < 1.0
+
+    # And its gradient reaches p_7 from row 0's term alone.
+    g = jax.jit(jax.grad(lambda pp: losses._cross_entropy_diag(
+        losses.gecko_logits(q8, pp, None, tau=0.05, same_tower=False)[2])[0]))(p8)
+    assert float(jnp.linalg.norm(g[7])) > 1.0
+
+
+@pytest.mark.slow
+def test_grad_accumulation_sharded_matches_single(single, wiki_examples):
+    curve1, params1, _ = _run(wiki_examples, partitioning.make_mesh(
+        MeshSpec(), devices=jax.devices()[:1]), grad_accum_steps=2)
+    curve8, params8, _ = _run(wiki_examples, partitioning.make_mesh(MeshSpec(data=8)),
+                              grad_accum_steps=2)
+    np.testing.assert_allclose(curve8, curve1, atol=1e-5, rtol=0)
+    assert max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1) <= 1e-5
+    assert curve1 != single[0]                     # micro-batches: fewer in-batch negatives
