@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("-k", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=16384)
+    parser.add_argument("--group-size", type=int, default=16,
+                        help="rows per group in the running top-k (1 = plain per-chunk top-k)")
     parser.add_argument("--quick", action="store_true", help="20k corpus, 200 queries")
     args = parser.parse_args(argv)
     if args.quick:
@@ -65,7 +67,8 @@ def main(argv=None):
     t_theirs, (d_ref, i_ref) = best_time(lambda: theirs.search(queries, args.k), args.repeats)
 
     start = time.perf_counter()
-    ours = ExactIndex(corpus, mesh=corpus_mesh(jax.devices()[:1]), chunk_size=args.chunk_size)
+    ours = ExactIndex(corpus, mesh=corpus_mesh(jax.devices()[:1]), chunk_size=args.chunk_size,
+                      group_size=args.group_size)
     print(f"ours  build   {time.perf_counter() - start:.3f} s")
     start = time.perf_counter()
     ours.search(queries, args.k)  # warm-up, includes compile

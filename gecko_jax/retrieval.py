@@ -37,20 +37,6 @@ class TopK(NamedTuple):
 # ----------------------------------------------------------------------------
 # Pure, jittable pieces.
 
-def merge_top_k(scores_a, idx_a, scores_b, idx_b, k: int):
-    """Top-k of the union of two candidate lists.
-
-    Args:
-      scores_a, idx_a: [Q, ka]; scores_b, idx_b: [Q, kb] (scores float, idx int).
-    Returns:
-      (scores [Q, k], idx [Q, k]), best first.
-    """
-    scores = jnp.concatenate([scores_a, scores_b], axis=1)
-    idx = jnp.concatenate([idx_a, idx_b], axis=1)
-    top_scores, pos = jax.lax.top_k(scores, k)
-    return top_scores, jnp.take_along_axis(idx, pos, axis=1)
-
-
 def chunked_top_k(queries_qd, corpus_nd, num_valid, k: int, chunk_size: int,
                   index_offset=0, group_size: int = 16):
     """Running top-k of `queries_qd @ corpus_nd.T` over corpus chunks.

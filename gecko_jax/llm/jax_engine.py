@@ -349,9 +349,28 @@ class JaxEngine(LLM):
             raise ValueError("empty prefix: the first token has no context to be scored in")
         full = [list(p) + list(c) for p, c in zip(prefix_ids, cont_ids)]
         order = sorted(range(len(full)), key=lambda i: full[i])
+        # Sorted rows that share >= min_shared leading tokens form a group; groups of one
+        # are pooled into plain batches.
+        groups, singles = [], []
+        if reuse_prefix:
+            group, common = [order[0]], len(full[order[0]])
+            for i in order[1:]:
+                k = min(common, _common_prefix_len([full[group[0]], full[i]]))
+                if k >= self.min_shared:
+                    group.append(i)
+                    common = k
+                else:
+                    (groups if len(group) > 1 else singles).append(group)
+                    group, common = [i], len(full[i])
+            (groups if len(group) > 1 else singles).append(group)
+            singles = [i for g in singles for i in g]
+        else:
+            singles = order
+        batches = [g[k:k + self.max_batch] for g in groups
+                   for k in range(0, len(g), self.max_batch)]
+        batches += [singles[k:k + self.max_batch] for k in range(0, len(singles), self.max_batch)]
         out: list = [None] * len(full)
-        for start in range(0, len(order), self.max_batch):
-            idx = order[start:start + self.max_batch]
+        for idx in batches:
             res = self._score_batch([full[i] for i in idx], [len(prefix_ids[i]) for i in idx],
                                     [len(cont_ids[i]) for i in idx], reuse_prefix)
             for i, r in zip(idx, res):

@@ -99,10 +99,10 @@ class BertLayer(nnx.Module):
         h, k = self.cfg.num_attention_heads, self.cfg.head_dim
         # One fused QKV matmul (the three kernels stay separate parameters so that
         # HF names and sharding rules map one to one).
-        w_dn = jnp.concatenate([self.query.kernel.value, self.key.kernel.value,
-                                self.value.kernel.value], axis=1).astype(x_bld.dtype)
-        b_n = jnp.concatenate([self.query.bias.value, self.key.bias.value,
-                               self.value.bias.value]).astype(x_bld.dtype)
+        w_dn = jnp.concatenate([self.query.kernel[...], self.key.kernel[...],
+                                self.value.kernel[...]], axis=1).astype(x_bld.dtype)
+        b_n = jnp.concatenate([self.query.bias[...], self.key.bias[...],
+                               self.value.bias[...]]).astype(x_bld.dtype)
         qkv_bl3hk = (x_bld @ w_dn + b_n).reshape(b, l, 3, h, k)
         q_bhlk, k_bhlk, v_bhlk = (qkv_bl3hk[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         ctx_bhlk = attention(q_bhlk, k_bhlk, v_bhlk, mask_bl)

@@ -120,24 +120,27 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     dense = None
     if (folder / DENSE_DIR / "config.json").is_file():
         dense = load_file(str(folder / DENSE_DIR / "model.safetensors"))
+    projection_dim = None if dense is None else dense["linear.weight"].shape[0]
     with nnx.use_eager_sharding(False):
-        model = DualEncoder(BertEncoder(config, dtype=dtype),
-                            projection_dim=None if dense is None else dense["linear.weight"].shape[0])
+        # Abstract parameters (shapes only): every one is overwritten below, so
+        # skip the cost of a random initialisation.
+        model = nnx.eval_shape(lambda: DualEncoder(BertEncoder(config, dtype=dtype),
+                                                   projection_dim=projection_dim))
     missing = []
     for name, param, transpose in _param_table(model):
         if name not in tensors:
             missing.append(name)
             continue
         value = tensors[name].T if transpose else tensors[name]
-        if value.shape != param.value.shape:
+        if value.shape != param.get_value().shape:
             raise GeckoError(f"{weights_path}: tensor {name} has shape {value.shape}, "
-                             f"config.json implies {param.value.shape}")
-        param.value = jnp.asarray(value, dtype=jnp.float32)
+                             f"config.json implies {param.get_value().shape}")
+        param.set_value(jnp.asarray(value, dtype=jnp.float32))
     if missing:
         raise GeckoError(f"{weights_path}: missing {len(missing)} tensors, e.g. {missing[:3]}")
     if dense is not None:
-        model.projection.kernel.value = jnp.asarray(dense["linear.weight"].T)
-        model.projection.bias.value = jnp.asarray(dense["linear.bias"])
+        model.projection.kernel.set_value(jnp.asarray(dense["linear.weight"].T))
+        model.projection.bias.set_value(jnp.asarray(dense["linear.bias"]))
     return model, tokenizer, read_meta(folder)
 
 
@@ -160,8 +163,8 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = {name: np.ascontiguousarray(np.asarray(p.value, np.float32).T if t
-                                          else np.asarray(p.value, np.float32))
+    tensors = {name: np.ascontiguousarray(np.asarray(p[...], np.float32).T if t
+                                          else np.asarray(p[...], np.float32))
                for name, p, t in _param_table(model)}
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _write_json(tmp / "config.json", model.backbone.cfg.to_hf_dict())
@@ -180,8 +183,8 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
         _write_json(tmp / DENSE_DIR / "config.json", {
             "in_features": d, "out_features": model.projection_dim, "bias": True,
             "activation_function": "torch.nn.modules.linear.Identity"})
-        save_file({"linear.weight": np.ascontiguousarray(np.asarray(model.projection.kernel.value).T),
-                   "linear.bias": np.asarray(model.projection.bias.value)},
+        save_file({"linear.weight": np.ascontiguousarray(np.asarray(model.projection.kernel[...]).T),
+                   "linear.bias": np.asarray(model.projection.bias[...])},
                   str(tmp / DENSE_DIR / "model.safetensors"), metadata={"format": "pt"})
     norm_path = f"{len(modules)}_Normalize"
     modules.append({"idx": len(modules), "name": str(len(modules)), "path": norm_path,

@@ -93,6 +93,12 @@ def make_mesh(spec: MeshSpec = MeshSpec(), devices: Sequence[jax.Device] | None 
     maybe_initialize_distributed(spec)
     if devices is None:
         devices = jax.devices()
+    fixed = (spec.data, spec.fsdp, spec.model)
+    if -1 not in fixed and 0 < math.prod(fixed) < len(devices):
+        # An explicit smaller mesh (e.g. data=1 for a single-device twin) uses the first devices.
+        log.warning("mesh of %d devices on a host with %d: using the first %d",
+                    math.prod(fixed), len(devices), math.prod(fixed))
+        devices = list(devices)[:math.prod(fixed)]
     sizes = spec.resolve(len(devices))
     if len(devices) == len(jax.devices()):
         # Let jax pick an ICI/topology-aware device order on real slices.
