@@ -39,8 +39,32 @@ EVAL = [
     "polars==2.1.0",
 ]
 
+# llama.cpp's OpenAI-compatible server, the real peer of the OpenAI-compatible
+# teacher backend (integration test, bench/llm.py). Source-only: install it with
+# scripts/build_llama_cpp.sh (fixed SIMD flags; a native build crashes here).
+SERVER = [
+    "llama-cpp-python[server]==0.3.36",
+    "uvicorn==0.54.0",
+    "fastapi==0.165.0",
+    "pydantic-settings==2.16.3",
+    "sse-starlette==3.7.0",
+    "starlette-context==0.3.6",
+    "PyYAML==6.0.4",
+]
+
+# Apache Beam runner for FRet (gecko_jax/fret/beam.py). NOT in "dev": apache-beam 2.77.0
+# (the newest) requires protobuf<7, pyarrow<26, pillow<13, python-dateutil<3, which
+# conflict with this stack's pins (protobuf 7.36.2, pyarrow 26.0.1, pillow 13.0.0,
+# python-dateutil 4.0.0). Every other package here accepts the older versions
+# (tensorflow: protobuf>=6.31.1). Install it in an environment of its own, e.g.
+#   pip install apache-beam==2.77.0 protobuf==6.33.6 pyarrow==25.0.1 pillow==12.3.0 \
+#       python-dateutil==2.9.0.post0
+BEAM = ["apache-beam==2.77.0"]
+
 EXTRAS = {
     "eval": EVAL,
+    "beam": BEAM,
+    "server": SERVER,
     # Reference implementations for numerics tests and the bench/ peers.
     # torch==2.13.0 is the CPU build that lies on this machine's disk.
     "dev": [

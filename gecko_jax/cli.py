@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "llm": "llm",
+    "fret": "fret",
 }
 
 

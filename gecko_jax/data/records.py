@@ -119,8 +119,8 @@ def write_records(path: str | os.PathLike, records: Iterable[FRetRecord]) -> int
 
 
 def wikipedia_section_records(articles, max_words: int = 120, hard_negatives: bool = True,
-                              task: str = "Given a section heading of an encyclopedia article, "
-                                          "find the section text") -> list[FRetRecord]:
+                              task: str = "find the article section under this heading"
+                              ) -> list[FRetRecord]:
     """(article: section title -> section text) pairs, the paper's title/body pre-finetuning kind.
 
     Args:
@@ -128,7 +128,9 @@ def wikipedia_section_records(articles, max_words: int = 120, hard_negatives: bo
       max_words: section text is cut to its first `max_words` words.
       hard_negatives: the next section of the same article is the negative (a near
         miss: same topic, wrong heading); articles with one section get none.
-    Lead sections (no heading) use the article title alone as the query.
+    Lead sections (no heading) use the article title alone as the query. The task
+    text is short on purpose: with a 32-token query budget a long task description
+    would crowd the query itself out.
     """
     out = []
     for art in articles:

@@ -21,9 +21,14 @@ from collections.abc import Mapping
 
 Results = Mapping[str, Mapping[str, Mapping[int, Mapping[str, float]]]]
 
-# Metrics worth a column in the detailed table, in order, when present.
-DETAIL_METRICS = ("ndcg_at_10", "recall_at_10", "mrr_at_10", "map_at_10", "recall_at_1",
-                  "accuracy", "f1", "v_measure", "cosine_spearman")
+# Metrics worth a column in the detailed table, by task type, in order, when present.
+DETAIL_METRICS = {
+    "retrieval": ("ndcg_at_10", "recall_at_10", "mrr_at_10", "map_at_10", "recall_at_1"),
+    "classification": ("accuracy", "f1"),
+    "clustering": ("v_measure",),
+}
+ANY_DETAIL = ("ndcg_at_10", "recall_at_10", "mrr_at_10", "map_at_10", "recall_at_1",
+              "accuracy", "f1", "v_measure", "cosine_spearman", "main_score")
 
 
 def _dims(results: Results, task: str) -> list[int]:
@@ -67,7 +72,8 @@ def to_markdown(results: Results, tasks: Mapping[str, Mapping], models: Mapping[
             lines.append(f"| {task} | {info['main_score']} | {dim} | " + " | ".join(cells) + " |")
     lines += ["", "## All metrics (x100)", ""]
     for task, info in tasks.items():
-        present = [k for k in DETAIL_METRICS
+        wanted = DETAIL_METRICS.get(str(info.get("type", "")).lower(), ANY_DETAIL)
+        present = [k for k in wanted
                    if any(_score(results, m, task, d, k) is not None
                           for m in names for d in _dims(results, task))]
         if not present:

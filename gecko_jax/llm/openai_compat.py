@@ -6,6 +6,12 @@ plain prompts and /chat/completions for message lists; `score` uses /completions
 with `echo` + `logprobs` (prompt log-probs), which chat-only endpoints lack: build
 the client with `supports_logprobs=False` there and `score` says so.
 
+Known server quirk: llama-cpp-python 0.3.36 aligns echoed prompt log-probs one
+position late when the model adds no BOS token (SmolLM2): it reports, for token i,
+log p(token_i) under the distribution computed *at* token i rather than before it.
+Token counts and offsets are right; the values are only meaningful for models that
+prepend BOS (Gemma, Llama-2/3). vLLM follows the OpenAI semantics.
+
 Every request is independent and its result lands at its own index, so a retried
 request can neither be lost nor counted twice. Retries back off exponentially (with
 jitter, honouring Retry-After) on 429, 5xx, timeouts and connection errors. The API

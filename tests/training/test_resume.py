@@ -20,7 +20,7 @@ from tests.training.conftest import TINY_BERT
 
 STEPS = 30
 EVERY = 5
-GECKO = [sys.executable, "/tmp/train_h/cli.py"]
+GECKO = [sys.executable, "-m", "gecko_jax.cli"]
 
 
 def _gin_file(tmp_path, jsonl) -> pathlib.Path:
@@ -114,3 +114,17 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path, wiki_jsonl):
     with pytest.raises(GeckoError, match="gin file not found"):
         train_cmd.parse_gin(["no/such/file.gin"], [])
     gin.clear_config()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, wiki_jsonl):
+    from gecko_jax.training import partitioning, trainer
+    from tests.training.conftest import LENGTHS, tiny_model_fn
+
+    kwargs = dict(model_fn=tiny_model_fn(), train_files=[str(wiki_jsonl)],
+                  feature_lengths=LENGTHS, batch_size=8, checkpoint_every=2, export=False,
+                  mesh_spec=partitioning.MeshSpec(data=1), progress=False)
+    trainer.train(tmp_path, num_steps=4, **kwargs)
+    # tau = 0 turns every logit into inf: the loss is NaN at the first resumed step.
+    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 5.*step 4"):
+        trainer.train(tmp_path, num_steps=8, loss_config=trainer.LossConfig(tau=0.0), **kwargs)
+    assert _finished_steps(tmp_path / "checkpoints") == [2, 4]

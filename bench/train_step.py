@@ -1,0 +1,172 @@
+"""Train-step throughput: gecko_jax (JAX, Gecko loss) vs sentence-transformers (torch, MNRL).
+
+Same model (all-MiniLM-L6-v2), same batch (32 queries of 64 tokens, 32 positives
++ 32 hard negatives of 256 tokens, real Wikipedia text filling every position),
+same loss shape (MultipleNegativesRankingLoss = softmax over all positives and all
+hard negatives, scale 20 = our tau 0.05, no same-tower term), AdamW lr 2e-5.
+Each side runs in its own subprocess so its peak RSS is its own.
+
+    python bench/train_step.py            # full: batch 32, q64 / d256, 3 timed steps
+    python bench/train_step.py --quick    # batch 8, q32 / d128, 2 timed steps (< 1 min)
+
+Last line: `ratio <ours examples/s / theirs examples/s>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _texts(n: int, words: int) -> list[str]:
+    from gecko_jax.data import sources
+
+    out = []
+    for art in sources.read_wikipedia():
+        for sec in art.sections:
+            toks = sec.text.split()
+            for start in range(0, len(toks) - words, words):
+                out.append(" ".join(toks[start:start + words]))
+    return out[:n]
+
+
+def _batch(args):
+    """Queries, positives, negatives long enough to fill their token budgets."""
+    texts = _texts(3 * args.batch, max(args.doc_len, 40))
+    b = args.batch
+    return texts[:b], texts[b:2 * b], texts[2 * b:3 * b]
+
+
+def run_ours(args) -> dict:
+    import jax
+    import numpy as np
+
+    from gecko_jax import assets
+    from gecko_jax.tokenization import pad_batch
+    from gecko_jax.training import optimizers, partitioning, trainer
+
+    queries, positives, negatives = _batch(args)
+    model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
+    sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
+    opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
+    mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
+    loss_cfg = trainer.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
+                                  mask_duplicates=False)
+    tr = trainer.Trainer(model, opt, mesh, loss_cfg)
+    batch = {}
+    for name, texts, length in (("query", queries, args.query_len),
+                                ("positive", positives, args.doc_len),
+                                ("negative", negatives, args.doc_len)):
+        ids, mask = pad_batch(tok.encode(texts, length), length, tok.pad_id)
+        batch[f"{name}_ids"], batch[f"{name}_mask"] = ids, mask
+    t0 = time.perf_counter()
+    jax.block_until_ready(tr.step(batch))          # compile + first step
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        float(tr.step(batch)["loss"])
+        times.append(time.perf_counter() - t0)
+    return {"compile_s": compile_s, "step_s": float(np.median(times)),
+            "tokens": {k: int(v.sum()) for k, v in batch.items() if k.endswith("mask")}}
+
+
+def run_theirs(args) -> dict:
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer, losses
+
+    from gecko_jax import assets
+
+    torch.manual_seed(0)
+    queries, positives, negatives = _batch(args)
+    model = SentenceTransformer(str(assets.minilm_dir()), device="cpu")
+    model.train()
+    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
+
+    def features(texts, length):
+        model.max_seq_length = length
+        return model.tokenize(texts)
+
+    feats = [features(queries, args.query_len), features(positives, args.doc_len),
+             features(negatives, args.doc_len)]
+    labels = torch.arange(args.batch)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn([dict(f) for f in feats], labels)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    t0 = time.perf_counter()
+    step()
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"compile_s": first_s, "step_s": float(np.median(times)),
+            "tokens": {n: int(f["attention_mask"].sum()) for n, f in
+                       zip(("query", "positive", "negative"), feats)},
+            "threads": torch.get_num_threads()}
+
+
+def _side(args) -> None:
+    out = run_ours(args) if args.side == "ours" else run_theirs(args)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["examples_per_s"] = args.batch / out["step_s"]
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small batch and lengths (< 1 min)")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--query-len", type=int, default=None)
+    p.add_argument("--doc-len", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--side", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    q = args.quick
+    args.batch = args.batch or (8 if q else 32)
+    args.query_len = args.query_len or (32 if q else 64)
+    args.doc_len = args.doc_len or (128 if q else 256)
+    args.steps = args.steps or (2 if q else 3)
+    if args.side:
+        return _side(args)
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # One CPU device: the bench measures one host's step, not emulated sharding.
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "force_host_platform_device_count" not in f)
+    results = {}
+    for side in ("ours", "theirs"):
+        cmd = [sys.executable, __file__, "--side", side, "--batch", str(args.batch),
+               "--query-len", str(args.query_len), "--doc-len", str(args.doc_len),
+               "--steps", str(args.steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(line[-1][len("RESULT "):])
+    print(f"batch {args.batch}, query {args.query_len} / doc {args.doc_len} tokens, "
+          f"1 hard negative, AdamW, MiniLM-L6 (median of {args.steps} steps)")
+    for side, name in (("ours", "gecko_jax (jit)"), ("theirs", "sentence-transformers MNRL")):
+        r = results[side]
+        print(f"{name:28s} {r['examples_per_s']:7.2f} examples/s  step {r['step_s']:.2f}s  "
+              f"first step {r['compile_s']:.1f}s  peak RSS {r['peak_rss_mib']:.0f} MiB  "
+              f"tokens {r['tokens']}")
+    print(f"ratio {results['ours']['examples_per_s'] / results['theirs']['examples_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Convert the shipped corpora to the FRet corpus format: JSONL {"id", "title", "text"}.
+
+    wikipedia: gensim's English Wikipedia sample, cut into ~`words`-word passages
+               (id "wiki:<article>:<n>", title = article title)
+    bbc:       BBC News, deduplicated (id "bbc:<category>/<NNN>", title = headline,
+               text = body, cut to `words` words when words > 0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from gecko_jax.fret.records import atomic_write_text
+
+
+def wikipedia_passages(path=None, words: int = 100) -> list[dict]:
+    from gecko_jax.data.sources import passages, read_wikipedia
+
+    out = []
+    for art in read_wikipedia(path):
+        for k, text in enumerate(passages(art, words=words)):
+            out.append({"id": f"wiki:{art.title}:{k}", "title": art.title, "text": text})
+    return out
+
+
+def bbc_passages(folder=None, words: int = 0) -> list[dict]:
+    from gecko_jax.data.sources import read_bbc_news
+
+    out = []
+    for a in read_bbc_news(folder, dedup=True):
+        body = a.body if words <= 0 else " ".join(a.body.split()[:words])
+        out.append({"id": f"bbc:{a.id}", "title": a.headline, "text": body})
+    return out
+
+
+def write_corpus(rows: list[dict], path: str | os.PathLike) -> int:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write_text(pathlib.Path(path), text)
+    return len(rows)

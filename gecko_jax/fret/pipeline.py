@@ -1,0 +1,346 @@
+"""The FRet pipeline over a corpus, in shards: stage 1 + retrieval + stage 2 per shard.
+
+    corpus JSONL {"id", "title", "text"}
+      -> seed passages (a seeded random sample of `limit`), cut into shards of
+         `shard_size` (fixed composition: the same config gives the same shards)
+      -> per shard: stage 1 (generate) -> initial embedder top-N -> stage 2
+         (relabel) -> records, written atomically with the shard's counts
+      -> manifest (counts summed over shards), TFRecords
+
+`ShardWorker` holds what a worker loads once (teacher, embedder, corpus index)
+and runs one shard; the local runner (`run_local`) and the Beam runner
+(`fret/beam.py`) both call it, so the two produce the same records. A killed
+run restarted with the same config skips the shards whose files exist and ends
+with the records an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.fret import generate as G
+from gecko_jax.fret import prompts as P
+from gecko_jax.fret import records as R
+from gecko_jax.fret import relabel as RL
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FRetConfig:
+    """Everything that decides a run's records (the resume identity), plus runtime knobs.
+
+    teacher: smollm2 | gemma3 | FILE.gguf | HF folder | http(s):// URL (OpenAI-compatible).
+    embedder: initial embedder folder (None: the shipped MiniLM); embedder_format
+      'raw' (plain texts, MiniLM) or 'gecko' (task/title prompts), None: the folder's.
+    limit: seed passages drawn (None: all); shard_size: passages per shard.
+    """
+    teacher: str = "smollm2"
+    embedder: str | None = None
+    embedder_format: str | None = None
+    limit: int | None = None
+    shard_size: int = 8
+    seed: int = 0
+    prompts_dir: str | None = None
+    generate: G.GenerateConfig = G.GenerateConfig()
+    relabel: RL.RelabelConfig = RL.RelabelConfig()
+    # Runtime only (not part of the identity: they do not change the records).
+    max_batch: int = 16
+    embed_max_length: int = 256
+    tfrecord: bool = True
+    progress: bool = True
+
+    def identity(self, corpus_path: pathlib.Path, prompts: P.PromptSet) -> dict:
+        return {
+            "schema_version": R.SCHEMA_VERSION,
+            "corpus": {"path": str(corpus_path.resolve()), "sha256": file_sha256(corpus_path)},
+            "teacher": self.teacher,
+            "embedder": str(self.embedder) if self.embedder else "minilm (shipped)",
+            "embedder_format": self.embedder_format,
+            "limit": self.limit, "shard_size": self.shard_size, "seed": self.seed,
+            "prompts": prompts.provenance(),
+            "generate": dataclasses.asdict(self.generate),
+            "relabel": dataclasses.asdict(self.relabel),
+            "embed_max_length": self.embed_max_length,
+        }
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- corpus ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    ids: list[str]
+    titles: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_corpus(path: str | os.PathLike) -> Corpus:
+    """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
+    from gecko_jax.textio import read_jsonl
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(path, "corpus file does not exist")
+    ids, titles, texts, seen = [], [], [], set()
+    for line, obj in read_jsonl(path):
+        pid, text, title = obj.get("id"), obj.get("text"), obj.get("title") or ""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(path, 'each line needs a non-empty string "text"', line)
+        if pid is None or not str(pid).strip():
+            raise InputError(path, 'each line needs an "id"', line)
+        if not isinstance(title, str):
+            raise InputError(path, '"title" must be a string', line)
+        pid = str(pid)
+        if pid in seen:
+            raise InputError(path, f"duplicate id {pid!r}", line)
+        seen.add(pid)
+        ids.append(pid)
+        titles.append(title)
+        texts.append(text)
+    if not ids:
+        raise InputError(path, "the corpus is empty")
+    return Corpus(ids, titles, texts)
+
+
+def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
+                ) -> list[list[int]]:
+    """Corpus rows of the seed passages, cut into shards (fixed by the arguments)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    order = np.random.default_rng(seed).permutation(num_passages)
+    if limit is not None:
+        order = order[:limit]
+    rows = [int(r) for r in order]
+    return [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
+
+
+# -- models loaded once per process ------------------------------------------------------
+
+_CACHE: dict = {}
+
+
+def open_teacher(spec: str, max_batch: int = 16):
+    """The teacher LLM (cached per process: a Beam worker loads it once)."""
+    key = ("teacher", spec, max_batch)
+    if key not in _CACHE:
+        if spec.startswith(("http://", "https://")):
+            from gecko_jax.llm.openai_compat import OpenAICompatLLM
+
+            _CACHE[key] = OpenAICompatLLM(spec)
+        else:
+            from gecko_jax.llm.jax_engine import JaxEngine
+
+            _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch)
+    return _CACHE[key]
+
+
+def open_embedder(folder: str | None, max_length: int = 256):
+    key = ("embedder", folder, max_length)
+    if key not in _CACHE:
+        from gecko_jax import assets
+        from gecko_jax.encode import Encoder, enable_compile_cache
+
+        enable_compile_cache()
+        _CACHE[key] = Encoder.from_pretrained(folder or assets.minilm_dir(),
+                                              max_length=max_length, show_progress=False)
+    return _CACHE[key]
+
+
+def embed_documents(encoder, corpus: Corpus, fmt: str | None) -> np.ndarray:
+    return encoder.encode_documents(corpus.texts, titles=corpus.titles, format=fmt)
+
+
+def embed_queries(encoder, gens: list[G.Generated], fmt: str | None) -> np.ndarray:
+    from gecko_jax.encode import format_query
+
+    fmt = encoder._format(fmt)
+    texts = [g.query if fmt == "raw" else format_query(g.query, g.task) for g in gens]
+    return encoder.encode(texts)
+
+
+def corpus_embeddings(out_dir: pathlib.Path, encoder, corpus: Corpus, fmt: str | None
+                      ) -> np.ndarray:
+    """The corpus vectors, computed once per run dir (atomic .npy) and reused on resume."""
+    path = out_dir / "corpus_embeddings.npy"
+    if path.exists():
+        emb = np.load(path)
+        if emb.shape[0] == len(corpus):
+            return emb
+    t0 = time.time()
+    emb = embed_documents(encoder, corpus, fmt)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, emb)
+    os.replace(tmp, path)
+    log.info("embedded %d corpus passages in %.1fs", len(corpus), time.time() - t0)
+    return emb
+
+
+# -- one shard ---------------------------------------------------------------------------
+
+class ShardWorker:
+    """Stage 1 + retrieval + stage 2 for one shard of seed passages.
+
+    Args:
+      llm: the teacher (gecko_jax.llm.base.LLM).
+      encoder: the initial embedder (gecko_jax.encode.Encoder).
+      corpus, corpus_emb: the corpus and its [N, d] vectors.
+      prompts, cfg, identity: the run's prompts, config, and identity (provenance).
+    """
+
+    def __init__(self, llm, encoder, corpus: Corpus, corpus_emb: np.ndarray,
+                 prompts: P.PromptSet, cfg: FRetConfig, identity: dict):
+        from gecko_jax.retrieval import ExactIndex
+
+        self.llm, self.encoder, self.corpus = llm, encoder, corpus
+        self.corpus_emb = corpus_emb
+        self.index = ExactIndex(corpus_emb)
+        self.row_of = {pid: i for i, pid in enumerate(corpus.ids)}
+        self.prompts, self.cfg = prompts, cfg
+        self.provenance = {"prompts": identity["prompts"], "teacher": identity["teacher"],
+                           "embedder": identity["embedder"], "schema_version": R.SCHEMA_VERSION,
+                           "config_sha": R.config_sha(identity)}
+
+    def stage1(self, shard: int, rows: list[int], counts: collections.Counter):
+        passages = [(self.corpus.ids[r], self.corpus.texts[r]) for r in rows]
+        counts["passages"] += len(rows)
+        return G.generate_queries(self.llm, passages, self.prompts.qg, self.cfg.generate,
+                                  seed=self.cfg.seed, shard=shard, counts=counts)
+
+    def stage2(self, gens: list[G.Generated], counts: collections.Counter) -> list[dict]:
+        if not gens:
+            return []
+        n = self.cfg.relabel.num_neighbors
+        row_of = self.row_of
+        q_emb = embed_queries(self.encoder, gens, self.cfg.embedder_format)
+        top = self.index.search(q_emb, n)
+        cand_rows, cand_scores = [], []
+        for k, g in enumerate(gens):
+            rows = RL.candidate_rows(top.indices[k], row_of[g.passage_id], n)
+            cand_rows.append(rows)
+            cand_scores.append((self.corpus_emb[rows] @ q_emb[k]).astype(np.float64).tolist())
+        scored = RL.score_candidates(self.llm, [g.query for g in gens],
+                                     [[self.corpus.texts[r] for r in rows] for rows in cand_rows],
+                                     self.prompts, self.cfg.relabel, counts)
+        out = []
+        for g, rows, rs, sc in zip(gens, cand_rows, cand_scores, scored):
+            if sc is None:
+                counts["dropped:invalid_scores"] += 1
+                continue
+            rel = RL.fuse_and_select(rows, rs, sc, self.cfg.relabel,
+                                     RL.query_rng(self.cfg.seed, g.passage_id))
+            rec = R.build_record(g, rel, self.corpus, self.provenance)
+            counts["relabelled"] += int(not rec["positive_is_seed"])
+            out.append(rec)
+        counts["records"] += len(out)
+        return out
+
+    def process_shard(self, shard: int, rows: list[int]) -> tuple[list[dict], collections.Counter]:
+        counts: collections.Counter = collections.Counter()
+        records = self.stage2(self.stage1(shard, rows, counts), counts)
+        return records, counts
+
+
+# -- runners -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RunSetup:
+    out_dir: pathlib.Path
+    corpus: Corpus
+    prompts: P.PromptSet
+    identity: dict
+    shards: list[list[int]]
+    store: R.ShardStore
+    resumed: bool
+
+
+def prepare_run(cfg: FRetConfig, corpus_path, out_dir) -> RunSetup:
+    """Reads inputs, checks/writes the run identity, and lists the shards."""
+    corpus_path, out_dir = pathlib.Path(corpus_path), pathlib.Path(out_dir)
+    prompts = P.load_prompts(cfg.prompts_dir)
+    corpus = read_corpus(corpus_path)
+    if cfg.embedder_format not in (None, "raw", "gecko"):
+        raise GeckoError(f"embedder format {cfg.embedder_format!r}: use raw or gecko")
+    identity = cfg.identity(corpus_path, prompts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resumed = R.check_or_write_config(out_dir, identity)
+    if R.remove_partials(out_dir):
+        log.info("removed partial files of an interrupted run in %s", out_dir)
+    shards = seed_shards(len(corpus), cfg.limit, cfg.shard_size, cfg.seed)
+    store = R.ShardStore(out_dir, len(shards))
+    if resumed:
+        log.info("resuming %s: %d of %d shards done", out_dir,
+                 len(shards) - len(store.pending()), len(shards))
+    return RunSetup(out_dir, corpus, prompts, identity, shards, store, resumed)
+
+
+def make_worker(setup: RunSetup, cfg: FRetConfig, llm=None, encoder=None) -> ShardWorker:
+    llm = llm if llm is not None else open_teacher(cfg.teacher, cfg.max_batch)
+    encoder = encoder if encoder is not None else open_embedder(cfg.embedder,
+                                                                cfg.embed_max_length)
+    emb = corpus_embeddings(setup.out_dir, encoder, setup.corpus, cfg.embedder_format)
+    return ShardWorker(llm, encoder, setup.corpus, emb, setup.prompts, cfg, setup.identity)
+
+
+def finalize(setup: RunSetup, cfg: FRetConfig, timing: dict | None = None) -> dict:
+    """Manifest (+ TFRecords) once every shard is done."""
+    store = setup.store
+    missing = store.pending()
+    if missing:
+        raise GeckoError(f"{len(missing)} shards are not done (e.g. {missing[:5]}); "
+                         f"rerun with the same options to finish")
+    files = {"jsonl": [str(store.records_path(i).relative_to(setup.out_dir))
+                       for i in range(store.num_shards)]}
+    if cfg.tfrecord:
+        files["tfrecord"] = R.write_tfrecords(store)
+    return R.write_manifest(setup.out_dir, setup.identity, store.total_counts(), files,
+                            extra={"timing": timing or {}})
+
+
+def run_local(cfg: FRetConfig, corpus_path, out_dir, llm=None, encoder=None) -> dict:
+    """The single-process resumable runner; returns the manifest."""
+    setup = prepare_run(cfg, corpus_path, out_dir)
+    pending = setup.store.pending()
+    t0 = time.time()
+    done_passages = 0
+    if pending:
+        worker = make_worker(setup, cfg, llm, encoder)
+        from tqdm.auto import tqdm
+
+        total = sum(len(setup.shards[i]) for i in pending)
+        bar1 = tqdm(total=total, desc="stage 1 generate", unit="passage", disable=not cfg.progress)
+        bar2 = tqdm(total=total, desc="stage 2 relabel", unit="passage", disable=not cfg.progress)
+        for i in pending:
+            counts: collections.Counter = collections.Counter()
+            gens = worker.stage1(i, setup.shards[i], counts)
+            bar1.update(len(setup.shards[i]))
+            records = worker.stage2(gens, counts)
+            bar2.update(len(setup.shards[i]))
+            setup.store.write(i, records, counts)
+            done_passages += len(setup.shards[i])
+        bar1.close()
+        bar2.close()
+    wall = time.time() - t0
+    timing = {"wall_s_this_process": round(wall, 2), "passages_this_process": done_passages,
+              "passages_per_min": round(60 * done_passages / wall, 2) if wall > 0 else None}
+    return finalize(setup, cfg, timing)

@@ -1,0 +1,295 @@
+"""FRet records: schema, sharded JSONL (+ TFRecord for seqio), manifest, resume.
+
+A record (one JSON object per line) is a superset of what `gecko train` reads
+(gecko_jax/data/records.py: id, task, query, positive {title, text}, negative):
+
+    {"schema_version": 1, "id": "fret:<seed id>", "task": ..., "query": ...,
+     "positive": {"id", "title", "text"}, "negative": {"id", "title", "text"} | null,
+     "seed_passage_id": ..., "positive_is_seed": bool,
+     "candidates": [{"id", "retrieval_rank", "retrieval_score", "ql", "rc", "rc_yes",
+                     "rc_no", "rank_ql", "rank_rc", "fused", "fused_rank"}, ...],
+     "generation": {"attempts", "raw"},
+     "provenance": {"prompts": {...}, "teacher", "embedder", "schema_version",
+                    "config_sha"}}
+
+Run directory:
+    config.json                    identity of the run (resume refuses a different one)
+    corpus_embeddings.npy          the initial embedder's corpus vectors (reused on resume)
+    shards/records-SSSSS-of-NNNNN.jsonl, shards/stats-SSSSS.json   (stats written last:
+                                   a shard is done when its stats file exists)
+    tfrecord/records-SSSSS-of-NNNNN.tfrecord   (tf.train.Example, for seqio)
+    manifest.json                  schema version, prompts, models, config, counts
+
+Every file is written to a temporary name and renamed, so a killed run leaves
+whole shards or nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import pathlib
+from typing import Iterable, Iterator
+
+from gecko_jax.errors import GeckoError, InputError
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+
+# -- atomic files ------------------------------------------------------------------------
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def remove_partials(folder: pathlib.Path) -> int:
+    """Deletes temporary files a killed run left behind; returns how many."""
+    n = 0
+    for p in folder.rglob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+# -- config identity ---------------------------------------------------------------------
+
+def config_sha(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_or_write_config(out_dir: pathlib.Path, identity: dict) -> bool:
+    """Writes config.json in a new run dir; in an existing one the identity must match.
+
+    Returns True when resuming. Raises GeckoError naming the differing keys otherwise.
+    """
+    path = out_dir / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != identity:
+            keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            diff = "; ".join(f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in keys)
+            raise GeckoError(
+                f"{out_dir} holds a FRet run with a different configuration ({diff}). "
+                f"Resume needs the same configuration; use a new --output folder "
+                f"(or delete this one) to start over.")
+        return True
+    if out_dir.exists() and any(p.name != ".gecko" for p in out_dir.iterdir()):
+        raise GeckoError(f"{out_dir} is not empty and holds no FRet config.json: "
+                         f"choose a new or empty --output folder")
+    atomic_write_json(path, identity)
+    return False
+
+
+# -- records -----------------------------------------------------------------------------
+
+def passage_json(pid: str, title: str, text: str) -> dict:
+    return {"id": pid, "title": title, "text": text}
+
+
+def build_record(gen, rel, corpus, provenance: dict) -> dict:
+    """A FRet record from stage 1 (`generate.Generated`) and stage 2 (`relabel.Relabelled`).
+
+    Args:
+      corpus: the `Corpus` (ids, titles, texts) the candidate rows index.
+    """
+    def doc(row):
+        return passage_json(corpus.ids[row], corpus.titles[row], corpus.texts[row])
+
+    sc = rel.scored
+    cands = []
+    for j, row in enumerate(rel.rows):
+        cands.append({
+            "id": corpus.ids[row], "retrieval_rank": j + 1,
+            "retrieval_score": round(rel.retrieval_scores[j], 6),
+            "ql": sc.ql[j], "rc": sc.rc[j], "rc_yes": sc.rc_yes[j],
+            "rc_no": sc.rc_no[j] if sc.rc_no is not None else None,
+            "rank_ql": rel.rank_ql[j], "rank_rc": rel.rank_rc[j],
+            "fused": rel.fused[j], "fused_rank": rel.fused_rank[j]})
+    pos_row = rel.rows[rel.positive]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": f"fret:{gen.passage_id}",
+        "task": gen.task,
+        "query": gen.query,
+        "positive": doc(pos_row),
+        "negative": doc(rel.rows[rel.negative]) if rel.negative is not None else None,
+        "seed_passage_id": gen.passage_id,
+        "positive_is_seed": corpus.ids[pos_row] == gen.passage_id,
+        "candidates": cands,
+        "generation": {"attempts": gen.attempts, "raw": gen.raw},
+        "provenance": provenance,
+    }
+
+
+def check_record(obj, path, line) -> dict:
+    """Validates schema version and required fields of one decoded record."""
+    if not isinstance(obj, dict):
+        raise InputError(path, "a FRet record must be a JSON object", line)
+    version = obj.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise InputError(path, f"unknown FRet schema_version {version!r} (this gecko_jax "
+                               f"reads {list(SUPPORTED_SCHEMA_VERSIONS)}); regenerate the "
+                               f"records or upgrade gecko_jax", line)
+    for key in ("id", "task", "query", "positive", "seed_passage_id", "provenance"):
+        if key not in obj:
+            raise InputError(path, f"FRet record has no {key!r}", line)
+    if not isinstance(obj["positive"], dict) or not obj["positive"].get("text"):
+        raise InputError(path, "FRet record has an empty positive", line)
+    return obj
+
+
+def read_jsonl_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(path, f"not valid JSON ({err.msg})", line_no) from None
+                yield check_record(obj, path, line_no)
+
+
+# -- shards ------------------------------------------------------------------------------
+
+def shard_name(index: int, total: int, kind: str = "records", ext: str = "jsonl") -> str:
+    return f"{kind}-{index:05d}-of-{total:05d}.{ext}"
+
+
+class ShardStore:
+    """The shards/ folder of a run: atomic shard writes, done-checks, reading back."""
+
+    def __init__(self, out_dir: str | os.PathLike, num_shards: int):
+        self.out_dir = pathlib.Path(out_dir)
+        self.dir = self.out_dir / "shards"
+        self.num_shards = num_shards
+
+    def records_path(self, i: int) -> pathlib.Path:
+        return self.dir / shard_name(i, self.num_shards)
+
+    def stats_path(self, i: int) -> pathlib.Path:
+        return self.dir / f"stats-{i:05d}.json"
+
+    def is_done(self, i: int) -> bool:
+        return self.stats_path(i).exists() and self.records_path(i).exists()
+
+    def pending(self) -> list[int]:
+        return [i for i in range(self.num_shards) if not self.is_done(i)]
+
+    def write(self, i: int, records: list[dict], counts: dict) -> None:
+        """Records first, stats last: the stats file marks the shard done."""
+        text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+        atomic_write_text(self.records_path(i), text)
+        atomic_write_json(self.stats_path(i), {"shard": i, "records": len(records),
+                                               "counts": dict(sorted(counts.items()))})
+
+    def read_records(self) -> Iterator[dict]:
+        yield from read_jsonl_records(self.records_path(i) for i in range(self.num_shards))
+
+    def total_counts(self) -> collections.Counter:
+        total = collections.Counter()
+        for i in range(self.num_shards):
+            total.update(json.loads(self.stats_path(i).read_text())["counts"])
+        return total
+
+
+def record_paths(out_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """JSONL shard files of a finished run (from its manifest)."""
+    out_dir = pathlib.Path(out_dir)
+    manifest = read_manifest(out_dir)
+    return [out_dir / p for p in manifest["files"]["jsonl"]]
+
+
+# -- manifest ----------------------------------------------------------------------------
+
+def write_manifest(out_dir: pathlib.Path, identity: dict, counts: dict, files: dict,
+                   extra: dict | None = None) -> dict:
+    c = collections.Counter(counts)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "prompts": identity["prompts"],
+        "models": {"teacher": identity["teacher"], "embedder": identity["embedder"]},
+        "config": identity,
+        "config_sha": config_sha(identity),
+        "counts": {
+            "passages": c["passages"],
+            "generated": c["generated"],
+            "parse_failures": c["parse_failures"],
+            "records": c["records"],
+            "relabelled": c["relabelled"],
+            "relabel_rate": round(c["relabelled"] / c["records"], 4) if c["records"] else 0.0,
+            "teacher_errors": c["teacher_errors"],
+            "invalid_scores": c["invalid_scores"],
+            "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                        if k.startswith("dropped:")},
+            "detail": dict(sorted(c.items())),
+        },
+        "files": files,
+        **(extra or {}),
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    path = pathlib.Path(out_dir) / "manifest.json"
+    if not path.exists():
+        raise GeckoError(f"{out_dir}: no manifest.json (not a finished FRet run; "
+                         f"rerun `gecko fret` with the same options to finish it)")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
+        raise InputError(path, f"unknown FRet schema_version {manifest.get('schema_version')!r} "
+                               f"(this gecko_jax reads {list(SUPPORTED_SCHEMA_VERSIONS)})")
+    return manifest
+
+
+# -- TFRecord (seqio) --------------------------------------------------------------------
+
+TF_FEATURES = ("id", "task", "query", "positive_title", "positive_text", "negative_title",
+               "negative_text", "seed_passage_id")
+
+
+def tf_example_fields(rec: dict) -> dict[str, str]:
+    """Flat string features of one record (what a seqio TFExampleDataSource parses)."""
+    neg = rec.get("negative") or {}
+    return {"id": rec["id"], "task": rec["task"], "query": rec["query"],
+            "positive_title": rec["positive"].get("title", ""),
+            "positive_text": rec["positive"]["text"],
+            "negative_title": neg.get("title", ""), "negative_text": neg.get("text", ""),
+            "seed_passage_id": rec["seed_passage_id"]}
+
+
+def write_tfrecords(store: ShardStore) -> list[str]:
+    """One TFRecord file of tf.train.Example per JSONL shard (atomic); relative paths."""
+    import tensorflow as tf
+
+    out = store.out_dir / "tfrecord"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(store.num_shards):
+        path = out / shard_name(i, store.num_shards, ext="tfrecord")
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with tf.io.TFRecordWriter(str(tmp)) as w:
+            for rec in read_jsonl_records([store.records_path(i)]):
+                feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                         for k, v in tf_example_fields(rec).items()}
+                w.write(tf.train.Example(features=tf.train.Features(feature=feats))
+                        .SerializeToString())
+        os.replace(tmp, path)
+        paths.append(str(path.relative_to(store.out_dir)))
+    return paths

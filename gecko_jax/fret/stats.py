@@ -1,0 +1,74 @@
+"""`gecko fret stats`: counts, task histogram, relabel rate, query lengths, and a plot."""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+
+import numpy as np
+
+from gecko_jax.fret import records as R
+
+LENGTH_BINS = (0, 3, 5, 8, 12, 16, 24, 32, 48, 10_000)
+
+
+def collect(out_dir) -> dict:
+    """Statistics of a finished run from its manifest and records."""
+    out_dir = pathlib.Path(out_dir)
+    manifest = R.read_manifest(out_dir)
+    recs = list(R.read_jsonl_records(R.record_paths(out_dir)))
+    tasks = collections.Counter(r["task"] for r in recs)
+    lengths = [len(r["query"].split()) for r in recs]
+    hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)
+    relabelled = sum(not r["positive_is_seed"] for r in recs)
+    seed_rank = [next((c["fused_rank"] for c in r["candidates"] if c["id"] == r["seed_passage_id"]),
+                      None) for r in recs]
+    return {
+        "counts": manifest["counts"],
+        "records": len(recs),
+        "relabel_rate": relabelled / len(recs) if recs else 0.0,
+        "tasks": dict(tasks.most_common()),
+        "query_words": {"mean": float(np.mean(lengths)) if lengths else 0.0,
+                        "bins": [f"{a}-{b - 1}" if b < 10_000 else f">={a}"
+                                 for a, b in zip(LENGTH_BINS[:-1], LENGTH_BINS[1:])],
+                        "hist": [int(h) for h in hist]},
+        "seed_fused_rank": dict(collections.Counter(s for s in seed_rank if s is not None)),
+        "timing": manifest.get("timing", {}),
+    }
+
+
+def format_stats(s: dict) -> str:
+    c = s["counts"]
+    lines = [f"passages {c['passages']}  generated {c['generated']}  parse failures "
+             f"{c['parse_failures']}  records {s['records']}  teacher errors {c['teacher_errors']}",
+             f"dropped: {c['dropped'] or 'none'}",
+             f"relabel rate (positive != seed): {s['relabel_rate']:.3f}",
+             f"seed passage's fused rank: {dict(sorted(s['seed_fused_rank'].items()))}",
+             "tasks:"]
+    for task, n in list(s["tasks"].items())[:20]:
+        lines.append(f"  {n:5d}  {task}")
+    if len(s["tasks"]) > 20:
+        lines.append(f"  ... {len(s['tasks']) - 20} more")
+    lines.append(f"query length (words), mean {s['query_words']['mean']:.1f}:")
+    for label, n in zip(s["query_words"]["bins"], s["query_words"]["hist"]):
+        lines.append(f"  {label:>6}  {n:5d}  {'#' * min(n, 60)}")
+    return "\n".join(lines)
+
+
+def plot(s: dict, path) -> pathlib.Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.bar(s["query_words"]["bins"], s["query_words"]["hist"])
+    a1.set_title("query length (words)")
+    top = list(s["tasks"].items())[:8]
+    a2.barh([t[:40] for t, _ in top][::-1], [n for _, n in top][::-1])
+    a2.set_title(f"top tasks (relabel rate {s['relabel_rate']:.2f})")
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
