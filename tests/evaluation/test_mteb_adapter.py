@@ -42,6 +42,7 @@ def test_minilm_local_and_mteb_routes_agree(minilm_encoder):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two full encodes; took > 15 min on 2 shared, busy cores
 def test_minilm_routes_agree_full_bbc():
     """Full deduplicated BBC (about 2,100 articles) at 256 tokens: many minutes on 2 cores."""
     from gecko_jax import assets
