@@ -15,6 +15,7 @@ CORE = [
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
+    "importlib_resources==6.5.2",  # tfds builders defined in packages need it (etils[epath])
     "sentencepiece==0.2.3",
     "grain==0.2.18",
     "clu==0.0.12",

@@ -48,7 +48,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-llama-cpp", action="store_true")
     args = ap.parse_args(argv)
-    n_rows = 8 if args.quick else 16
+    n_rows = 4 if args.quick else 16
     reps = 1 if args.quick else 2
     prefix_len, cont_len, prompt_len, new_tokens = 192, 64, 64, 32
 

@@ -74,12 +74,19 @@ def parse_gin(gin_files, gin_bindings) -> None:
 def run(args) -> int:
     parse_gin(args.gin_file, args.gin_bindings)
 
-    import gin
-
     from gecko_jax.errors import GeckoError
     from gecko_jax.training import trainer
 
+    from gecko_jax.training import two_stage
+
     try:
+        if two_stage.configured():  # an experiment of several stages (pre-finetune, finetune)
+            stages = [b for b in args.gin_bindings if not b.strip().startswith("run_stages.")]
+            for s in two_stage.run_stages(args.model_dir, extra_bindings=stages,
+                                          progress=not args.no_progress):
+                print(f"stage {s['stage']}: step {s['step']}; loss "
+                      f"{s['metrics'].get('loss', float('nan')):.4f}; export {s['export']}")
+            return 0
         summary = trainer.train(args.model_dir, progress=not args.no_progress)
     except ValueError as err:
         if "Required bindings" in str(err) or "gin.REQUIRED" in str(err) or "macro" in str(err):
@@ -91,5 +98,4 @@ def run(args) -> int:
           f"accuracy {metrics.get('accuracy', float('nan')):.3f}")
     if "export" in summary:
         print(f"exported to {summary['export']}")
-    del gin
     return 0

@@ -1,6 +1,11 @@
-"""Readers for the corpora that ship offline: BBC News folders and a MediaWiki dump.
+"""Readers of raw training / evaluation corpora.
 
-Issue 6 extends this module with JSONL, BEIR and tensorflow-datasets readers.
+Offline: BBC News folders, a MediaWiki XML dump (articles, ~100-word
+passages, (article title + section title, section text) pairs). Any: JSONL,
+BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; the reader is
+evaluation.local_tasks.load_beir, shared), and tensorflow-datasets sets of the
+Gecko mixture (SNLI / MNLI, classification sets) for users with a network or a
+prepared TFDS data_dir. gecko_jax.data.mixtures turns them into seqio tasks.
 """
 
 from __future__ import annotations
@@ -177,4 +182,146 @@ def passages(article: WikiArticle, words: int = 100) -> list[str]:
             chunk = tokens[start:start + words]
             if len(chunk) >= words // 2 or not out:
                 out.append(" ".join(chunk))
+    return out
+
+
+def section_pairs(articles, max_words: int = 120) -> list[tuple[str, str]]:
+    """(article title + section title, section text) pairs; lead sections use the title alone."""
+    out = []
+    for art in articles:
+        for sec in art.sections:
+            query = f"{art.title}: {sec.title}" if sec.title else art.title
+            out.append((query, " ".join(sec.text.split()[:max_words])))
+    return out
+
+
+# -- JSONL -------------------------------------------------------------------
+
+def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """(1-based line, object) for each non-blank line; errors name file and line."""
+    import json
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such JSONL file")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(path, f"not valid JSON ({err.msg})", line_no) from None
+            if not isinstance(obj, dict):
+                raise InputError(path, "expected a JSON object", line_no)
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise InputError(path, f"object lacks {missing}", line_no)
+            rows.append((line_no, obj))
+    return rows
+
+
+# -- BEIR folders ------------------------------------------------------------
+
+def read_beir(folder: str | os.PathLike, split: str = "train"):
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+
+    Returns evaluation.local_tasks.RetrievalData (queries, corpus {id: (title,
+    text)}, qrels). One reader serves training and evaluation: a qrel naming a
+    document missing from corpus.jsonl is an InputError naming the qrels file.
+    """
+    from gecko_jax.evaluation import local_tasks
+
+    return local_tasks.load_beir(folder, split=split)
+
+
+def beir_pairs(folder: str | os.PathLike, split: str = "train", min_grade: int = 1
+               ) -> list[tuple[str, str, tuple[str, str]]]:
+    """(query id, query text, (title, text)) for every judged-relevant pair, in qrels order."""
+    data = read_beir(folder, split)
+    return [(qid, data.queries[qid], data.corpus[did])
+            for qid, docs in data.qrels.items() for did, grade in docs.items()
+            if grade >= min_grade]
+
+
+# -- tensorflow-datasets -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TfdsNLI:
+    premise: str = "premise"
+    hypothesis: str = "hypothesis"
+    label: str = "label"
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsClassification:
+    text: tuple[str, ...]          # fields joined with ". " (e.g. title + description)
+    label: str = "label"
+
+
+# The paper's public sets that tfds builds (NQ / HotpotQA / FEVER come as BEIR folders).
+TFDS_NLI = {"snli": TfdsNLI(), "multi_nli": TfdsNLI(), "glue/mnli": TfdsNLI()}
+TFDS_CLASSIFICATION = {
+    "ag_news_subset": TfdsClassification(("title", "description")),
+    "imdb_reviews": TfdsClassification(("text",)),
+    "glue/sst2": TfdsClassification(("sentence",)),
+    "yelp_polarity_reviews": TfdsClassification(("text",)),
+}
+
+
+def _tfds_rows(name: str, split: str, data_dir, limit: int | None, download: bool):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
+        if download:
+            builder.download_and_prepare()
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except Exception as err:  # tfds raises many kinds (not found, not prepared, no network)
+        raise InputError(data_dir or "~/tensorflow_datasets",
+                         f"tfds data set {name!r} split {split!r} unavailable: {err}") from None
+    if limit is not None:
+        ds = ds.take(limit)
+    return builder.info.features, ds.as_numpy_iterator()
+
+
+def _str(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def _label_name(features, field: str, value) -> str:
+    feature = features[field]
+    value = int(value)
+    if value < 0:
+        return ""          # tfds marks unlabeled rows -1
+    return feature.int2str(value) if hasattr(feature, "int2str") else str(value)
+
+
+def read_tfds_nli(name: str, split: str = "train", data_dir=None, limit: int | None = None,
+                  spec: TfdsNLI | None = None, download: bool = True
+                  ) -> list[tuple[str, str, str]]:
+    """(premise, hypothesis, label name) rows of a tfds NLI set (snli, multi_nli, glue/mnli)."""
+    spec = spec or TFDS_NLI.get(name)
+    if spec is None:
+        raise InputError(name, f"no NLI field table for tfds set {name!r}; pass spec=")
+    features, rows = _tfds_rows(name, split, data_dir, limit, download)
+    return [(_str(r[spec.premise]), _str(r[spec.hypothesis]),
+             _label_name(features, spec.label, r[spec.label])) for r in rows]
+
+
+def read_tfds_classification(name: str, split: str = "train", data_dir=None,
+                             limit: int | None = None, spec: TfdsClassification | None = None,
+                             download: bool = True) -> list[tuple[str, str]]:
+    """(text, label name) rows of a tfds classification set."""
+    spec = spec or TFDS_CLASSIFICATION.get(name)
+    if spec is None:
+        raise InputError(name, f"no classification field table for tfds set {name!r}; pass spec=")
+    features, rows = _tfds_rows(name, split, data_dir, limit, download)
+    out = []
+    for r in rows:
+        text = ". ".join(_str(r[f]).strip() for f in spec.text if _str(r[f]).strip())
+        label = _label_name(features, spec.label, r[spec.label])
+        if text and label:
+            out.append((text, label))
     return out

@@ -83,13 +83,24 @@ def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
         title = tf.where(tf.strings.length(title) > 0, title, "none")
         return tf.strings.join(["title: ", title, " | text: ", text])
 
+    def query(task, text):
+        return tf.strings.join(["task: ", task, " | query: ", text])
+
+    def target(ex, side):
+        # Symmetric tasks (NLI, STS, classification; optional `symmetric` column,
+        # see data/formatting.py) format the targets like the query.
+        d = doc(ex[f"{side}_title"], ex[f"{side}_text"])
+        if "symmetric" not in ex:
+            return d
+        return tf.where(ex["symmetric"], query(ex["task"], ex[f"{side}_text"]), d)
+
     def fmt(ex):
         has_neg = ex["has_negative"]
         return {
-            "query": tf.strings.join(["task: ", ex["task"], " | query: ", ex["query"]]),
-            "positive": doc(ex["positive_title"], ex["positive_text"]),
+            "query": query(ex["task"], ex["query"]),
+            "positive": target(ex, "positive"),
             # A missing negative still gets a (masked) text, so its embedding is finite.
-            "negative": doc(ex["negative_title"], ex["negative_text"]),
+            "negative": target(ex, "negative"),
             # Ids hash the raw text, so a query equal to another row's positive text
             # (symmetric tasks) is recognised as a duplicate.
             "query_text_id": text_id(ex["query"]),

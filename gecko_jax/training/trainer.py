@@ -305,7 +305,7 @@ def train(
     model_dir: str | os.PathLike,
     *,
     model_fn: Callable[[], tuple[Any, Any]] = gin.REQUIRED,
-    train_files: Sequence[str] = gin.REQUIRED,
+    train_files: Sequence[str] = (),
     feature_lengths: dict[str, int] = gin.REQUIRED,
     batch_size: int = gin.REQUIRED,
     num_steps: int = gin.REQUIRED,
@@ -322,8 +322,14 @@ def train(
     export_max_length: int | None = None,
     task_name: str = "gecko_jsonl",
     progress: bool = True,
+    data_fn: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
+
+    Data: `train_files` (one JSONL task), or `data_fn` (e.g.
+    gecko_jax.data.mixtures.mixture_data), called with tokenizer, feature_lengths,
+    batch_size, seed, process_index, process_count and returning an object with
+    `.batch(step)` and `.num_examples` (a pure function of the step, for exact resume).
 
     Resumes from the latest checkpoint in MODEL_DIR/checkpoints when one exists.
     Writes MODEL_DIR/config.gin, TensorBoard events, checkpoints and, at the end,
@@ -347,11 +353,18 @@ def train(
     model, tokenizer = model_fn()
 
     # Data: read + validate + tokenise everything before any model compute.
-    tasks.register_jsonl_task(task_name, {"train": list(train_files)}, tokenizer.folder)
-    examples = tasks.load_examples(task_name, "train", feature_lengths, tokenizer.pad_id)
-    batches = StepIndexedBatches(examples, batch_size, seed=seed,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+    if data_fn is not None:
+        batches = data_fn(tokenizer=tokenizer, feature_lengths=dict(feature_lengths),
+                          batch_size=batch_size, seed=seed, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+    elif not train_files:
+        raise GeckoError("train: no data; set train.train_files (JSONL) or train.data_fn")
+    else:
+        tasks.register_jsonl_task(task_name, {"train": list(train_files)}, tokenizer.folder)
+        examples = tasks.load_examples(task_name, "train", feature_lengths, tokenizer.pad_id)
+        batches = StepIndexedBatches(examples, batch_size, seed=seed,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count())
     position_meta = {"seed": seed, "global_batch_size": batch_size,
                      "num_examples": batches.num_examples}
 

@@ -58,6 +58,7 @@ def test_generate_stop_strings_and_max_tokens(smollm2_engine):
     assert eng.generate([prompt], max_new_tokens=0) == [""]
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_independent_of_batch(smollm2_engine):
     eng = smollm2_engine
     prompts = ["Once upon a time", "The best way to learn is", "My favourite food is"]

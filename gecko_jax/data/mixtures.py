@@ -1,0 +1,319 @@
+"""seqio Tasks for every Gecko source, Mixtures with rates, and mixture batches.
+
+Sources (each a gin-configurable function returning formatting.Example lists):
+
+    wikipedia_title_body   (article: section) -> section text, no negatives (pre-finetuning)
+    wikipedia_sections     the same pairs with the next section as hard negative
+    bbc_classification     BBC topic classification as symmetric retrieval (unique ids)
+    jsonl_examples         FRet-format JSONL (FRet output; optional `symmetric` key)
+    beir_examples          BEIR folders (NQ, HotpotQA, FEVER, ...): query -> judged document
+    tfds_nli_examples      SNLI / MNLI through tensorflow-datasets
+    tfds_classification_examples  AG News, IMDB, SST-2, ... through tensorflow-datasets
+
+A gin table maps task names to sources (TASK_SOURCES in the run configs) and
+another maps task names to rates (`mixture_data.rates`). `mixture_data` is the
+trainer's `data_fn`: it registers the seqio Tasks and the seqio Mixture, loads
+each task's examples through the Gecko feature converter and returns
+MixtureBatches, whose batch `s` is a pure function of (seed, s), like
+batching.StepIndexedBatches, so checkpoints resume exactly.
+
+Batches are either mixed (per-row task draws: row counts ~ Multinomial(B,
+rates)) or, with single_task_batches, drawn from one task chosen by rate per
+step (t5x_retrieval and Gemini Embedding do this: in-batch negatives then all
+come from the same task and format).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Callable, Mapping, Sequence
+
+import gin
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from gecko_jax.data import formatting, records, sources
+from gecko_jax.data import tasks as tasks_lib
+from gecko_jax.data.formatting import Example
+from gecko_jax.errors import GeckoError
+
+log = logging.getLogger(__name__)
+
+BBC_TASK = "classify the topic of a news article"
+BEIR_TASK = "search result"
+
+
+def _limit(examples: list[Example], limit: int | None) -> list[Example]:
+    return examples if limit is None else examples[:limit]
+
+
+# --------------------------------------------------------------------------- sources
+@gin.configurable
+def wikipedia_title_body(path: str | None = None, max_words: int = 120,
+                         task: str = formatting.TITLE_BODY_TASK, limit: int | None = None
+                         ) -> list[Example]:
+    """Pre-finetuning pairs: (article title + section title) -> section text."""
+    pairs = sources.section_pairs(sources.read_wikipedia(path), max_words=max_words)
+    return _limit(formatting.title_body_examples(pairs, task=task, prefix="wiki"), limit)
+
+
+@gin.configurable
+def wikipedia_sections(path: str | None = None, max_words: int = 120,
+                       limit: int | None = None) -> list[Example]:
+    """records.wikipedia_section_records: same pairs, next section as hard negative."""
+    recs = records.wikipedia_section_records(sources.read_wikipedia(path), max_words=max_words)
+    return _limit([formatting.from_record(r) for r in recs], limit)
+
+
+def bbc_eval_test(index_in_category: int) -> bool:
+    """evaluation.local_tasks' BBC classification test rows (3rd of every 5)."""
+    return index_in_category % 5 == 2
+
+
+@gin.configurable
+def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_words: int = 48,
+                       exclude_eval_test: bool = True, seed: int = 0,
+                       limit: int | None = None) -> list[Example]:
+    """BBC headline + lead words, labelled by category, as classification-as-retrieval.
+
+    exclude_eval_test drops the articles the local BBC classification evaluation
+    tests on, so fine-tuning does not see them.
+    """
+    items, seen = [], {}
+    for art in sources.read_bbc_news(folder, dedup=True):
+        i = seen[art.category] = seen.get(art.category, -1) + 1
+        if exclude_eval_test and bbc_eval_test(i):
+            continue
+        words = " ".join(art.body.split()[:max_words])
+        items.append((f"{art.headline}. {words}", art.category))
+    # Interleave categories so a `limit` keeps every label.
+    items = [items[i] for i in np.argsort(_ranks(items), kind="stable")]
+    return _limit(formatting.classification_examples(items, task, seed=seed, name="bbc"), limit)
+
+
+def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
+    """Rank of each item within its label (0, 1, ...): sorting by it interleaves labels."""
+    count: dict[str, int] = {}
+    out = []
+    for _, label in items:
+        out.append(count.setdefault(label, 0))
+        count[label] += 1
+    return out
+
+
+@gin.configurable
+def jsonl_examples(files: Sequence[str] = (), limit: int | None = None) -> list[Example]:
+    """FRet-format JSONL (records.py); a true `symmetric` key formats targets as queries."""
+    out = []
+    for path in files:
+        for line, obj in sources.read_jsonl(path):
+            rec = records.parse_record(obj, path, line)
+            out.append(formatting.from_record(rec, symmetric=bool(obj.get("symmetric"))))
+    return _limit(out, limit)
+
+
+@gin.configurable
+def beir_examples(folder: str = gin.REQUIRED, split: str = "train", task: str = BEIR_TASK,
+                  limit: int | None = None) -> list[Example]:
+    """Every judged-relevant (query, document) pair of a BEIR folder, in-batch negatives only."""
+    out = [Example(f"beir:{qid}:{i}", task, query, records.Document(text=text, title=title))
+           for i, (qid, query, (title, text)) in enumerate(sources.beir_pairs(folder, split))]
+    return _limit(out, limit)
+
+
+@gin.configurable
+def tfds_nli_examples(name: str = "snli", split: str = "train", data_dir: str | None = None,
+                      task: str = formatting.NLI_TASK, limit: int | None = None,
+                      spec: sources.TfdsNLI | None = None) -> list[Example]:
+    rows = sources.read_tfds_nli(name, split, data_dir=data_dir, spec=spec)
+    return _limit(formatting.nli_examples(rows, task=task, prefix=name), limit)
+
+
+@gin.configurable
+def tfds_classification_examples(name: str = "ag_news_subset", split: str = "train",
+                                 data_dir: str | None = None, task: str = gin.REQUIRED,
+                                 seed: int = 0, limit: int | None = None,
+                                 spec: sources.TfdsClassification | None = None
+                                 ) -> list[Example]:
+    rows = sources.read_tfds_classification(name, split, data_dir=data_dir, spec=spec)
+    return _limit(formatting.classification_examples(rows, task, seed=seed, name=name), limit)
+
+
+# --------------------------------------------------------------------------- seqio
+def examples_dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None, *,
+                        examples_fn: Callable[[], Sequence[Example]]) -> tf.data.Dataset:
+    """seqio dataset_fn over formatting.to_columns (file order; shuffling is the batcher's)."""
+    del shuffle_files, seed
+    if split != "train":
+        raise ValueError(f"split {split!r}: example sources have only 'train'")
+    cols = formatting.to_columns(examples_fn())
+    return tf.data.Dataset.from_tensor_slices(
+        {k: tf.constant(v, dtype=tf.bool if k in ("has_negative", "symmetric") else tf.string)
+         for k, v in cols.items()})
+
+
+def register_examples_task(name: str, examples: Sequence[Example] | Callable[[], Sequence[Example]],
+                           tokenizer_folder: str | os.PathLike) -> seqio.Task:
+    """Registers (or re-registers) a Gecko seqio Task over in-memory examples."""
+    fn = examples if callable(examples) else (lambda: examples)
+    vocab = tasks_lib.vocabulary(str(tokenizer_folder))
+    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
+                for f in ("query", "positive", "negative")}
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(
+        name,
+        source=seqio.FunctionDataSource(
+            functools.partial(examples_dataset_fn, examples_fn=fn), splits=("train",)),
+        preprocessors=[tasks_lib.gecko_format, seqio.preprocessors.tokenize],
+        output_features=features,
+        metric_fns=[],
+    )
+
+
+def check_rates(rates: Mapping[str, float], known: Sequence[str], mixture: str = "mixture"
+                ) -> dict[str, float]:
+    """Validates a {task: rate} table; unknown task names are a GeckoError."""
+    if not rates:
+        raise GeckoError(f"{mixture}: the rate table is empty")
+    unknown = [t for t in rates if t not in known]
+    if unknown:
+        raise GeckoError(f"{mixture}: unknown task(s) {unknown}; known tasks: {sorted(known)}")
+    bad = {t: r for t, r in rates.items() if not (float(r) > 0 and np.isfinite(float(r)))}
+    if bad:
+        raise GeckoError(f"{mixture}: rates must be positive numbers, got {bad}")
+    return {t: float(r) for t, r in rates.items()}
+
+
+def register_mixture(name: str, rates: Mapping[str, float]) -> seqio.Mixture:
+    """A seqio Mixture over registered tasks; an unregistered task is a GeckoError."""
+    rates = check_rates(rates, list(seqio.TaskRegistry.names()), name)
+    if name in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.remove(name)
+    return seqio.MixtureRegistry.add(name, list(rates.items()))
+
+
+# --------------------------------------------------------------------------- batches
+class MixtureBatches:
+    """Step-indexed batches drawn from several tasks' example arrays at given rates.
+
+    Batch `s` uses the generator default_rng([seed, s]) only, so it is a pure
+    function of (seed, s): resuming needs just the step. Within a batch, a
+    task's rows are distinct (drawn without replacement while it has enough
+    rows); across steps rows are redrawn, so a small task repeats sooner than
+    a large one, as with a repeated seqio mixture.
+
+    Args:
+      examples: {task: {feature: [N_task, ...]}} (tasks.load_examples output).
+      rates: {task: positive rate}; normalised to probabilities.
+      global_batch_size: rows per step (all processes).
+      single_task: every batch comes from one task, chosen by rate.
+    """
+
+    def __init__(self, examples: Mapping[str, Mapping[str, np.ndarray]],
+                 rates: Mapping[str, float], global_batch_size: int, seed: int = 0,
+                 single_task: bool = False, process_index: int = 0, process_count: int = 1):
+        rates = check_rates(rates, list(examples))
+        self.task_names = list(rates)
+        self.probabilities = np.array([rates[t] for t in self.task_names], np.float64)
+        self.probabilities /= self.probabilities.sum()
+        self.examples = [dict(examples[t]) for t in self.task_names]
+        keys = [sorted(e) for e in self.examples]
+        if any(k != keys[0] for k in keys):
+            raise GeckoError(f"tasks have different features: {dict(zip(self.task_names, keys))}")
+        self.sizes = [len(next(iter(e.values()))) for e in self.examples]
+        if global_batch_size % process_count:
+            raise GeckoError(f"global batch {global_batch_size} is not divisible by "
+                             f"{process_count} processes")
+        if single_task:
+            small = {t: n for t, n in zip(self.task_names, self.sizes) if n < global_batch_size}
+            if small:
+                raise GeckoError(f"single-task batches of {global_batch_size} need that many "
+                                 f"examples per task; too few: {small}")
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.single_task = single_task
+        self.process_index, self.process_count = process_index, process_count
+        self.num_examples = int(sum(self.sizes))
+
+    def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(task index [B], row index [B]) of batch `step`, all processes."""
+        rng = np.random.default_rng([self.seed, step])
+        b = self.global_batch_size
+        if self.single_task:
+            counts = np.zeros(len(self.sizes), np.int64)
+            counts[rng.choice(len(self.sizes), p=self.probabilities)] = b
+        else:
+            counts = rng.multinomial(b, self.probabilities)
+        task_idx, row_idx = [], []
+        for t, k in enumerate(counts):
+            if k:
+                task_idx.append(np.full(k, t))
+                row_idx.append(rng.choice(self.sizes[t], size=k, replace=k > self.sizes[t]))
+        task_idx, row_idx = np.concatenate(task_idx), np.concatenate(row_idx)
+        order = rng.permutation(b)        # processes each get a mix, not one task's block
+        return task_idx[order], row_idx[order]
+
+    def tasks(self, step: int) -> list[str]:
+        """Task name of each row of batch `step` (all processes)."""
+        return [self.task_names[t] for t in self.indices(step)[0]]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's rows of batch `step`."""
+        task_idx, row_idx = self.indices(step)
+        per = self.global_batch_size // self.process_count
+        sl = slice(self.process_index * per, (self.process_index + 1) * per)
+        task_idx, row_idx = task_idx[sl], row_idx[sl]
+        out = {}
+        for key in self.examples[0]:
+            first = self.examples[0][key]
+            arr = np.empty((len(row_idx),) + first.shape[1:], first.dtype)
+            for t, ex in enumerate(self.examples):
+                sel = task_idx == t
+                if sel.any():
+                    arr[sel] = ex[key][row_idx[sel]]
+            out[key] = arr
+        return out
+
+
+# --------------------------------------------------------------------------- data_fn
+@gin.configurable(denylist=["tokenizer", "feature_lengths", "batch_size", "seed",
+                            "process_index", "process_count"])
+def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
+                 process_index: int = 0, process_count: int = 1,
+                 mixture: str = gin.REQUIRED, rates: Mapping[str, float] = gin.REQUIRED,
+                 task_sources: Mapping[str, Callable[[], Sequence[Example]]] = gin.REQUIRED,
+                 optional_tasks: Sequence[str] = (), single_task_batches: bool = False
+                 ) -> MixtureBatches:
+    """The trainer's data_fn: tasks + mixture registered, examples loaded, batches returned.
+
+    Args:
+      mixture: seqio Mixture name to register.
+      rates: {task name: rate}; a name must be in task_sources or already be a
+        registered seqio task (e.g. one made by tasks.register_jsonl_task).
+      task_sources: {task name: source function} (the TASK_SOURCES table).
+      optional_tasks: tasks dropped (with a log line) when their source is empty,
+        e.g. FRet records that have not been generated yet.
+    """
+    known = set(task_sources) | set(seqio.TaskRegistry.names())
+    rates = check_rates(rates, sorted(known), mixture)
+    kept = {}
+    for name, rate in rates.items():
+        if name in task_sources:
+            examples = list(task_sources[name]())
+            if not examples:
+                if name in optional_tasks:
+                    log.info("%s: task %s has no examples; left out", mixture, name)
+                    continue
+                raise GeckoError(f"{mixture}: task {name!r} has no examples")
+            register_examples_task(name, examples, tokenizer.folder)
+        kept[name] = rate
+    register_mixture(mixture, kept)
+    examples = {name: tasks_lib.load_examples(name, "train", feature_lengths, tokenizer.pad_id)
+                for name in kept}
+    log.info("%s: %s", mixture, {t: len(e["query_ids"]) for t, e in examples.items()})
+    return MixtureBatches(examples, kept, batch_size, seed=seed, single_task=single_task_batches,
+                          process_index=process_index, process_count=process_count)
