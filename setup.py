@@ -16,7 +16,7 @@ CORE = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "importlib_resources==6.5.2",  # tfds builders defined in packages need it (etils[epath])
-    "sentencepiece==0.2.3",
+    "sentencepiece==0.2.1",
     "grain==0.2.18",
     "clu==0.0.12",
     "tensorboard==2.21.0",  # clu metric writers import it
@@ -53,13 +53,11 @@ SERVER = [
     "PyYAML==6.0.4",
 ]
 
-# Apache Beam runner for FRet (gecko_jax/fret/beam.py). NOT in "dev": apache-beam 2.77.0
-# (the newest) requires protobuf<7, pyarrow<26, pillow<13, python-dateutil<3, which
-# conflict with this stack's pins (protobuf 7.36.2, pyarrow 26.0.1, pillow 13.0.0,
-# python-dateutil 4.0.0). Every other package here accepts the older versions
-# (tensorflow: protobuf>=6.31.1). Install it in an environment of its own, e.g.
-#   pip install apache-beam==2.77.0 protobuf==6.33.6 pyarrow==25.0.1 pillow==12.3.0 \
-#       python-dateutil==2.9.0.post0
+# Apache Beam runner for FRet (gecko_jax/fret/beam.py). apache-beam 2.77.0 needs
+# protobuf<7, pyarrow<26, pillow<13 and python-dateutil<3; every other package here
+# accepts those older releases (tensorflow: protobuf>=6.31.1), so
+# requirements/constraints.txt pins protobuf 6.33.6, pyarrow 25.0.1, pillow 12.3.0
+# and python-dateutil 2.9.0.post0, and the Beam tests run in the default suite.
 BEAM = ["apache-beam==2.77.0"]
 
 EXTRAS = {
@@ -78,6 +76,7 @@ EXTRAS = {
         # bench/knn.py peer (exact inner-product search).
         "faiss-cpu==1.15.1",
         *EVAL,
+        *BEAM,
     ],
 }
 

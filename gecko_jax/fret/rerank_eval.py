@@ -78,7 +78,8 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
     keep = [i for i, s in enumerate(scored) if s is not None]
     runs = rerank_runs([qids[i] for i in keep], doc_ids, [cand_rows[i] for i in keep],
                        [top.scores[i].tolist() for i in keep], [scored[i] for i in keep])
-    metrics = {m: retrieval_scores(qrels, run, k_values=(10, num_neighbors))
+    # Distinct cutoffs: a repeated k would be summed twice into the same key.
+    metrics = {m: retrieval_scores(qrels, run, k_values=sorted({10, num_neighbors}))
                for m, run in runs.items()}
     return {
         "teacher": str(teacher), "queries": len(keep), "num_neighbors": num_neighbors,

@@ -3,6 +3,7 @@ step-indexed batches, seqio registration, and clear errors for unknown tasks."""
 
 import json
 
+import gin
 import numpy as np
 import pytest
 import seqio
@@ -12,6 +13,13 @@ from gecko_jax.data import mixtures
 from gecko_jax.data.mixtures import MixtureBatches
 from gecko_jax.errors import GeckoError
 from gecko_jax.tokenization import Tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+    """Sources read their defaults from gin: start from an empty config."""
+    gin.clear_config()
+
 
 RATES = {"a": 3.0, "b": 1.0, "c": 0.5}
 SIZES = {"a": 50, "b": 200, "c": 30}

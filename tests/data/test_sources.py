@@ -4,10 +4,17 @@ real raw formats with tfds's own builders (offline)."""
 
 import json
 
+import gin
 import pytest
 
 from gecko_jax.data import formatting, mixtures, sources
 from gecko_jax.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+    """Sources read their defaults from gin: start from an empty config."""
+    gin.clear_config()
 
 
 @pytest.fixture(scope="module")

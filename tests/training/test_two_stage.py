@@ -3,7 +3,9 @@ through `gecko train` and the experiment file (a tiny random BERT, 2 steps)."""
 
 import json
 
+import gin
 import numpy as np
+import pytest
 
 from gecko_jax import cli
 
@@ -20,6 +22,13 @@ TINY = [
     "bbc_classification.limit = 48",
     "train.checkpoint_every = 1",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_gin_leak():
+    """The run leaves its last stage's bindings in gin's global config: drop them."""
+    yield
+    gin.clear_config()
 
 
 def test_two_stage_experiment_end_to_end(tmp_path, capsys):
