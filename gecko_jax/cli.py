@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "eval",
     "llm": "llm",
     "fret": "fret",
+    "distill": "distill",
 }
 
 

@@ -22,9 +22,15 @@ def _lines(path: pathlib.Path):
             raise InputError(path, f"invalid UTF-8 at byte {err.start} of the line", number) from None
 
 
-def read_jsonl(path: str | os.PathLike):
-    """Yields (line number, object) for each non-blank line of a JSONL file."""
+def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()):
+    """Yields (line number, object) for each non-blank line of a JSONL file.
+
+    Every object must be a JSON object holding the `required` keys; any failure
+    (missing file, invalid UTF-8, bad JSON, missing key) names the file and line.
+    """
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such JSONL file")
     for number, line in _lines(path):
         if not line.strip():
             continue
@@ -34,6 +40,9 @@ def read_jsonl(path: str | os.PathLike):
             raise InputError(path, f"not valid JSON ({err.msg} at column {err.colno})", number) from None
         if not isinstance(obj, dict):
             raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", number)
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise InputError(path, f"object lacks {missing}", number)
         yield number, obj
 
 

@@ -20,6 +20,7 @@ import pathlib
 from typing import Iterable, Iterator, Sequence
 
 from gecko_jax.errors import InputError
+from gecko_jax.textio import read_jsonl
 
 DEFAULT_TASK = "search result"
 
@@ -92,18 +93,8 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iter
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     for path in paths:
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise InputError(path, "no such JSONL file")
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(path, f"not valid JSON ({err.msg})", line_no) from None
-                yield parse_record(obj, path, line_no)
+        for line_no, obj in read_jsonl(path):
+            yield parse_record(obj, path, line_no)
 
 
 def write_records(path: str | os.PathLike, records: Iterable[FRetRecord]) -> int:

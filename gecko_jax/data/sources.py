@@ -199,27 +199,9 @@ def section_pairs(articles, max_words: int = 120) -> list[tuple[str, str]]:
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
     """(1-based line, object) for each non-blank line; errors name file and line."""
-    import json
+    from gecko_jax import textio
 
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such JSONL file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(path, f"not valid JSON ({err.msg})", line_no) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, "expected a JSON object", line_no)
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise InputError(path, f"object lacks {missing}", line_no)
-            rows.append((line_no, obj))
-    return rows
+    return list(textio.read_jsonl(path, required))
 
 
 # -- BEIR folders ------------------------------------------------------------

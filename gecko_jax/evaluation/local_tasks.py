@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 
 from gecko_jax.errors import GeckoError, InputError
 from gecko_jax.evaluation import metrics
+from gecko_jax.textio import read_jsonl
 
 RETRIEVAL_K = (1, 3, 5, 10, 100)
 SEED = 42
@@ -270,20 +270,7 @@ def _read_jsonl(path: pathlib.Path, required: Sequence[str]) -> list[dict]:
     if not path.is_file():
         raise InputError(path, "file not found (a BEIR folder holds corpus.jsonl, "
                                "queries.jsonl and qrels/<split>.tsv)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(path, f"not valid JSON ({err.msg})", line=lineno) from None
-            if not isinstance(row, dict) or any(k not in row for k in required):
-                raise InputError(path, f"expected a JSON object with keys {list(required)}",
-                                 line=lineno)
-            rows.append(row)
-    return rows
+    return [row for _, row in read_jsonl(path, tuple(required))]
 
 
 def read_qrels(path: pathlib.Path) -> dict[str, dict[str, int]]:

@@ -153,16 +153,11 @@ def check_record(obj, path, line) -> dict:
 
 
 def read_jsonl_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
+    from gecko_jax.textio import read_jsonl
+
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(path, f"not valid JSON ({err.msg})", line_no) from None
-                yield check_record(obj, path, line_no)
+        for line_no, obj in read_jsonl(path):
+            yield check_record(obj, path, line_no)
 
 
 # -- shards ------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The `gecko distill` report: stage times, the before/after table, plots.
+
+    OUT/report.md     the recipe's settings, each stage's wall time, base vs distilled
+                      main scores at every task and dim (with the difference), FRet counts
+    OUT/report.json   the same as data
+    OUT/eval/         the side-by-side evaluation report (report.md/json, PNGs) from
+                      gecko_jax.evaluation.report, and OUT/stage_times.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+BASE, DISTILLED = "minilm (base)", "distilled"
+
+
+def _results(out: pathlib.Path) -> tuple[dict, dict]:
+    results, models = {}, {}
+    for stage in ("eval_base", "eval_distilled"):
+        data = json.loads((out / stage / "results.json").read_text())
+        results[data["model"]] = {t: {int(d): s for d, s in by_dim.items()}
+                                  for t, by_dim in data["results"].items()}
+        models[data["model"]] = data["info"]
+    return results, models
+
+
+def before_after_table(results: dict, tasks: dict) -> list[str]:
+    lines = ["| task | metric | dim | base MiniLM | distilled | change |",
+             "|---|---|---:|---:|---:|---:|"]
+    for task, info in tasks.items():
+        metric = info["main_score"]
+        dims = sorted({d for m in results.values() for d in m.get(task, {})}, reverse=True)
+        for dim in dims:
+            base = results[BASE][task][dim][metric]
+            new = results[DISTILLED][task][dim][metric]
+            lines.append(f"| {task} | {metric} | {dim} | {100 * base:.2f} | {100 * new:.2f} | "
+                         f"{100 * (new - base):+.2f} |")
+    return lines
+
+
+def plot_stage_times(markers: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(markers)
+    secs = [markers[n]["wall_s"] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.barh(names[::-1], secs[::-1], color="tab:blue")
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("gecko distill: time per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathlib.Path, dict]:
+    """Writes the report files; returns (OUT/report.md, {model: {task: {dim: scores}}})."""
+    from gecko_jax.evaluation import report
+    from gecko_jax.evaluation.local_tasks import get_task
+
+    results, models = _results(out)
+    tasks = {}
+    for name in cfg.tasks:
+        t = get_task(name)
+        tasks[name] = {"type": t.type, "main_score": t.main_score, "gecko_task": t.gecko_task,
+                       "description": t.description}
+    report.write_report(out / "eval", results, tasks, models,
+                        extra={"limit": cfg.eval_limit, "max_length": cfg.eval_max_length},
+                        title="gecko distill: base vs distilled")
+    plot_stage_times(markers, out / "stage_times.png")
+
+    total = sum(m["wall_s"] for m in markers.values())
+    fret = markers["fret"]["summary"]
+    ft = markers["finetune"]["summary"]
+    pft = markers["prefinetune"]["summary"]
+    ev = markers["eval_base"]["config"]
+    subset = ("all articles" if ev["limit"] is None
+              else f"an evenly spaced {ev['limit']} articles")
+    lines = [
+        "# gecko distill report", "",
+        f"Teacher `{cfg.teacher}`, student all-MiniLM-L6-v2 (d=384). "
+        f"FRet: {fret['passages']} seed passages from a {cfg.fret_corpus_size}-passage "
+        f"Wikipedia-sample corpus, {cfg.fret_neighbors} neighbours each -> {fret['records']} "
+        f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
+        f"{fret['dropped'] or 'none'}). Pre-finetuning: {pft['step']} steps on Wikipedia "
+        f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "
+        f"BBC classification (its evaluation test articles excluded) + the FRet records, "
+        f"from the pre-finetuned model. Batch {cfg.batch_size}, query/doc lengths "
+        f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}. "
+        f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
+        f"Evaluation: local BBC tasks on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
+        "the base model encodes raw texts, the distilled one Gecko prompts "
+        "(`task: ... | query: ...`).", "",
+        "## Stages", "",
+        "| stage | wall time (s) | this run |", "|---|---:|---|"]
+    for name, m in markers.items():
+        how = "ran" + (" (resumed)" if m.get("resumed") else "") if name in ran else "reused"
+        lines.append(f"| {name} | {m['wall_s']:.0f} | {how} |")
+    lines += [f"| **total** | **{total:.0f}** | |", "",
+              "## Base vs distilled (main score x100)", ""]
+    lines += before_after_table(results, tasks)
+    lines += ["", "Full metrics: [eval/report.md](eval/report.md). Distilled model: `model/` "
+              "(`gecko embed --model model`, sentence-transformers).", "",
+              "![scores by task](eval/scores_by_task.png)", "",
+              "![score vs dim](eval/score_vs_dim.png)", "",
+              "![stage times](stage_times.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    (out / "report.json").write_text(json.dumps({
+        "config": dataclasses.asdict(cfg), "stages": markers, "ran_this_invocation": ran,
+        "total_wall_s": round(total, 1),
+        "results": {m: {t: {str(d): s for d, s in bd.items()} for t, bd in r.items()}
+                    for m, r in results.items()}}, indent=1, default=str) + "\n")
+    return path, results
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
