@@ -75,6 +75,10 @@ EXTRAS = {
         "accelerate==1.15.0",
         # bench/knn.py peer (exact inner-product search).
         "faiss-cpu==1.15.1",
+        # tests/test_notebooks.py executes notebooks/ with a real kernel.
+        "nbclient==0.11.0",
+        "nbformat==5.11.1",
+        "ipykernel==7.4.0",
         *EVAL,
         *BEAM,
     ],

@@ -1,0 +1,20 @@
+"""notebooks/gecko_quickstart.ipynb runs top to bottom in a real kernel (nbclient)."""
+
+import pathlib
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_notebook_runs():
+    nb = nbformat.read(ROOT / "notebooks" / "gecko_quickstart.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "nDCG@10 @384" in outputs and "fine-tuned (gecko prompts)" in outputs
+    assert "max |ours - sentence-transformers|" in outputs
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
