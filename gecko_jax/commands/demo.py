@@ -2,8 +2,8 @@
 
 Embeds the deduplicated BBC News headlines (as queries) and article bodies (as
 documents) with a model folder (default: the shipped MiniLM) and prints
-headline -> article retrieval nDCG@10 (the `bbc_retrieval` task of `gecko eval`).
-Issue 8 grows this into `gecko distill`.
+headline -> article retrieval nDCG@10 (the `bbc_retrieval` task of `gecko eval`):
+a one-minute check of a model. The README's main job is `gecko distill`.
 """
 
 from __future__ import annotations
