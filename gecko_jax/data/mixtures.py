@@ -159,19 +159,9 @@ def register_examples_task(name: str, examples: Sequence[Example] | Callable[[],
                            tokenizer_folder: str | os.PathLike) -> seqio.Task:
     """Registers (or re-registers) a Gecko seqio Task over in-memory examples."""
     fn = examples if callable(examples) else (lambda: examples)
-    vocab = tasks_lib.vocabulary(str(tokenizer_folder))
-    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
-                for f in ("query", "positive", "negative")}
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    return seqio.TaskRegistry.add(
-        name,
-        source=seqio.FunctionDataSource(
-            functools.partial(examples_dataset_fn, examples_fn=fn), splits=("train",)),
-        preprocessors=[tasks_lib.gecko_format, seqio.preprocessors.tokenize],
-        output_features=features,
-        metric_fns=[],
-    )
+    source = seqio.FunctionDataSource(
+        functools.partial(examples_dataset_fn, examples_fn=fn), splits=("train",))
+    return tasks_lib.register_gecko_task(name, source, tokenizer_folder)
 
 
 def check_rates(rates: Mapping[str, float], known: Sequence[str], mixture: str = "mixture"

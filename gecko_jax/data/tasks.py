@@ -126,20 +126,23 @@ def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.P
       tokenizer_folder: a model folder holding tokenizer.json.
     """
     split_files = {k: tuple(str(p) for p in v) for k, v in split_files.items()}
+    source = seqio.FunctionDataSource(
+        functools.partial(jsonl_dataset_fn, split_files=split_files), splits=tuple(split_files))
+    return register_gecko_task(name, source, tokenizer_folder)
+
+
+def register_gecko_task(name: str, source: seqio.DataSource,
+                        tokenizer_folder: str | os.PathLike) -> seqio.Task:
+    """(Re-)registers a seqio Task: Gecko formatting, then the encoder's tokenizer on
+    the query / positive / negative features."""
     vocab = vocabulary(str(tokenizer_folder))
     features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
                 for f in ("query", "positive", "negative")}
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
-        name,
-        source=seqio.FunctionDataSource(
-            functools.partial(jsonl_dataset_fn, split_files=split_files),
-            splits=tuple(split_files)),
-        preprocessors=[gecko_format, seqio.preprocessors.tokenize],
-        output_features=features,
-        metric_fns=[],
-    )
+        name, source=source, preprocessors=[gecko_format, seqio.preprocessors.tokenize],
+        output_features=features, metric_fns=[])
 
 
 def load_examples(task_or_mixture: str, split: str, feature_lengths: Mapping[str, int],
