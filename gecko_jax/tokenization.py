@@ -30,6 +30,13 @@ def bucket_length(n: int, max_length: int) -> int:
     return min(BUCKETS[i] if i < len(BUCKETS) else max_length, max_length)
 
 
+def batch_bucket(n: int, batch_size: int, multiple: int = 1) -> int:
+    """Rows to pad a batch of n texts to: the smallest power of two >= n, rounded
+    up to a multiple of `multiple` (the data shards), capped at batch_size."""
+    rows = 1 << max(n - 1, 0).bit_length()
+    return min(-(-rows // multiple) * multiple, batch_size)
+
+
 def pad_batch(ids_list: list[list[int]], length: int, pad_id: int = 0):
     """Right-pads token id lists to `length`.
 

@@ -45,3 +45,22 @@ def test_sharded_encode_equals_single_device(minilm_dir, bbc_articles):
     sharded = sharded_encoder.encode(texts)
     np.testing.assert_allclose(sharded, single, atol=1e-5)
     assert sharded_encoder._batch_sharding.mesh.shape["data"] == 8
+
+
+def test_micro_batches_equal_the_whole_batch(minilm_dir, bbc_articles):
+    texts = [a.headline for a in bbc_articles[:9]] + [a.body[:300] for a in bbc_articles[9:19]]
+    model, tokenizer, meta = load_dual_encoder(minilm_dir)
+    whole = Encoder(model, tokenizer, meta, max_length=96, batch_size=8, micro_batch=0)
+    micro = Encoder(model, tokenizer, meta, max_length=96, batch_size=8, micro_batch=2)
+    np.testing.assert_allclose(micro.encode(texts), whole.encode(texts), atol=1e-5)
+
+
+def test_sharded_micro_batches_equal_single_device(minilm_dir, bbc_articles):
+    """Micro-batches of 1 row per device, 2 steps per 16-row batch on 8 devices."""
+    texts = [a.headline for a in bbc_articles[:20]] + [a.body[:300] for a in bbc_articles[20:33]]
+    model, tokenizer, meta = load_dual_encoder(minilm_dir)
+    single = Encoder(model, tokenizer, meta, max_length=96, batch_size=16, micro_batch=0,
+                     mesh=data_mesh(jax.devices()[:1])).encode(texts)
+    sharded = Encoder(model, tokenizer, meta, max_length=96, batch_size=16, micro_batch=1,
+                      mesh=data_mesh()).encode(texts)
+    np.testing.assert_allclose(sharded, single, atol=1e-5)
