@@ -60,18 +60,18 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
                              axis_types=(jax.sharding.AxisType.Auto,))
 
 
-# XLA:CPU routes dots through YNNPACK fusions by default; for the BERT encoder
-# its batched matmuls ran the attention logits Q K^T (head dim 32) 1.6x slower
-# than XLA's own path on whole batches, and a 32 x 256 MiniLM forward took 25%
-# longer (with 4-row micro-batches the two are level). Scoped to this jit: the
-# decoder LLM measured faster WITH YNNPACK. Other backends ignore it.
-ENCODER_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# XLA:CPU routes dots through YNNPACK fusions by default. On whole 32 x 256
+# batches that path ran the attention logits Q K^T (head dim 32) 1.6x slower than
+# XLA's own, so whole batches compile without it; on 4-row micro-batches (the CPU
+# default) YNNPACK is 8% faster for the whole forward and stays on. Other
+# backends ignore the option.
+WHOLE_BATCH_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 # On CPU a batch runs through the model a few rows at a time (a lax.map inside
 # the one jitted call): the attention logits of 4 rows x 256 tokens stay in
-# cache, and a MiniLM forward of 32 x 256 took 8% less time than in one piece.
-# Accelerators keep the whole batch (they want the parallelism).
+# cache, and a MiniLM forward of 32 x 256 took 15% less time than in one piece
+# (1.07 vs 1.27 s). Accelerators keep the whole batch (they want the parallelism).
 CPU_MICRO_BATCH = 4
 
 
@@ -97,7 +97,8 @@ def micro_batched(fn, rows: int | None):
 def _embed_fn(graphdef, micro_rows: int | None):
     def embed(state, ids_bl, mask_bl):
         return nnx.merge(graphdef, state)(ids_bl, mask_bl)
-    return jax.jit(micro_batched(embed, micro_rows), compiler_options=ENCODER_COMPILER_OPTIONS)
+    options = None if micro_rows else WHOLE_BATCH_COMPILER_OPTIONS
+    return jax.jit(micro_batched(embed, micro_rows), compiler_options=options)
 
 
 class Encoder:

