@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gecko_jax.errors import GeckoError
 from gecko_jax.tokenization import batch_bucket, bucket_length, pad_batch
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ def format_query(text: str, task: str = DEFAULT_TASK) -> str:
 def format_document(text: str, title: str | None = None) -> str:
     """Gecko asymmetric document side: `title: {title} | text: {text}` (title `none`)."""
     return document_prefix(title) + text
+
+
+def truncate_dim(x_nd: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka on encoded vectors: first `dim` coordinates, renormalised.
+    [N, d] -> float32 [N, dim]."""
+    if dim > x_nd.shape[1]:
+        raise GeckoError(f"Matryoshka dim {dim} exceeds the embedding size {x_nd.shape[1]}")
+    x = x_nd[:, :dim].astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def enable_compile_cache(path: str | os.PathLike | None = None) -> None:

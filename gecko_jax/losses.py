@@ -33,17 +33,13 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from gecko_jax.models.dual_encoder import matryoshka
+
 # Masked logits get this value instead of -inf: exp() underflows to exactly 0
 # in float32, and gradients stay finite.
 MASK_VALUE = -1e9
 # Id meaning "no text here" (padding / missing hard negative): never matches.
 NO_ID = -1
-
-
-def l2_normalize(x_bd: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """Unit-normalise the last axis. x [..., d] -> [..., d]."""
-    norm = jnp.sqrt(jnp.sum(x_bd * x_bd, axis=-1, keepdims=True))
-    return x_bd / jnp.maximum(norm, eps)
 
 
 def _same_id(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -204,11 +200,6 @@ def contrastive_loss(
     return loss, metrics
 
 
-def matryoshka_truncate(x_bd: jax.Array, dim: int) -> jax.Array:
-    """MRL: the leading `dim` coordinates, renormalised. [..., d] -> [..., dim]."""
-    return l2_normalize(x_bd[..., :dim])
-
-
 def gecko_loss(
     q_bd: jax.Array,
     p_bd: jax.Array,
@@ -248,9 +239,9 @@ def gecko_loss(
     total = jnp.zeros((), jnp.float32)
     metrics: dict[str, jax.Array] = {}
     for m, w in zip(dims, weights):
-        n_m = None if n_bkd is None else matryoshka_truncate(n_bkd, m)
+        n_m = None if n_bkd is None else matryoshka(n_bkd, m)
         loss_m, met_m = contrastive_loss(
-            matryoshka_truncate(q_bd, m), matryoshka_truncate(p_bd, m), n_m,
+            matryoshka(q_bd, m), matryoshka(p_bd, m), n_m,
             tau=tau, same_tower=same_tower, all_hard_negatives=all_hard_negatives,
             bidirectional=bidirectional, query_ids=query_ids,
             positive_ids=positive_ids, negative_ids=negative_ids)

@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+import pytest
 
-from gecko_jax.encode import Encoder, data_mesh, format_document, format_query
+from gecko_jax.encode import Encoder, data_mesh, format_document, format_query, truncate_dim
+from gecko_jax.errors import GeckoError
 from gecko_jax.models.weights import load_dual_encoder
 
 
@@ -64,3 +66,14 @@ def test_sharded_micro_batches_equal_single_device(minilm_dir, bbc_articles):
     sharded = Encoder(model, tokenizer, meta, max_length=96, batch_size=16, micro_batch=1,
                       mesh=data_mesh()).encode(texts)
     np.testing.assert_allclose(sharded, single, atol=1e-5)
+
+
+def test_truncate_dim_renormalises():
+    x = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    y = truncate_dim(x, 4)
+    assert y.shape == (5, 4)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(y, x[:, :4] / np.linalg.norm(x[:, :4], axis=1, keepdims=True),
+                               rtol=1e-6)
+    with pytest.raises(GeckoError):
+        truncate_dim(x, 17)

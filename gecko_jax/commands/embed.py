@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from gecko_jax.encode import Encoder, data_mesh, enable_compile_cache
+    from gecko_jax.encode import Encoder, data_mesh, enable_compile_cache, truncate_dim
     from gecko_jax.errors import GeckoError
     from gecko_jax.textio import read_texts
 
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dim:
         if not 0 < args.dim <= emb.shape[1]:
             raise GeckoError(f"--dim {args.dim} outside 1..{emb.shape[1]}")
-        emb = emb[:, :args.dim] / np.maximum(np.linalg.norm(emb[:, :args.dim], axis=1,
-                                                            keepdims=True), 1e-12)
+        emb = truncate_dim(emb, args.dim)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")

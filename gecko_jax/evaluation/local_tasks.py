@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from gecko_jax.encode import truncate_dim
 from gecko_jax.errors import GeckoError, InputError
 from gecko_jax.evaluation import metrics
 from gecko_jax.textio import read_jsonl
@@ -40,14 +41,6 @@ SEED = 42
 
 # ----------------------------------------------------------------------------
 # Encoding helpers.
-
-def truncate_dim(x_nd: np.ndarray, dim: int) -> np.ndarray:
-    """Matryoshka: first `dim` coordinates, renormalised. [N, d] -> [N, dim]."""
-    if dim > x_nd.shape[1]:
-        raise GeckoError(f"Matryoshka dim {dim} exceeds the embedding size {x_nd.shape[1]}")
-    x = x_nd[:, :dim].astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
 
 class CachedEncoder:
     """A gecko_jax Encoder whose embeddings are memoised by exact formatted text.

@@ -27,14 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from gecko_jax.encode import truncate_dim
 from gecko_jax.errors import GeckoError
 from gecko_jax.evaluation.local_tasks import (
     RETRIEVAL_K,
     SEED,
     CachedEncoder,
     LocalTask,
-    mteb_train_order,
-    truncate_dim,
 )
 
 log = logging.getLogger(__name__)

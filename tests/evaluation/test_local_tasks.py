@@ -19,17 +19,6 @@ def test_unknown_task_lists_known_ones():
         assert name in msg
 
 
-def test_truncate_dim_renormalises():
-    x = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
-    y = lt.truncate_dim(x, 4)
-    assert y.shape == (5, 4)
-    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(y, x[:, :4] / np.linalg.norm(x[:, :4], axis=1, keepdims=True),
-                               rtol=1e-6)
-    with pytest.raises(GeckoError):
-        lt.truncate_dim(x, 17)
-
-
 def test_bbc_task_data_full_size():
     """Full data (no encoding): deduplicated, 5 categories, stratified 80/20 split."""
     ret = lt.load_bbc_retrieval()

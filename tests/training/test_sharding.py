@@ -8,6 +8,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gecko_jax import losses
 from gecko_jax.data.batching import StepIndexedBatches
+from gecko_jax.models.dual_encoder import l2_normalize
 from gecko_jax.training import optimizers, partitioning, trainer
 from gecko_jax.training.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
@@ -66,7 +67,7 @@ def test_positive_on_other_device_is_a_negative():
     q = rng.normal(size=(b, d)).astype(np.float32)
     p = rng.normal(size=(b, d)).astype(np.float32)
     p[7] = q[0]                                    # row 0's query == row 7's positive
-    q, p = losses.l2_normalize(jnp.asarray(q)), losses.l2_normalize(jnp.asarray(p))
+    q, p = l2_normalize(jnp.asarray(q)), l2_normalize(jnp.asarray(p))
     sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
     q8, p8 = jax.device_put(q, sharding), jax.device_put(p, sharding)
     assert {s.device for s in p8.addressable_shards if s.index[0].start == 7} != \
