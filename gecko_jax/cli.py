@@ -12,7 +12,6 @@ from gecko_jax.errors import GeckoError
 # Subcommand name -> module under gecko_jax.commands defining register(subparsers).
 COMMANDS = {
     "embed": "embed",
-    "demo": "demo",
     "train": "train",
     "eval": "eval",
     "llm": "llm",

@@ -20,31 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gecko_jax import unified_format
 from gecko_jax.errors import GeckoError
 from gecko_jax.tokenization import batch_bucket, bucket_length, pad_batch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TASK = "search result"
 PROGRESS_MIN_TEXTS = 512  # shorter inputs encode without a progress bar
-
-
-def query_prefix(task: str) -> str:
-    return f"task: {task} | query: "
-
-
-def document_prefix(title: str | None) -> str:
-    return f"title: {title if title else 'none'} | text: "
-
-
-def format_query(text: str, task: str = DEFAULT_TASK) -> str:
-    """Gecko query side (GECKO.md appendix B): `task: {task} | query: {text}`."""
-    return query_prefix(task) + text
-
-
-def format_document(text: str, title: str | None = None) -> str:
-    """Gecko asymmetric document side: `title: {title} | text: {text}` (title `none`)."""
-    return document_prefix(title) + text
 
 
 def truncate_dim(x_nd: np.ndarray, dim: int) -> np.ndarray:
@@ -159,26 +141,16 @@ class Encoder:
 
     # -- formatting ---------------------------------------------------------
     def _format(self, fmt: str | None) -> str:
-        fmt = fmt or self.meta.prompt_format
-        if fmt not in ("gecko", "raw"):
-            raise ValueError(f"unknown prompt format {fmt!r} (gecko or raw)")
-        return fmt
+        return unified_format.check_prompt_format(fmt or self.meta.prompt_format)
 
     def encode_queries(self, texts, task: str | None = None, format: str | None = None):
         """Queries as `task: {task} | query: {text}` (raw format: the text alone)."""
-        task = task or self.meta.default_task
-        if self._format(format) == "gecko":
-            texts = [format_query(t, task) for t in texts]
-        return self.encode(texts)
+        return self.encode(unified_format.format_queries(
+            texts, task or self.meta.default_task, self._format(format)))
 
     def encode_documents(self, texts, titles=None, format: str | None = None):
         """Documents as `title: {title} | text: {text}` (raw format: the text alone)."""
-        if titles is not None and len(titles) != len(texts):
-            raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
-        if self._format(format) == "gecko":
-            titles = titles if titles is not None else [None] * len(texts)
-            texts = [format_document(t, title) for t, title in zip(texts, titles)]
-        return self.encode(texts)
+        return self.encode(unified_format.format_documents(texts, titles, self._format(format)))
 
     # -- the core -----------------------------------------------------------
     def encode(self, texts) -> np.ndarray:

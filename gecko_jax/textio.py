@@ -1,4 +1,6 @@
-"""Reading text inputs (JSONL or one-text-per-line .txt) with errors that name file and line."""
+"""File helpers at the bottom of the package: reading text inputs (JSONL or one-text-per-line
+.txt) with errors that name file and line, and atomic writes (a killed process leaves
+the old file or the new one, never half of one)."""
 
 from __future__ import annotations
 
@@ -67,3 +69,30 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[str | None]]:
         return texts, titles
     texts = [line for _, line in _lines(path)]
     return texts, [None] * len(texts)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to a temporary sibling, fsyncs it and renames it over `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """`obj` as indented, key-sorted JSON (values JSON cannot hold are written as str)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True,
+                                       default=str) + "\n")
+
+
+def remove_partials(folder: pathlib.Path) -> int:
+    """Deletes the temporary files of atomic writes a killed process left; returns how many."""
+    n = 0
+    for p in pathlib.Path(folder).rglob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

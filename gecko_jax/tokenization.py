@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+from typing import Sequence
 
 import numpy as np
 
@@ -24,10 +25,13 @@ log = logging.getLogger(__name__)
 BUCKETS = (8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 
 
-def bucket_length(n: int, max_length: int) -> int:
-    """The smallest bucket >= n, capped at max_length (itself a valid length)."""
-    i = bisect.bisect_left(BUCKETS, n)
-    return min(BUCKETS[i] if i < len(BUCKETS) else max_length, max_length)
+def bucket_length(n: int, max_length: int | None = None,
+                  buckets: Sequence[int] = BUCKETS) -> int:
+    """The smallest bucket >= n (beyond the largest, a multiple of it), capped at
+    max_length (itself a valid length). The teacher LLM uses coarser buckets."""
+    i = bisect.bisect_left(buckets, n)
+    length = buckets[i] if i < len(buckets) else -(-n // buckets[-1]) * buckets[-1]
+    return length if max_length is None else min(length, max_length)
 
 
 def batch_bucket(n: int, batch_size: int, multiple: int = 1) -> int:

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from gecko_jax.encode import Encoder, data_mesh, format_document, format_query, truncate_dim
+from gecko_jax.encode import Encoder, data_mesh, truncate_dim
+from gecko_jax.unified_format import format_document, format_query
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.weights import load_dual_encoder
 

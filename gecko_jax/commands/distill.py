@@ -34,7 +34,7 @@ def _dims(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from gecko_jax.distill import DistillConfig
+    from gecko_jax.recipes.distill import DistillConfig
 
     d = DistillConfig()
     p = subparsers.add_parser("distill", help="the whole recipe: FRet -> pre-finetune -> "
@@ -72,7 +72,7 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args):
-    from gecko_jax.distill import DistillConfig
+    from gecko_jax.recipes.distill import DistillConfig
 
     d = DistillConfig()
     pft = args.prefinetune_steps or args.steps or d.prefinetune_steps
@@ -87,7 +87,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from gecko_jax.distill import distill
+    from gecko_jax.recipes.distill import distill
 
     result = distill(args.output, config_from_args(args), redo=args.redo,
                      progress=not args.no_progress)

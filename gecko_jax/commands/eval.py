@@ -15,11 +15,7 @@ runs the local tasks through the MTEB harness instead of our own loop;
 from __future__ import annotations
 
 import argparse
-import logging
 import pathlib
-import time
-
-log = logging.getLogger(__name__)
 
 ROUTES = ("local", "mteb", "both")
 
@@ -90,44 +86,13 @@ def parse_tasks(text: str):
     return local, standard
 
 
-def evaluate_model(encoder, model_name: str, local_tasks, standard_names, dims, route: str,
-                   limit=None, progress=None) -> dict[str, dict[str, dict[int, dict]]]:
-    """{route label: {task name: {dim: scores}}} for one model."""
-    from gecko_jax.evaluation import mteb_adapter
-
-    out: dict[str, dict[str, dict[int, dict]]] = {}
-    if route in ("local", "both"):
-        res = out.setdefault("local", {})
-        for task in local_tasks:
-            if progress is not None:
-                progress.set_description(f"{model_name}: {task.name}")
-            start = time.perf_counter()
-            res[task.name] = task.evaluate(encoder, dims, limit=limit)
-            log.info("%s %s (local): %.1f s", model_name, task.name, time.perf_counter() - start)
-            if progress is not None:
-                progress.update(1)
-    mteb_local = local_tasks if route in ("mteb", "both") else []
-    if mteb_local or standard_names:
-        res = out.setdefault("mteb", {})
-        pairs = [(t.name, mteb_adapter.mteb_task(t, limit=limit)) for t in mteb_local]
-        pairs += [(f"mteb:{n}", mteb_adapter.standard_mteb_task(n)) for n in standard_names]
-        for name, mtask in pairs:
-            if progress is not None:
-                progress.set_description(f"{model_name}: {name} (mteb)")
-            scores = mteb_adapter.evaluate_with_mteb(encoder, [mtask], dims,
-                                                     name=f"gecko_jax/{model_name}")
-            res[name] = scores[mtask.metadata.name]
-            if progress is not None:
-                progress.update(1)
-    return out
-
-
 def run(args) -> int:
     from tqdm.auto import tqdm
 
     from gecko_jax.encode import Encoder
     from gecko_jax.errors import GeckoError
     from gecko_jax.evaluation import mteb_adapter, report
+    from gecko_jax.evaluation.evaluate import evaluate_model
     from gecko_jax.evaluation.local_tasks import CachedEncoder
 
     local_tasks, standard_names = parse_tasks(args.tasks)  # bad names fail before loading

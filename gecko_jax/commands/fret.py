@@ -74,37 +74,12 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_rerank_eval)
 
 
-def _config_from_gin(files, bindings):
-    import gin
-
-    from gecko_jax.errors import GeckoError
-    from gecko_jax.fret.generate import GenerateConfig
-    from gecko_jax.fret.pipeline import FRetConfig
-    from gecko_jax.fret.relabel import RelabelConfig
-
-    if not files and not bindings:
-        return FRetConfig()
-    gin.clear_config()
-    configurables = {c.__name__: gin.external_configurable(c, c.__name__)
-                     for c in (FRetConfig, GenerateConfig, RelabelConfig)}
-    for path in files:
-        if not pathlib.Path(path).is_file():
-            raise GeckoError(f"{path}: gin file not found")
-    try:
-        gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
-        fret = configurables["FRetConfig"]()
-        gen_binding = configurables["GenerateConfig"]()
-        rel_binding = configurables["RelabelConfig"]()
-    except (ValueError, KeyError, TypeError, SyntaxError) as err:
-        raise GeckoError(f"gin config: {err}") from None
-    # Bindings of the nested configs apply even when FRetConfig.generate is not bound.
-    return dataclasses.replace(fret, generate=gen_binding, relabel=rel_binding)
-
-
 def build_config(args):
     from gecko_jax.errors import GeckoError
 
-    cfg = _config_from_gin(args.gin_file, args.gin_bindings)
+    from gecko_jax.fret.pipeline import config_from_gin
+
+    cfg = config_from_gin(args.gin_file, args.gin_bindings)
     top = {"teacher": args.teacher, "embedder": args.embedder,
            "embedder_format": args.embedder_format, "limit": args.limit,
            "shard_size": args.shard_size, "seed": args.seed, "prompts_dir": args.prompts,

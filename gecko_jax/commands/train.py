@@ -5,7 +5,9 @@
 
 Gin files (and their `include`s) are looked up as given, then from the
 repository root, then under gin_configs/; configs include each other as
-'gin_configs/runs/finetune.gin'.
+'gin_configs/runs/finetune.gin'. An experiment file of several stages
+(gin_configs/experiments/wiki_two_stage.gin) runs them in order on the recipe
+runner: a rerun reuses finished stages; --redo reruns from the first changed one.
 The run resumes from MODEL_DIR/checkpoints when present and exports the model
 to MODEL_DIR/export (`gecko embed --model MODEL_DIR/export` reads it).
 """
@@ -13,10 +15,6 @@ to MODEL_DIR/export (`gecko embed --model MODEL_DIR/export` reads it).
 from __future__ import annotations
 
 import argparse
-import logging
-import pathlib
-
-GIN_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
 
 def register(subparsers) -> None:
@@ -29,61 +27,24 @@ def register(subparsers) -> None:
                    help="one gin binding, e.g. 'train.num_steps=100' (repeatable)")
     p.add_argument("--model_dir", "--model-dir", required=True,
                    help="run folder: config.gin, checkpoints, TensorBoard events, export/")
+    p.add_argument("--redo", action="store_true",
+                   help="multi-stage experiments: rerun the first stage whose config changed "
+                        "and every later one")
     p.add_argument("--no-progress", action="store_true", help="no console progress bar")
     p.set_defaults(func=run)
 
 
-class _DropGinPathNotFound(logging.Filter):
-    def filter(self, record) -> bool:
-        return not str(record.msg).startswith("Path not found")
-
-
-def parse_gin(gin_files, gin_bindings) -> None:
-    """Parses files + bindings; any unknown configurable/parameter fails here, before compute."""
-    import gin
-
-    from gecko_jax.errors import GeckoError
-    from gecko_jax.training import trainer  # noqa: F401  (registers the configurables)
-
-    gin.clear_config()
-    # Not a bare 'runs/...' include: gin would try to import a package named 'runs'.
-    for path in (pathlib.Path.cwd(), GIN_CONFIGS.parent):
-        gin.add_config_file_search_path(str(path))
-    resolved = []
-    for name in gin_files:
-        path = pathlib.Path(name)
-        for base in (GIN_CONFIGS.parent, GIN_CONFIGS):
-            if not path.is_file() and (base / name).is_file():
-                path = base / name
-        if not path.is_file():
-            raise GeckoError(f"{name}: gin file not found (nor under {GIN_CONFIGS})")
-        resolved.append(str(path))
-    # gin logs an ERROR for every search path an include is not under: hide that noise.
-    root = logging.getLogger()
-    quiet = _DropGinPathNotFound()
-    root.addFilter(quiet)
-    try:
-        gin.parse_config_files_and_bindings(resolved, list(gin_bindings),
-                                            skip_unknown=False, finalize_config=False)
-    except (ValueError, KeyError, SyntaxError, IOError) as err:
-        raise GeckoError(f"gin config: {err}") from None
-    finally:
-        root.removeFilter(quiet)
-
-
 def run(args) -> int:
-    parse_gin(args.gin_file, args.gin_bindings)
-
     from gecko_jax.errors import GeckoError
+    from gecko_jax.recipes import experiment
     from gecko_jax.training import trainer
 
-    from gecko_jax.training import two_stage
-
+    trainer.parse_gin(args.gin_file, args.gin_bindings)
     try:
-        if two_stage.configured():  # an experiment of several stages (pre-finetune, finetune)
+        if experiment.configured():  # an experiment of several stages (pre-finetune, finetune)
             stages = [b for b in args.gin_bindings if not b.strip().startswith("run_stages.")]
-            for s in two_stage.run_stages(args.model_dir, extra_bindings=stages,
-                                          progress=not args.no_progress):
+            for s in experiment.run_stages(args.model_dir, extra_bindings=stages,
+                                           progress=not args.no_progress, redo=args.redo):
                 print(f"stage {s['stage']}: step {s['step']}; loss "
                       f"{s['metrics'].get('loss', float('nan')):.4f}; export {s['export']}")
             return 0

@@ -32,8 +32,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gecko_jax.data.records import Document, FRetRecord
-from gecko_jax.encode import format_document, format_query
+from gecko_jax.data.training_records import Document, FRetRecord
+from gecko_jax.unified_format import format_document, format_query
 from gecko_jax.errors import GeckoError
 
 # Raw string columns a seqio task reads (tasks.RAW_FIELDS plus `symmetric`).

@@ -35,7 +35,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from gecko_jax.data import formatting, records, sources
+from gecko_jax import textio
+from gecko_jax.data import formatting, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
@@ -63,8 +64,8 @@ def wikipedia_title_body(path: str | None = None, max_words: int = 120,
 @gin.configurable
 def wikipedia_sections(path: str | None = None, max_words: int = 120,
                        limit: int | None = None) -> list[Example]:
-    """records.wikipedia_section_records: same pairs, next section as hard negative."""
-    recs = records.wikipedia_section_records(sources.read_wikipedia(path), max_words=max_words)
+    """training_records.wikipedia_section_records: same pairs, next section as hard negative."""
+    recs = training_records.wikipedia_section_records(sources.read_wikipedia(path), max_words=max_words)
     return _limit([formatting.from_record(r) for r in recs], limit)
 
 
@@ -106,11 +107,11 @@ def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
 
 @gin.configurable
 def jsonl_examples(files: Sequence[str] = (), limit: int | None = None) -> list[Example]:
-    """FRet-format JSONL (records.py); a true `symmetric` key formats targets as queries."""
+    """FRet-format JSONL (training_records.py); a true `symmetric` key formats targets as queries."""
     out = []
     for path in files:
-        for line, obj in sources.read_jsonl(path):
-            rec = records.parse_record(obj, path, line)
+        for line, obj in textio.read_jsonl(path):
+            rec = training_records.parse_record(obj, path, line)
             out.append(formatting.from_record(rec, symmetric=bool(obj.get("symmetric"))))
     return _limit(out, limit)
 
@@ -119,7 +120,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None) -> list[
 def beir_examples(folder: str = gin.REQUIRED, split: str = "train", task: str = BEIR_TASK,
                   limit: int | None = None) -> list[Example]:
     """Every judged-relevant (query, document) pair of a BEIR folder, in-batch negatives only."""
-    out = [Example(f"beir:{qid}:{i}", task, query, records.Document(text=text, title=title))
+    out = [Example(f"beir:{qid}:{i}", task, query, training_records.Document(text=text, title=title))
            for i, (qid, query, (title, text)) in enumerate(sources.beir_pairs(folder, split))]
     return _limit(out, limit)
 

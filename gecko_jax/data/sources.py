@@ -3,7 +3,7 @@
 Offline: BBC News folders, a MediaWiki XML dump (articles, ~100-word
 passages, (article title + section title, section text) pairs). Any: JSONL,
 BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; the reader is
-evaluation.local_tasks.load_beir, shared), and tensorflow-datasets sets of the
+data.beir.load_beir, shared), and tensorflow-datasets sets of the
 Gecko mixture (SNLI / MNLI, classification sets) for users with a network or a
 prepared TFDS data_dir. gecko_jax.data.mixtures turns them into seqio tasks.
 """
@@ -195,27 +195,17 @@ def section_pairs(articles, max_words: int = 120) -> list[tuple[str, str]]:
     return out
 
 
-# -- JSONL -------------------------------------------------------------------
-
-def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
-    """(1-based line, object) for each non-blank line; errors name file and line."""
-    from gecko_jax import textio
-
-    return list(textio.read_jsonl(path, required))
-
-
 # -- BEIR folders ------------------------------------------------------------
 
 def read_beir(folder: str | os.PathLike, split: str = "train"):
-    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) as beir.RetrievalData.
 
-    Returns evaluation.local_tasks.RetrievalData (queries, corpus {id: (title,
-    text)}, qrels). One reader serves training and evaluation: a qrel naming a
-    document missing from corpus.jsonl is an InputError naming the qrels file.
+    One reader serves training and evaluation: a qrel naming a document missing
+    from corpus.jsonl is an InputError naming the qrels file.
     """
-    from gecko_jax.evaluation import local_tasks
+    from gecko_jax.data import beir
 
-    return local_tasks.load_beir(folder, split=split)
+    return beir.load_beir(folder, split=split)
 
 
 def beir_pairs(folder: str | os.PathLike, split: str = "train", min_grade: int = 1

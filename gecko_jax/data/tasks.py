@@ -1,12 +1,12 @@
 """seqio registration of Gecko training data (extend here with more sources / mixtures).
 
-A task reads FRet JSONL records (gecko_jax.data.records: validated in Python,
+A task reads FRet JSONL records (gecko_jax.data.training_records: validated in Python,
 so errors name file and line), formats them in the unified Gecko format
 
     query:     "task: {task} | query: {query}"
     documents: "title: {title or 'none'} | text: {text}"
 
-(the same strings as gecko_jax.encode.format_query / format_document), adds
+(the templates of gecko_jax.unified_format, joined by TF string ops), adds
 integer text ids for the loss's false-negative masks, and tokenises with the
 encoder's own tokenizer (gecko_jax.data.vocab.HFTokenizerVocabulary).
 
@@ -26,10 +26,10 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from gecko_jax.data import records as records_lib
+from gecko_jax.data import training_records as records_lib
 from gecko_jax.data.feature_converters import DualEncoderFeatureConverter
 from gecko_jax.data.vocab import HFTokenizerVocabulary
-from gecko_jax.encode import format_document, format_query  # noqa: F401  (the contract)
+from gecko_jax import unified_format
 from gecko_jax.losses import NO_ID
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,25 @@ def text_id(text: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.strings.to_hash_bucket_fast(text, 2**31 - 1), tf.int32)
 
 
+def tf_format(template: str, **fields: tf.Tensor) -> tf.Tensor:
+    """A unified-format template filled by TF string ops (gecko_jax.unified_format)."""
+    parts = []
+    for literal, field in unified_format.template_pieces(template):
+        parts.append(literal)
+        if field is not None:
+            parts.append(fields[field])
+    return tf.strings.join(parts)
+
+
 def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Unified Gecko format + text ids. Mirrors encode.format_query / format_document."""
+    """Unified Gecko format + text ids: the same strings as unified_format's Python form."""
 
     def doc(title, text):
-        title = tf.where(tf.strings.length(title) > 0, title, "none")
-        return tf.strings.join(["title: ", title, " | text: ", text])
+        title = tf.where(tf.strings.length(title) > 0, title, unified_format.NO_TITLE)
+        return tf_format(unified_format.DOCUMENT_TEMPLATE, title=title, text=text)
 
     def query(task, text):
-        return tf.strings.join(["task: ", task, " | query: ", text])
+        return tf_format(unified_format.QUERY_TEMPLATE, task=task, text=text)
 
     def target(ex, side):
         # Symmetric tasks (NLI, STS, classification; optional `symmetric` column,

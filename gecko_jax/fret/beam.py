@@ -22,7 +22,7 @@ import pathlib
 import time
 
 from gecko_jax.errors import GeckoError
-from gecko_jax.fret import pipeline as PL
+from gecko_jax.fret import pipeline as pipeline_lib
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _beam():
     return beam
 
 
-def make_shard_fn(cfg: PL.FRetConfig, corpus_path: str, out_dir: str):
+def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
     """A DoFn over (shard index, corpus rows) that writes the shard and yields its index."""
     beam = _beam()
 
@@ -49,8 +49,8 @@ def make_shard_fn(cfg: PL.FRetConfig, corpus_path: str, out_dir: str):
         def setup(self):
             # Once per worker: prepare_run only re-reads (the driver wrote config.json).
             t0 = time.time()
-            self.setup_ = PL.prepare_run(self.cfg, self.corpus_path, self.out_dir)
-            self.worker = PL.make_worker(self.setup_, self.cfg)
+            self.setup_ = pipeline_lib.prepare_run(self.cfg, self.corpus_path, self.out_dir)
+            self.worker = pipeline_lib.make_worker(self.setup_, self.cfg)
             log.info("FRet worker ready in %.1fs", time.time() - t0)
 
         def process(self, element):
@@ -64,18 +64,18 @@ def make_shard_fn(cfg: PL.FRetConfig, corpus_path: str, out_dir: str):
     return FRetShardFn()
 
 
-def run_beam(cfg: PL.FRetConfig, corpus_path, out_dir, pipeline_args: list[str] | None = None
+def run_beam(cfg: pipeline_lib.FRetConfig, corpus_path, out_dir, pipeline_args: list[str] | None = None
              ) -> dict:
     """Runs the pending shards on a Beam runner, then writes the manifest."""
     beam = _beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    setup = PL.prepare_run(cfg, corpus_path, out_dir)
+    setup = pipeline_lib.prepare_run(cfg, corpus_path, out_dir)
     pending = setup.store.pending()
     t0 = time.time()
     if pending:
         # Corpus vectors once, in the driver; workers load the .npy in setup().
-        PL.corpus_embeddings(setup.out_dir, PL.open_embedder(cfg.embedder, cfg.embed_max_length),
+        pipeline_lib.corpus_embeddings(setup.out_dir, pipeline_lib.open_embedder(cfg.embedder, cfg.embed_max_length),
                              setup.corpus, cfg.embedder_format)
         args = list(pipeline_args or [])
         if not any(a.startswith("--runner") for a in args):
@@ -92,4 +92,4 @@ def run_beam(cfg: PL.FRetConfig, corpus_path, out_dir, pipeline_args: list[str] 
     timing = {"wall_s_this_process": round(wall, 2), "passages_this_process": n,
               "passages_per_min": round(60 * n / wall, 2) if wall > 0 else None,
               "runner": "beam"}
-    return PL.finalize(setup, cfg, timing)
+    return pipeline_lib.finalize(setup, cfg, timing)

@@ -12,7 +12,7 @@ import json
 import os
 import pathlib
 
-from gecko_jax.fret.records import atomic_write_text
+from gecko_jax.textio import atomic_write_text
 
 
 def wikipedia_passages(path=None, words: int = 100) -> list[dict]:

@@ -27,7 +27,7 @@ import time
 import zlib
 from typing import Callable, Sequence
 
-from gecko_jax.fret import prompts as P
+from gecko_jax.fret import prompts as prompts_lib
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def attempt_seed(seed: int, shard: int, attempt: int) -> int:
 
 # -- stage 1 -----------------------------------------------------------------------------
 
-def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: P.Prompt,
+def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: prompts_lib.Prompt,
                      cfg: GenerateConfig = GenerateConfig(), *, seed: int = 0, shard: int = 0,
                      counts: collections.Counter | None = None) -> list[Generated]:
     """Stage 1 over a shard of seed passages.
@@ -194,7 +194,7 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: P.Prompt,
       Generated pairs, in passage order, for passages that yielded a valid pair.
     """
     counts = counts if counts is not None else collections.Counter()
-    examples = P.example_queries(prompt)
+    examples = prompts_lib.example_queries(prompt)
     pending = list(range(len(passages)))
     results: dict[int, Generated] = {}
     last_reason: dict[int, str] = {}
@@ -202,7 +202,7 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: P.Prompt,
     for attempt in range(cfg.max_attempts):
         if not pending:
             break
-        prompts_ = [P.qg_prompt(prompt, passages[i][1]) for i in pending]
+        prompts_ = [prompts_lib.qg_prompt(prompt, passages[i][1]) for i in pending]
         s = attempt_seed(seed, shard, attempt)
         replies = call_with_retries(
             lambda: prompt_generate(llm, prompts_, prompt, s), "generate", counts,
@@ -238,7 +238,7 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: P.Prompt,
     return [results[i] for i in sorted(results)]
 
 
-def prompt_generate(llm, prompts_: list[str], prompt: P.Prompt, seed: int) -> list[str]:
+def prompt_generate(llm, prompts_: list[str], prompt: prompts_lib.Prompt, seed: int) -> list[str]:
     return llm.generate(prompts_, max_new_tokens=int(prompt.option("max_new_tokens", 64)),
                         temperature=float(prompt.option("temperature", 0.8)),
                         top_p=float(prompt.option("top_p", 0.95)),

@@ -18,19 +18,25 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import pathlib
 import time
 
+from typing import Sequence
+
 import numpy as np
 
+from gecko_jax import gin_files as gin_files_lib
+from gecko_jax import textio
 from gecko_jax.errors import GeckoError, InputError
-from gecko_jax.fret import generate as G
-from gecko_jax.fret import prompts as P
-from gecko_jax.fret import records as R
-from gecko_jax.fret import relabel as RL
+from gecko_jax.fret import generate as generate_lib
+from gecko_jax.fret import prompts as prompts_lib
+from gecko_jax.fret import record_shards
+from gecko_jax.fret import relabel as relabel_lib
+from gecko_jax.unified_format import check_prompt_format, format_query
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +57,17 @@ class FRetConfig:
     shard_size: int = 8
     seed: int = 0
     prompts_dir: str | None = None
-    generate: G.GenerateConfig = G.GenerateConfig()
-    relabel: RL.RelabelConfig = RL.RelabelConfig()
+    generate: generate_lib.GenerateConfig = generate_lib.GenerateConfig()
+    relabel: relabel_lib.RelabelConfig = relabel_lib.RelabelConfig()
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
     embed_max_length: int = 256
     tfrecord: bool = True
     progress: bool = True
 
-    def identity(self, corpus_path: pathlib.Path, prompts: P.PromptSet) -> dict:
+    def identity(self, corpus_path: pathlib.Path, prompts: prompts_lib.PromptSet) -> dict:
         return {
-            "schema_version": R.SCHEMA_VERSION,
+            "schema_version": record_shards.SCHEMA_VERSION,
             "corpus": {"path": str(corpus_path.resolve()), "sha256": file_sha256(corpus_path)},
             "teacher": self.teacher,
             "embedder": str(self.embedder) if self.embedder else "minilm (shipped)",
@@ -72,6 +78,33 @@ class FRetConfig:
             "relabel": dataclasses.asdict(self.relabel),
             "embed_max_length": self.embed_max_length,
         }
+
+
+@functools.lru_cache(maxsize=None)
+def _gin_configurables() -> dict:
+    """FRetConfig, GenerateConfig and RelabelConfig as gin configurables (registered once)."""
+    import gin
+
+    return {c.__name__: gin.external_configurable(c, c.__name__)
+            for c in (FRetConfig, generate_lib.GenerateConfig, relabel_lib.RelabelConfig)}
+
+
+def config_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = ()
+                    ) -> FRetConfig:
+    """A FRetConfig from gin files and bindings of FRetConfig.*, GenerateConfig.*,
+    RelabelConfig.* (the nested configs' bindings apply even when FRetConfig.generate
+    is not bound)."""
+    if not gin_files and not gin_bindings:
+        return FRetConfig()
+    configurables = _gin_configurables()
+    gin_files_lib.parse(gin_files, gin_bindings)
+    try:
+        fret = configurables["FRetConfig"]()
+        generate = configurables["GenerateConfig"]()
+        relabel = configurables["RelabelConfig"]()
+    except (ValueError, KeyError, TypeError) as err:
+        raise GeckoError(f"gin config: {err}") from None
+    return dataclasses.replace(fret, generate=generate, relabel=relabel)
 
 
 def file_sha256(path: pathlib.Path) -> str:
@@ -96,13 +129,11 @@ class Corpus:
 
 def read_corpus(path: str | os.PathLike) -> Corpus:
     """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
-    from gecko_jax.textio import read_jsonl
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(path, "corpus file does not exist")
     ids, titles, texts, seen = [], [], [], set()
-    for line, obj in read_jsonl(path):
+    for line, obj in textio.read_jsonl(path):
         pid, text, title = obj.get("id"), obj.get("text"), obj.get("title") or ""
         if not isinstance(text, str) or not text.strip():
             raise InputError(path, 'each line needs a non-empty string "text"', line)
@@ -170,10 +201,8 @@ def embed_documents(encoder, corpus: Corpus, fmt: str | None) -> np.ndarray:
     return encoder.encode_documents(corpus.texts, titles=corpus.titles, format=fmt)
 
 
-def embed_queries(encoder, gens: list[G.Generated], fmt: str | None) -> np.ndarray:
-    from gecko_jax.encode import format_query
-
-    fmt = encoder._format(fmt)
+def embed_queries(encoder, gens: list[generate_lib.Generated], fmt: str | None) -> np.ndarray:
+    fmt = check_prompt_format(fmt or encoder.meta.prompt_format)
     texts = [g.query if fmt == "raw" else format_query(g.query, g.task) for g in gens]
     return encoder.encode(texts)
 
@@ -209,7 +238,7 @@ class ShardWorker:
     """
 
     def __init__(self, llm, encoder, corpus: Corpus, corpus_emb: np.ndarray,
-                 prompts: P.PromptSet, cfg: FRetConfig, identity: dict):
+                 prompts: prompts_lib.PromptSet, cfg: FRetConfig, identity: dict):
         from gecko_jax.retrieval import ExactIndex
 
         self.llm, self.encoder, self.corpus = llm, encoder, corpus
@@ -218,16 +247,16 @@ class ShardWorker:
         self.row_of = {pid: i for i, pid in enumerate(corpus.ids)}
         self.prompts, self.cfg = prompts, cfg
         self.provenance = {"prompts": identity["prompts"], "teacher": identity["teacher"],
-                           "embedder": identity["embedder"], "schema_version": R.SCHEMA_VERSION,
-                           "config_sha": R.config_sha(identity)}
+                           "embedder": identity["embedder"], "schema_version": record_shards.SCHEMA_VERSION,
+                           "config_sha": record_shards.config_sha(identity)}
 
     def stage1(self, shard: int, rows: list[int], counts: collections.Counter):
         passages = [(self.corpus.ids[r], self.corpus.texts[r]) for r in rows]
         counts["passages"] += len(rows)
-        return G.generate_queries(self.llm, passages, self.prompts.qg, self.cfg.generate,
+        return generate_lib.generate_queries(self.llm, passages, self.prompts.qg, self.cfg.generate,
                                   seed=self.cfg.seed, shard=shard, counts=counts)
 
-    def stage2(self, gens: list[G.Generated], counts: collections.Counter) -> list[dict]:
+    def stage2(self, gens: list[generate_lib.Generated], counts: collections.Counter) -> list[dict]:
         if not gens:
             return []
         n = self.cfg.relabel.num_neighbors
@@ -236,10 +265,10 @@ class ShardWorker:
         top = self.index.search(q_emb, n)
         cand_rows, cand_scores = [], []
         for k, g in enumerate(gens):
-            rows = RL.candidate_rows(top.indices[k], row_of[g.passage_id], n)
+            rows = relabel_lib.candidate_rows(top.indices[k], row_of[g.passage_id], n)
             cand_rows.append(rows)
             cand_scores.append((self.corpus_emb[rows] @ q_emb[k]).astype(np.float64).tolist())
-        scored = RL.score_candidates(self.llm, [g.query for g in gens],
+        scored = relabel_lib.score_candidates(self.llm, [g.query for g in gens],
                                      [[self.corpus.texts[r] for r in rows] for rows in cand_rows],
                                      self.prompts, self.cfg.relabel, counts)
         out = []
@@ -247,9 +276,9 @@ class ShardWorker:
             if sc is None:
                 counts["dropped:invalid_scores"] += 1
                 continue
-            rel = RL.fuse_and_select(rows, rs, sc, self.cfg.relabel,
-                                     RL.query_rng(self.cfg.seed, g.passage_id))
-            rec = R.build_record(g, rel, self.corpus, self.provenance)
+            rel = relabel_lib.fuse_and_select(rows, rs, sc, self.cfg.relabel,
+                                     relabel_lib.query_rng(self.cfg.seed, g.passage_id))
+            rec = record_shards.build_record(g, rel, self.corpus, self.provenance)
             counts["relabelled"] += int(not rec["positive_is_seed"])
             out.append(rec)
         counts["records"] += len(out)
@@ -267,27 +296,27 @@ class ShardWorker:
 class RunSetup:
     out_dir: pathlib.Path
     corpus: Corpus
-    prompts: P.PromptSet
+    prompts: prompts_lib.PromptSet
     identity: dict
     shards: list[list[int]]
-    store: R.ShardStore
+    store: record_shards.ShardStore
     resumed: bool
 
 
 def prepare_run(cfg: FRetConfig, corpus_path, out_dir) -> RunSetup:
     """Reads inputs, checks/writes the run identity, and lists the shards."""
     corpus_path, out_dir = pathlib.Path(corpus_path), pathlib.Path(out_dir)
-    prompts = P.load_prompts(cfg.prompts_dir)
+    prompts = prompts_lib.load_prompts(cfg.prompts_dir)
     corpus = read_corpus(corpus_path)
     if cfg.embedder_format not in (None, "raw", "gecko"):
         raise GeckoError(f"embedder format {cfg.embedder_format!r}: use raw or gecko")
     identity = cfg.identity(corpus_path, prompts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    resumed = R.check_or_write_config(out_dir, identity)
-    if R.remove_partials(out_dir):
+    resumed = record_shards.check_or_write_config(out_dir, identity)
+    if textio.remove_partials(out_dir):
         log.info("removed partial files of an interrupted run in %s", out_dir)
     shards = seed_shards(len(corpus), cfg.limit, cfg.shard_size, cfg.seed)
-    store = R.ShardStore(out_dir, len(shards))
+    store = record_shards.ShardStore(out_dir, len(shards))
     if resumed:
         log.info("resuming %s: %d of %d shards done", out_dir,
                  len(shards) - len(store.pending()), len(shards))
@@ -312,8 +341,8 @@ def finalize(setup: RunSetup, cfg: FRetConfig, timing: dict | None = None) -> di
     files = {"jsonl": [str(store.records_path(i).relative_to(setup.out_dir))
                        for i in range(store.num_shards)]}
     if cfg.tfrecord:
-        files["tfrecord"] = R.write_tfrecords(store)
-    return R.write_manifest(setup.out_dir, setup.identity, store.total_counts(), files,
+        files["tfrecord"] = record_shards.write_tfrecords(store)
+    return record_shards.write_manifest(setup.out_dir, setup.identity, store.total_counts(), files,
                             extra={"timing": timing or {}})
 
 

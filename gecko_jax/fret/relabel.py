@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gecko_jax.fret import prompts as P
+from gecko_jax.fret import prompts as prompts_lib
 from gecko_jax.fret.generate import call_with_retries
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Scored:
 
 
 def score_candidates(llm, queries: Sequence[str], candidates: Sequence[Sequence[str]],
-                     prompts: P.PromptSet, cfg: RelabelConfig,
+                     prompts: prompts_lib.PromptSet, cfg: RelabelConfig,
                      counts: collections.Counter) -> list[Scored | None]:
     """QL and RC scores of every (query, candidate passage) pair of a shard.
 
@@ -206,12 +206,12 @@ def score_candidates(llm, queries: Sequence[str], candidates: Sequence[Sequence[
     for qi, (q, cands) in enumerate(zip(queries, candidates)):
         for text in cands:
             text = truncate_words(text, cfg.max_passage_words)
-            pre, con = P.ql_pair(prompts.ql, text, q)
+            pre, con = prompts_lib.ql_pair(prompts.ql, text, q)
             ql_pre.append(pre)
             ql_con.append(con)
-            rc_pre.append(P.rc_prefix(prompts.rc, q, text))
+            rc_pre.append(prompts_lib.rc_prefix(prompts.rc, q, text))
             owner.append(qi)
-    yes, no = P.rc_labels(prompts.rc)
+    yes, no = prompts_lib.rc_labels(prompts.rc)
     ql = checked_scores(llm, ql_pre, ql_con, cfg, counts, "score(QL)")
     if cfg.rc_normalize:
         # yes/no pairs of one prompt sort next to each other in the engine's batches.

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from gecko_jax.fret import prompts as P
-from gecko_jax.fret import relabel as RL
+from gecko_jax.fret import prompts as prompts_lib
+from gecko_jax.fret import relabel as relabel_lib
 
 
 def rerank_runs(qids, doc_ids, cand_rows, retrieval_scores, scored, rrf_k: float = 0.0
@@ -32,7 +32,7 @@ def rerank_runs(qids, doc_ids, cand_rows, retrieval_scores, scored, rrf_k: float
     runs = {m: {} for m in ("initial", "ql", "rc", "rrf")}
     for qid, rows, rs, sc in zip(qids, cand_rows, retrieval_scores, scored):
         nudge = -1e-9 * np.arange(len(rows))
-        fused = RL.reciprocal_rank_fusion([RL.ranks(sc.ql), RL.ranks(sc.rc)], rrf_k)
+        fused = relabel_lib.reciprocal_rank_fusion([relabel_lib.ranks(sc.ql), relabel_lib.ranks(sc.rc)], rrf_k)
         for m, vals in (("initial", rs), ("ql", sc.ql), ("rc", sc.rc), ("rrf", fused)):
             v = np.asarray(vals, np.float64) + (nudge if m != "initial" else 0.0)
             runs[m][qid] = {doc_ids[r]: float(x) for r, x in zip(rows, v)}
@@ -41,7 +41,7 @@ def rerank_runs(qids, doc_ids, cand_rows, retrieval_scores, scored, rrf_k: float
 
 def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int = 20,
                     passage_words: int = 96, seed: int = 0, max_batch: int = 16,
-                    max_docs: int | None = None, llm=None, encoder=None, prompts: P.PromptSet | None = None) -> dict:
+                    max_docs: int | None = None, llm=None, encoder=None, prompts: prompts_lib.PromptSet | None = None) -> dict:
     """nDCG@10 of the initial retriever, QL, RC and RRF(QL, RC) on BBC headline -> article."""
     from gecko_jax.data.sources import read_bbc_news
     from gecko_jax.evaluation.metrics import retrieval_scores
@@ -49,13 +49,13 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
     from gecko_jax.retrieval import exact_top_k
 
     t0 = time.time()
-    prompts = prompts or P.load_prompts()
+    prompts = prompts or prompts_lib.load_prompts()
     arts = read_bbc_news(dedup=True)
     if max_docs is not None:  # a smaller pool (tests): a seeded sample of the articles
         keep = np.sort(np.random.default_rng(seed + 1).choice(len(arts), min(max_docs, len(arts)),
                                                               replace=False))
         arts = [arts[i] for i in keep]
-    docs = [RL.truncate_words(a.body, passage_words) for a in arts]
+    docs = [relabel_lib.truncate_words(a.body, passage_words) for a in arts]
     doc_ids = [a.id for a in arts]
     pick = np.random.default_rng(seed).choice(len(arts), size=min(num_queries, len(arts)),
                                               replace=False)
@@ -69,10 +69,10 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
     cand_rows = [[int(r) for r in row] for row in top.indices]
     t_retrieve = time.time() - t0
     llm = llm if llm is not None else open_teacher(teacher, max_batch)
-    cfg = RL.RelabelConfig(num_neighbors=num_neighbors, max_passage_words=passage_words)
+    cfg = relabel_lib.RelabelConfig(num_neighbors=num_neighbors, max_passage_words=passage_words)
     counts = collections.Counter()
     t1 = time.time()
-    scored = RL.score_candidates(llm, heads, [[docs[r] for r in rows] for rows in cand_rows],
+    scored = relabel_lib.score_candidates(llm, heads, [[docs[r] for r in rows] for rows in cand_rows],
                                  prompts, cfg, counts)
     t_score = time.time() - t1
     keep = [i for i, s in enumerate(scored) if s is not None]

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from gecko_jax.fret import records as R
+from gecko_jax.fret import record_shards
 
 LENGTH_BINS = (0, 3, 5, 8, 12, 16, 24, 32, 48, 10_000)
 
@@ -15,8 +15,8 @@ LENGTH_BINS = (0, 3, 5, 8, 12, 16, 24, 32, 48, 10_000)
 def collect(out_dir) -> dict:
     """Statistics of a finished run from its manifest and records."""
     out_dir = pathlib.Path(out_dir)
-    manifest = R.read_manifest(out_dir)
-    recs = list(R.read_jsonl_records(R.record_paths(out_dir)))
+    manifest = record_shards.read_manifest(out_dir)
+    recs = list(record_shards.read_jsonl_records(record_shards.record_paths(out_dir)))
     tasks = collections.Counter(r["task"] for r in recs)
     lengths = [len(r["query"].split()) for r in recs]
     hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)

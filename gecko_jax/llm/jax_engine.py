@@ -30,6 +30,8 @@ import numpy as np
 from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
+from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec
+from gecko_jax.tokenization import batch_bucket, bucket_length
 
 log = logging.getLogger(__name__)
 
@@ -37,41 +39,18 @@ LENGTH_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 30
                   6144, 8192, 12288, 16384, 24576, 32768)
 
 
-def bucket(n: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
-    """Smallest bucket >= n (multiples of the largest bucket beyond it)."""
-    for b in buckets:
-        if n <= b:
-            return b
-    return int(math.ceil(n / buckets[-1]) * buckets[-1])
-
-
-def batch_bucket(n: int, max_batch: int) -> int:
-    return min(max_batch, 1 << max(0, (n - 1).bit_length()))
-
-
-# Logical axis -> mesh axis. Tensor parallelism over "model" where the dimension
-# divides; everything else replicated; batches split over "data".
-AXIS_RULES = {"batch": "data", "vocab": "model", "mlp": "model", "heads": "model",
-              "embed": None, "kv": None, "layers": None, "length": None}
+def _length_bucket(n: int) -> int:
+    return bucket_length(n, buckets=LENGTH_BUCKETS)
 
 
 def shard_params(cfg: dec.DecoderConfig, params: dict, mesh: jax.sharding.Mesh,
-                 rules: dict | None = None) -> dict:
-    """Place params on `mesh` by their logical axis names (`decoder.logical_axes`).
-
-    A dimension that the mesh axis does not divide (e.g. 1 kv head over 2 devices)
-    stays replicated.
-    """
-    rules = AXIS_RULES if rules is None else rules
-    P, NamedSharding = jax.sharding.PartitionSpec, jax.sharding.NamedSharding
-
+                 rules=LOGICAL_AXIS_RULES) -> dict:
+    """Place params on `mesh` by their logical axis names (`decoder.logical_axes`) and the
+    one rules table; a dimension that its mesh axis does not divide (e.g. 1 kv head over
+    2 devices) stays replicated."""
     def place(x, names):
-        spec = []
-        for dim, name in zip(x.shape, names):
-            axis = rules.get(name)
-            ok = axis is not None and axis in mesh.shape and dim % mesh.shape[axis] == 0
-            spec.append(axis if ok and axis not in spec else None)
-        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+        spec = logical_to_spec(names, x.shape, mesh, rules)
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
 
     return jax.tree.map(place, params, dec.logical_axes(cfg),
                         is_leaf=lambda x: isinstance(x, tuple))
@@ -245,7 +224,7 @@ class JaxEngine(LLM):
 
     def full_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits [T, V] of one sequence (plain forward; for tests and checks)."""
-        t = bucket(len(ids))
+        t = _length_bucket(len(ids))
         x = _pad_rows([list(ids)], t, self.tokenizer.pad_id)
         return np.asarray(self._logits(self.params, jnp.asarray(x)))[0, :len(ids)]
 
@@ -285,10 +264,10 @@ class JaxEngine(LLM):
         b = batch_bucket(n, self.max_batch)
         rows = rows + [rows[0]] * (b - n)  # padding rows: discarded
         lengths = np.array([len(r) for r in rows], np.int32)
-        t = bucket(int(lengths.max()))
+        t = _length_bucket(int(lengths.max()))
         chunk = self.decode_chunk
         steps = int(math.ceil(max_new / chunk)) * chunk
-        cache_size = bucket(int(lengths.max()) + steps)
+        cache_size = _length_bucket(int(lengths.max()) + steps)
         rid = jnp.asarray(list(row_ids) + [0] * (b - n), jnp.int32)
         temp = jnp.float32(max(temperature, 1e-6))
         tp = jnp.float32(top_p)
@@ -387,14 +366,14 @@ class JaxEngine(LLM):
         # The shared block must end before every row's last prefix token, which predicts
         # the first continuation token (its hidden state must be computed here).
         shared = min(shared, min(plens) - 1)
-        c = bucket(max(max(clens), 1))
+        c = _length_bucket(max(max(clens), 1))
         j = np.arange(c)
         pad = self.tokenizer.pad_id
         if shared >= self.min_shared:
             key = tuple(rows[0][:shared])
             kv = self._shared_lru.get(key)
             if kv is None:
-                sb = bucket(shared)
+                sb = _length_bucket(shared)
                 kv = self._prefill_shared(self.params, jnp.asarray(_pad_rows([list(key)], sb, pad)))
                 self._shared_lru[key] = kv
                 if len(self._shared_lru) > 4:
@@ -403,7 +382,7 @@ class JaxEngine(LLM):
             else:
                 self._shared_lru.move_to_end(key)
             rest = [r[shared:] for r in rows]
-            t = bucket(max(len(r) for r in rest))
+            t = _length_bucket(max(len(r) for r in rest))
             pred = np.minimum(np.array(plens)[:, None] - shared - 1 + j, t - 1)
             tgt_pos = np.minimum(pred + 1, t - 1)
             ids = _pad_rows(rest, t, pad)
@@ -413,7 +392,7 @@ class JaxEngine(LLM):
                                     jnp.asarray(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
-            t = bucket(max(len(r) for r in rows))
+            t = _length_bucket(max(len(r) for r in rows))
             pred = np.minimum(np.array(plens)[:, None] - 1 + j, t - 1)
             ids = _pad_rows(rows, t, pad)
             tgt = np.take_along_axis(ids, np.minimum(pred + 1, t - 1), axis=1)

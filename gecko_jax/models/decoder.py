@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gecko_jax.models.attention import attention as shared_attention
+from gecko_jax.models.dual_encoder import mean_pool
+
 Array = jax.Array
 
 LLAMA = "llama"
@@ -178,15 +181,12 @@ def apply_rope(x_bthd: Array, cos_btd: Array, sin_btd: Array) -> Array:
 
 def attention(q_bthd: Array, k_bskd: Array, v_bskd: Array, mask_bts: Array,
               scale: float) -> Array:
-    """Grouped-query attention: H query heads share K kv heads. Returns [B, T, H, hd]."""
-    b, t, h, d = q_bthd.shape
-    kv = k_bskd.shape[2]
-    q = q_bthd.reshape(b, t, kv, h // kv, d)
-    s = jnp.einsum("btkgd,bskd->bkgts", q, k_bskd) * scale
-    s = jnp.where(mask_bts[:, None, None], s, jnp.finfo(s.dtype).min)
-    p = jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(v_bskd.dtype)
-    o = jnp.einsum("bkgts,bskd->btkgd", p, v_bskd)
-    return o.reshape(b, t, h, d)
+    """Grouped-query attention in the decoder's [B, T, heads, hd] layout (the shared
+    heads-major kernel, models/attention.py). Returns [B, T, H, hd]."""
+    heads_major = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731
+    o_bhtd = shared_attention(heads_major(q_bthd), heads_major(k_bskd), heads_major(v_bskd),
+                              mask_bts, scale)
+    return heads_major(o_bhtd)
 
 
 def attention_mask(q_pos_bt: Array, k_pos_bs: Array, k_valid_bs: Array, causal: bool,
@@ -317,12 +317,6 @@ def logits(cfg: DecoderConfig, params: dict, ids_bt: Array, mask_bt: Array | Non
     pos = jnp.broadcast_to(jnp.arange(ids_bt.shape[1]), ids_bt.shape)
     h, _ = forward(cfg, params, ids_bt, pos, valid_bt=None if mask_bt is None else mask_bt > 0)
     return lm_head(cfg, params, h)
-
-
-def mean_pool(h_btd: Array, mask_bt: Array) -> Array:
-    """Masked mean over tokens: [B, T, D] -> [B, D]."""
-    m = mask_bt.astype(h_btd.dtype)[..., None]
-    return (h_btd * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
 # --------------------------------------------------------------------------- module

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gecko_jax import unified_format
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.bert import BertConfig, BertEncoder
 from gecko_jax.models.dual_encoder import DualEncoder
@@ -32,7 +33,7 @@ class ModelMeta:
 
     prompt_format: str = "raw"  # "gecko" for models trained with Gecko prompts
     max_length: int = 512
-    default_task: str = "search result"
+    default_task: str = unified_format.DEFAULT_TASK
     source: str = ""
 
 
@@ -151,7 +152,7 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
                         prompt_format: str = "gecko", max_length: int = 512,
-                        default_task: str = "search result") -> pathlib.Path:
+                        default_task: str = unified_format.DEFAULT_TASK) -> pathlib.Path:
     """Writes a folder that transformers and sentence-transformers both load.
 
     The sentence-transformers prompts hold the Gecko templates with the default
@@ -193,17 +194,16 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
     _write_json(tmp / "modules.json", modules)
     _write_json(tmp / "sentence_bert_config.json",
                 {"max_seq_length": max_length, "do_lower_case": False})
-    from gecko_jax.encode import document_prefix, query_prefix  # formatting lives there
-
-    prompts = ({"query": query_prefix(default_task), "document": document_prefix(None)}
+    prompts = ({"query": unified_format.query_prefix(default_task),
+                "document": unified_format.document_prefix(None)}
                if prompt_format == "gecko" else {})
     _write_json(tmp / "config_sentence_transformers.json", {
         "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
     _write_json(tmp / GECKO_CONFIG, {
         "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
         "embedding_dim": model.embedding_dim,
-        "query_template": "task: {task} | query: {text}",
-        "document_template": "title: {title} | text: {text}"})
+        "query_template": unified_format.QUERY_TEMPLATE,
+        "document_template": unified_format.DOCUMENT_TEMPLATE})
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

@@ -1,9 +1,9 @@
-"""Device mesh and the ONE table of logical-axis rules.
+"""Device mesh, and parameter / batch shardings from the logical-axis rules.
 
 Parameters carry logical axis names (`out_sharding` metadata set with
 `nnx.with_partitioning`, e.g. ('embed', 'mlp')); activations use 'batch' and
-'length'. `LOGICAL_AXIS_RULES` maps every name to mesh axes, in one place
-(the maxtext habit). The same code runs on:
+'length'. `gecko_jax.sharding_rules.LOGICAL_AXIS_RULES` maps every name to mesh
+axes, in one place (the maxtext habit). The same code runs on:
 
   * 1 CPU                 MeshSpec()                       -> mesh (1, 1, 1)
   * 8 emulated CPUs       XLA_FLAGS=--xla_force_host_platform_device_count=8
@@ -25,26 +25,14 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gecko_jax.errors import GeckoError
+from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "model")
-
-# logical name -> mesh axis (or tuple of axes, or None = replicated).
-LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed", "fsdp"),
-    ("mlp", "model"),
-    ("heads", "model"),
-    ("kv", None),
-    ("vocab", "model"),
-    ("layers", None),
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
@@ -112,49 +100,13 @@ def make_mesh(spec: MeshSpec = MeshSpec(), devices: Sequence[jax.Device] | None 
     return mesh
 
 
-def _rules_dict(rules) -> dict[str, Any]:
-    return dict(rules)
-
-
-def logical_to_spec(names: Sequence[str | None] | None, shape: Sequence[int] | None = None,
-                    mesh: Mesh | None = None, rules=LOGICAL_AXIS_RULES) -> P:
-    """Logical axis names -> PartitionSpec.
-
-    A dimension whose size the mesh axes do not divide is replicated instead
-    (e.g. a vocabulary of 30522 over model=4), and a mesh axis is used at most
-    once per array; both keep tiny test configs and odd sizes runnable.
-    """
-    if not names:
-        return P()
-    table = _rules_dict(rules)
-    used: set[str] = set()
-    out = []
-    for i, name in enumerate(names):
-        if name is not None and name not in table:
-            raise GeckoError(f"logical axis {name!r} has no rule in LOGICAL_AXIS_RULES")
-        axes = table.get(name) if name is not None else None
-        if axes is None:
-            out.append(None)
-            continue
-        axes = (axes,) if isinstance(axes, str) else tuple(axes)
-        if mesh is not None:
-            axes = tuple(a for a in axes if mesh.shape[a] > 1)
-        axes = tuple(a for a in axes if a not in used)
-        if mesh is not None and shape is not None and axes:
-            if shape[i] % math.prod(mesh.shape[a] for a in axes):
-                axes = ()
-        used.update(axes)
-        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
-    return P(*out)
-
-
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Inputs [B, ...]: batch split over data x fsdp, the rest replicated."""
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh=mesh))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
+    return NamedSharding(mesh, PartitionSpec())
 
 
 def param_logical_names(state: nnx.State) -> dict[str, tuple | None]:

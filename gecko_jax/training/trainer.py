@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gecko_jax import losses
+from gecko_jax import gin_files, losses
 from gecko_jax.errors import GeckoError
 from gecko_jax.training import optimizers, partitioning
 from gecko_jax.training.partitioning import MeshSpec
@@ -298,6 +298,12 @@ def _write_config(model_dir: pathlib.Path) -> None:
 
 def _scalar_metrics(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+    """Parses a training config (this module registers the trainer's configurables;
+    gin files import the data modules they bind). Errors are GeckoErrors."""
+    gin_files.parse(files, bindings)
 
 
 @gin.configurable(denylist=["model_dir"])

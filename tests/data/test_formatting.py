@@ -7,7 +7,7 @@ import pytest
 from gecko_jax import assets, losses
 from gecko_jax.data import formatting, mixtures, tasks
 from gecko_jax.data.formatting import Example
-from gecko_jax.data.records import Document
+from gecko_jax.data.training_records import Document
 from gecko_jax.errors import GeckoError
 from gecko_jax.tokenization import Tokenizer
 

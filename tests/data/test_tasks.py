@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from gecko_jax import assets
-from gecko_jax.data import records, tasks
+from gecko_jax.data import tasks, training_records
 from gecko_jax.data.batching import StepIndexedBatches
-from gecko_jax.encode import format_document, format_query
+from gecko_jax.unified_format import format_document, format_query
 from gecko_jax.errors import InputError
 from gecko_jax.losses import NO_ID
 from gecko_jax.tokenization import Tokenizer
@@ -66,7 +66,7 @@ def test_duplicate_texts_share_ids(tmp_path):
 def test_bad_record_names_file_and_line(tmp_path, bad, message):
     path = _write(tmp_path / "bad.jsonl", [GOOD[0], GOOD[1], bad])
     with pytest.raises(InputError, match=message) as err:
-        list(records.read_records(path))
+        list(training_records.read_records(path))
     assert f"{path}:3:" in str(err.value)
     tasks.register_jsonl_task("test_bad", {"train": [path]}, assets.minilm_dir())
     with pytest.raises(InputError, match=f"bad.jsonl:3"):
@@ -84,3 +84,38 @@ def test_step_indexed_batches_are_deterministic():
     halves = [StepIndexedBatches(ex, 8, seed=1, process_index=i, process_count=2).batch(3)["x"]
               for i in range(2)]
     np.testing.assert_array_equal(np.concatenate(halves), a.batch(3)["x"])
+
+
+def test_tf_and_python_unified_format_give_identical_strings():
+    """The seqio preprocessor's TF string ops and unified_format's Python templates agree
+    on real records: Wikipedia sections (titled), BBC articles with and without title,
+    non-ASCII text and a symmetric row formatted like a query."""
+    import tensorflow as tf
+
+    from gecko_jax.data import sources
+
+    wiki = training_records.wikipedia_section_records(sources.read_wikipedia()[:6], max_words=40)
+    bbc = sources.read_bbc_news()[:4]
+    rows = [(r.task, r.query, r.positive.title, r.positive.text,
+             r.negative.title if r.negative else "", r.negative.text if r.negative else "")
+            for r in wiki]
+    rows += [("search result", a.headline, "" if i % 2 else a.category, a.body[:300], "", "")
+             for i, a in enumerate(bbc)]
+    rows.append(("clustering", "Café naïve – “quoted” ünïcode", "", "Ωmega text", "T", "n"))
+    cols = list(zip(*rows))
+    symmetric = [False] * (len(rows) - 1) + [True]
+    ds = tf.data.Dataset.from_tensor_slices({
+        "task": list(cols[0]), "query": list(cols[1]), "positive_title": list(cols[2]),
+        "positive_text": list(cols[3]), "negative_title": list(cols[4]),
+        "negative_text": list(cols[5]), "has_negative": [bool(t) for t in cols[5]],
+        "symmetric": symmetric})
+    got = list(tasks.gecko_format(ds).as_numpy_iterator())
+    assert len(got) == len(rows) >= 11
+    for ex, (task, query, ptitle, ptext, ntitle, ntext), sym in zip(got, rows, symmetric):
+        assert ex["query"].decode() == format_query(query, task)
+        want_pos = format_query(ptext, task) if sym else format_document(ptext, ptitle or None)
+        assert ex["positive"].decode() == want_pos
+        want_neg = format_query(ntext, task) if sym else format_document(ntext, ntitle or None)
+        assert ex["negative"].decode() == want_neg
+    assert got[0]["positive"].decode().startswith(f"title: {rows[0][2]} | text: ")
+    assert any(ex["positive"].decode().startswith("title: none | text: ") for ex in got)

@@ -79,7 +79,7 @@ def test_beir_retrieval_with_minilm(tmp_path, minilm_encoder):
 
 
 def test_cached_encoder_formats_and_reuses(minilm_encoder):
-    from gecko_jax.encode import format_document, format_query
+    from gecko_jax.unified_format import format_document, format_query
 
     enc = lt.CachedEncoder(minilm_encoder, format="gecko")
     q = enc.encode_queries(["who won the match"], task="search result")

@@ -7,62 +7,63 @@ import json
 import numpy as np
 import pytest
 
+from gecko_jax import textio
 from gecko_jax.errors import GeckoError, InputError
-from gecko_jax.fret import generate as G
-from gecko_jax.fret import prompts as P
-from gecko_jax.fret import records as R
-from gecko_jax.fret import relabel as RL
+from gecko_jax.fret import generate as generate_lib
+from gecko_jax.fret import prompts as prompts_lib
+from gecko_jax.fret import record_shards
+from gecko_jax.fret import relabel as relabel_lib
 
 
 def test_ranks_best_first_and_stable_ties():
-    assert RL.ranks([0.1, 0.9, 0.5]).tolist() == [3, 1, 2]
+    assert relabel_lib.ranks([0.1, 0.9, 0.5]).tolist() == [3, 1, 2]
     # Ties keep candidate (retrieval) order.
-    assert RL.ranks([-1.0, -1.0, -3.0, -1.0]).tolist() == [1, 2, 4, 3]
+    assert relabel_lib.ranks([-1.0, -1.0, -3.0, -1.0]).tolist() == [1, 2, 4, 3]
 
 
 def test_rrf_k0_is_the_papers_formula_and_k60_differs():
     r_ql, r_rc = [1, 2, 3], [3, 1, 2]
-    np.testing.assert_allclose(RL.reciprocal_rank_fusion([r_ql, r_rc]),
+    np.testing.assert_allclose(relabel_lib.reciprocal_rank_fusion([r_ql, r_rc]),
                                [1 + 1 / 3, 1 / 2 + 1, 1 / 3 + 1 / 2])
-    np.testing.assert_allclose(RL.reciprocal_rank_fusion([r_ql, r_rc], k=60),
+    np.testing.assert_allclose(relabel_lib.reciprocal_rank_fusion([r_ql, r_rc], k=60),
                                [1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62])
     with pytest.raises(ValueError):
-        RL.reciprocal_rank_fusion([[1, 2]], k=-1)
+        relabel_lib.reciprocal_rank_fusion([[1, 2]], k=-1)
 
 
 def test_positive_is_top_fused_ties_go_to_better_retrieved():
     # (1,3) and (3,1) fuse equally with k=0: the earlier candidate wins.
-    fused = RL.reciprocal_rank_fusion([[3, 1, 2], [1, 3, 2]])
+    fused = relabel_lib.reciprocal_rank_fusion([[3, 1, 2], [1, 3, 2]])
     assert fused[0] == fused[1]
-    assert RL.select_positive(fused) == 0
+    assert relabel_lib.select_positive(fused) == 0
 
 
 def test_negative_strategies():
     fused = np.array([0.5, 2.0, 1.0, 0.7, 0.2])  # fused ranks 4, 1, 2, 3, 5
-    pos = RL.select_positive(fused)
+    pos = relabel_lib.select_positive(fused)
     assert pos == 1
-    assert RL.select_negative(fused, pos, "lowest") == 4
-    assert RL.select_negative(fused, pos, "rank:3") == 3
-    assert RL.select_negative(fused, pos, "rank:20") == 4  # fewer than K: the lowest
-    assert RL.select_negative(fused, pos, "none") is None
-    draws = {RL.select_negative(fused, pos, "random", np.random.default_rng(s)) for s in range(40)}
+    assert relabel_lib.select_negative(fused, pos, "lowest") == 4
+    assert relabel_lib.select_negative(fused, pos, "rank:3") == 3
+    assert relabel_lib.select_negative(fused, pos, "rank:20") == 4  # fewer than K: the lowest
+    assert relabel_lib.select_negative(fused, pos, "none") is None
+    draws = {relabel_lib.select_negative(fused, pos, "random", np.random.default_rng(s)) for s in range(40)}
     assert draws == {0, 2, 3, 4}
-    assert RL.select_negative([1.0], 0, "lowest") is None
+    assert relabel_lib.select_negative([1.0], 0, "lowest") is None
     for bad in ("rank:1", "rank:x", "worst"):
         with pytest.raises(ValueError):
-            RL.parse_negative(bad)
+            relabel_lib.parse_negative(bad)
 
 
 def test_candidate_rows_always_hold_the_seed():
-    assert RL.candidate_rows([5, 7, 9], 7, 3) == [5, 7, 9]
-    assert RL.candidate_rows([5, 7, 9], 2, 3) == [5, 7, 2]
-    assert RL.candidate_rows([5, -1, -1], 2, 3) == [5, 2]
+    assert relabel_lib.candidate_rows([5, 7, 9], 7, 3) == [5, 7, 9]
+    assert relabel_lib.candidate_rows([5, 7, 9], 2, 3) == [5, 7, 2]
+    assert relabel_lib.candidate_rows([5, -1, -1], 2, 3) == [5, 2]
 
 
 def test_rc_normalisation():
     lp_yes, lp_no = np.log(0.2), np.log(0.6)
-    assert RL.rc_score(lp_yes, lp_no, True) == pytest.approx(np.log(0.25))
-    assert RL.rc_score(lp_yes, lp_no, False) == pytest.approx(lp_yes)
+    assert relabel_lib.rc_score(lp_yes, lp_no, True) == pytest.approx(np.log(0.25))
+    assert relabel_lib.rc_score(lp_yes, lp_no, False) == pytest.approx(lp_yes)
 
 
 @pytest.mark.parametrize("reply,expected", [
@@ -78,7 +79,7 @@ def test_rc_normalisation():
     ('{"task": "Say \\"hi\\"", "query": "x y z"}', ('Say "hi"', "x y z")),
 ])
 def test_parse_task_query(reply, expected):
-    assert G.parse_task_query(reply) == expected
+    assert generate_lib.parse_task_query(reply) == expected
 
 
 @pytest.mark.parametrize("reply,reason", [
@@ -87,31 +88,31 @@ def test_parse_task_query(reply, expected):
     ('{"task": "Find it", "answer": "x"}', "no_query"),
 ])
 def test_parse_failures_have_reasons(reply, reason):
-    with pytest.raises(G.ParseFailure) as err:
-        G.parse_task_query(reply)
+    with pytest.raises(generate_lib.ParseFailure) as err:
+        generate_lib.parse_task_query(reply)
     assert err.value.reason == reason
 
 
 def test_filters():
-    cfg = G.GenerateConfig(max_query_words=6)
+    cfg = generate_lib.GenerateConfig(max_query_words=6)
     passage = "The quick brown fox jumps over the lazy dog near the river bank today."
-    ok = G.check_pair("Find a passage", "where does the fox jump", passage, cfg)
+    ok = generate_lib.check_pair("Find a passage", "where does the fox jump", passage, cfg)
     assert ok is None
-    assert G.check_pair("Find", "", passage, cfg) == "empty_query"
-    assert G.check_pair("", "what fox", passage, cfg) == "empty_task"
-    assert G.check_pair("Find", "a b c d e f g h", passage, cfg) == "too_long"
-    assert G.check_pair("Find", "quick brown fox jumps", passage, cfg) == "copied_from_passage"
-    assert G.check_pair("Find", "How tall is X", passage, cfg, {"how tall is x"}) == "copied_example"
+    assert generate_lib.check_pair("Find", "", passage, cfg) == "empty_query"
+    assert generate_lib.check_pair("", "what fox", passage, cfg) == "empty_task"
+    assert generate_lib.check_pair("Find", "a b c d e f g h", passage, cfg) == "too_long"
+    assert generate_lib.check_pair("Find", "quick brown fox jumps", passage, cfg) == "copied_from_passage"
+    assert generate_lib.check_pair("Find", "How tall is X", passage, cfg, {"how tall is x"}) == "copied_example"
 
 
 def test_prompts_have_ids_versions_and_shared_few_shot_prefix(prompts):
     assert prompts.qg.tag == "fret-qg@1" and prompts.ql.version == 1
-    a = P.qg_prompt(prompts.qg, "First passage.")
-    b = P.qg_prompt(prompts.qg, "Second passage.")
+    a = prompts_lib.qg_prompt(prompts.qg, "First passage.")
+    b = prompts_lib.qg_prompt(prompts.qg, "Second passage.")
     assert a.startswith(prompts.qg.few_shot) and b.startswith(prompts.qg.few_shot)
     assert a.endswith('{"task": "')
     # P_QL: the passage comes first, the query is the continuation.
-    pre, cont = P.ql_pair(prompts.ql, "Some passage.", "a query")
+    pre, cont = prompts_lib.ql_pair(prompts.ql, "Some passage.", "a query")
     assert pre.endswith("Passage: Some passage.\nQuery:") and cont == " a query"
     task_types = {ex["task"] for ex in prompts.qg.spec["examples"]}
     assert len(task_types) >= 4
@@ -121,12 +122,12 @@ def test_bad_prompt_files_are_named(tmp_path):
     path = tmp_path / "qg.json"
     path.write_text(json.dumps({"id": "x", "version": "one"}))
     with pytest.raises(InputError, match="qg.json"):
-        P.load_prompt(path, "qg")
-    spec = json.loads((P.PROMPTS_DIR / "qg.json").read_text())
+        prompts_lib.load_prompt(path, "qg")
+    spec = json.loads((prompts_lib.PROMPTS_DIR / "qg.json").read_text())
     spec["example_template"] = "Passage: {passage} {missing}"
     path.write_text(json.dumps(spec))
     with pytest.raises(InputError, match="does not render"):
-        P.load_prompt(path, "qg")
+        prompts_lib.load_prompt(path, "qg")
 
 
 def test_unknown_schema_version_is_rejected(tmp_path):
@@ -135,29 +136,29 @@ def test_unknown_schema_version_is_rejected(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(rec) + "\n")
     with pytest.raises(InputError, match="unknown FRet schema_version 99"):
-        list(R.read_jsonl_records([path]))
+        list(record_shards.read_jsonl_records([path]))
 
 
 def test_changed_config_refuses_to_resume(tmp_path):
     ident = {"seed": 0, "limit": 4}
-    assert R.check_or_write_config(tmp_path / "run", ident) is False
-    assert R.check_or_write_config(tmp_path / "run", ident) is True
+    assert record_shards.check_or_write_config(tmp_path / "run", ident) is False
+    assert record_shards.check_or_write_config(tmp_path / "run", ident) is True
     with pytest.raises(GeckoError, match=r"different configuration \(limit: 4 -> 5\)"):
-        R.check_or_write_config(tmp_path / "run", {"seed": 0, "limit": 5})
+        record_shards.check_or_write_config(tmp_path / "run", {"seed": 0, "limit": 5})
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(GeckoError, match="not empty"):
-        R.check_or_write_config(tmp_path / "other", ident)
+        record_shards.check_or_write_config(tmp_path / "other", ident)
 
 
 def test_shard_store_atomic_and_partials_removed(tmp_path):
-    store = R.ShardStore(tmp_path, 3)
+    store = record_shards.ShardStore(tmp_path, 3)
     assert store.pending() == [0, 1, 2]
     store.write(1, [{"a": 1}], collections.Counter(records=1))
     assert store.pending() == [0, 2]
     # A killed writer leaves only hidden temporary files, which resume removes.
     (store.dir / ".records-00000-of-00003.jsonl.tmp123").write_text("partial")
-    assert R.remove_partials(tmp_path) == 1
+    assert textio.remove_partials(tmp_path) == 1
     assert store.pending() == [0, 2]
 
 

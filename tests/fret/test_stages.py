@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gecko_jax.fret import generate as G
-from gecko_jax.fret import relabel as RL
+from gecko_jax.fret import generate as generate_lib
+from gecko_jax.fret import relabel as relabel_lib
 
 from .conftest import tiny_config
 
@@ -16,35 +16,35 @@ from .conftest import tiny_config
 def test_stage1_generates_parsed_filtered_pairs(teacher, prompts, wiki_rows):
     passages = [(r["id"], r["text"]) for r in wiki_rows[:2]]
     counts = collections.Counter()
-    gens = G.generate_queries(teacher, passages, prompts.qg, G.GenerateConfig(max_attempts=2),
+    gens = generate_lib.generate_queries(teacher, passages, prompts.qg, generate_lib.GenerateConfig(max_attempts=2),
                               seed=3, shard=0, counts=counts)
     assert counts["attempts"] >= 2 and counts["generated"] == len(gens)
     accounted = counts["generated"] + sum(v for k, v in counts.items() if k.startswith("dropped:"))
     assert accounted == 2  # every passage is either generated or dropped with a reason
     for g in gens:
         assert g.task and g.query and g.passage_id in dict(passages)
-        assert G.check_pair(g.task, g.query, dict(passages)[g.passage_id], G.GenerateConfig(),
-                            G.P.example_queries(prompts.qg)) is None
+        assert generate_lib.check_pair(g.task, g.query, dict(passages)[g.passage_id], generate_lib.GenerateConfig(),
+                            prompts_lib.example_queries(prompts.qg)) is None
 
 
 def test_stage2_scores_match_unbatched_teacher_calls(teacher, prompts, wiki_rows):
     """The shard-batched QL/RC scores (prefix reuse on) equal one-pair-at-a-time scores."""
     query = "what is anarchism"
     cands = [wiki_rows[0]["text"], wiki_rows[5]["text"], wiki_rows[9]["text"]]
-    cfg = RL.RelabelConfig(num_neighbors=3, max_passage_words=40)
+    cfg = relabel_lib.RelabelConfig(num_neighbors=3, max_passage_words=40)
     counts = collections.Counter()
-    [sc] = RL.score_candidates(teacher, [query], [cands], prompts, cfg, counts)
+    [sc] = relabel_lib.score_candidates(teacher, [query], [cands], prompts, cfg, counts)
     assert counts["scored_pairs"] == 3
-    yes, no = G.P.rc_labels(prompts.rc)
+    yes, no = prompts_lib.rc_labels(prompts.rc)
     for j, text in enumerate(cands):
-        pre, con = G.P.ql_pair(prompts.ql, RL.truncate_words(text, 40), query)
+        pre, con = prompts_lib.ql_pair(prompts.ql, relabel_lib.truncate_words(text, 40), query)
         [ql] = teacher.score([pre], [con], reuse_prefix=False)
         assert sc.ql[j] == pytest.approx(ql, abs=2e-3)
-        rc_pre = G.P.rc_prefix(prompts.rc, query, RL.truncate_words(text, 40))
+        rc_pre = prompts_lib.rc_prefix(prompts.rc, query, relabel_lib.truncate_words(text, 40))
         ly, ln = teacher.score([rc_pre, rc_pre], [yes, no], reuse_prefix=False)
         assert sc.rc[j] == pytest.approx(ly - np.logaddexp(ly, ln), abs=2e-3)
         assert sc.rc[j] <= 0 and math.isfinite(sc.ql[j])
-    rel = RL.fuse_and_select([10, 11, 12], [0.9, 0.8, 0.7], sc, cfg, np.random.default_rng(0))
+    rel = relabel_lib.fuse_and_select([10, 11, 12], [0.9, 0.8, 0.7], sc, cfg, np.random.default_rng(0))
     assert sorted(rel.fused_rank) == [1, 2, 3] and rel.fused_rank[rel.positive] == 1
     assert rel.negative is not None and rel.fused_rank[rel.negative] == 3
 
@@ -52,11 +52,11 @@ def test_stage2_scores_match_unbatched_teacher_calls(teacher, prompts, wiki_rows
 def test_finished_run_records_and_manifest(finished_run):
     """A tiny local run: records carry every score/rank and provenance; `gecko train`'s
     reader accepts them; the manifest counts add up; TFRecords parse."""
-    from gecko_jax.data.records import read_records
-    from gecko_jax.fret import records as R
+    from gecko_jax.data.training_records import read_records
+    from gecko_jax.fret import record_shards
 
     out, manifest = finished_run
-    recs = list(R.read_jsonl_records(R.record_paths(out)))
+    recs = list(record_shards.read_jsonl_records(record_shards.record_paths(out)))
     c = manifest["counts"]
     assert c["records"] == len(recs) >= 1
     assert c["passages"] == 2 and c["generated"] + sum(c["dropped"].values()) == 2
@@ -73,7 +73,7 @@ def test_finished_run_records_and_manifest(finished_run):
         for cd in r["candidates"]:
             assert {"ql", "rc", "rc_yes", "rc_no", "rank_ql", "rank_rc", "fused"} <= set(cd)
         assert r["provenance"]["prompts"]["rc"]["version"] == 1
-    train = list(read_records(R.record_paths(out)))
+    train = list(read_records(record_shards.record_paths(out)))
     assert [t.query for t in train] == [r["query"] for r in recs]
     assert train[0].positive.text == recs[0]["positive"]["text"]
 
@@ -81,7 +81,7 @@ def test_finished_run_records_and_manifest(finished_run):
 
     raw = next(iter(tf.data.TFRecordDataset([str(out / manifest["files"]["tfrecord"][0])])))
     ex = tf.train.Example.FromString(raw.numpy())
-    first = next(R.read_jsonl_records([out / manifest["files"]["jsonl"][0]]), None)
+    first = next(record_shards.read_jsonl_records([out / manifest["files"]["jsonl"][0]]), None)
     if first is not None:
         assert ex.features.feature["query"].bytes_list.value[0].decode() == first["query"]
 
@@ -129,8 +129,8 @@ def test_teacher_faults_are_survived_counted_and_logged(tmp_path, tiny_corpus, t
 
     faulty = FaultyTeacher(teacher)
     cfg = tiny_config(limit=2, shard_size=2, seed=5,
-                      generate=G.GenerateConfig(max_attempts=3, retry_backoff_s=0.01),
-                      relabel=RL.RelabelConfig(num_neighbors=3, max_passage_words=40,
+                      generate=generate_lib.GenerateConfig(max_attempts=3, retry_backoff_s=0.01),
+                      relabel=relabel_lib.RelabelConfig(num_neighbors=3, max_passage_words=40,
                                                retry_backoff_s=0.01))
     with caplog.at_level(logging.WARNING, logger="gecko_jax.fret"):
         manifest = run_local(cfg, tiny_corpus, tmp_path / "run", llm=faulty, encoder=embedder)

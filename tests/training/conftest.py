@@ -5,7 +5,7 @@ import functools
 import pytest
 
 from gecko_jax import assets
-from gecko_jax.data import records, sources
+from gecko_jax.data import sources, training_records
 
 # Small enough for many compiled steps on 2 cores; real tokenizer, random weights.
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -15,13 +15,13 @@ LENGTHS = {"query": 16, "positive": 32, "negative": 32}
 
 @pytest.fixture(scope="session")
 def wiki_records():
-    return records.wikipedia_section_records(sources.read_wikipedia())
+    return training_records.wikipedia_section_records(sources.read_wikipedia())
 
 
 @pytest.fixture(scope="session")
 def wiki_jsonl(tmp_path_factory, wiki_records):
     path = tmp_path_factory.mktemp("wiki") / "pairs.jsonl"
-    records.write_records(path, wiki_records[:256])
+    training_records.write_records(path, wiki_records[:256])
     return path
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gecko_jax import assets
-from gecko_jax.data import records, sources
+from gecko_jax.data import sources, training_records
 from gecko_jax.encode import Encoder
 from gecko_jax.training import optimizers, partitioning, trainer
 
@@ -35,10 +35,10 @@ def _retrieval(folder, pairs, max_length):
 
 def _finetune(tmp_path, train_arts, held, *, steps, batch, words, lengths, n_held,
               same_tower=True):
-    train_recs = records.wikipedia_section_records(train_arts, max_words=words)
-    held_recs = records.wikipedia_section_records(held, max_words=words)[:n_held]
+    train_recs = training_records.wikipedia_section_records(train_arts, max_words=words)
+    held_recs = training_records.wikipedia_section_records(held, max_words=words)[:n_held]
     jsonl = tmp_path / "train.jsonl"
-    records.write_records(jsonl, train_recs)
+    training_records.write_records(jsonl, train_recs)
     before = _retrieval(assets.minilm_dir(), held_recs, lengths["positive"])
     out = trainer.train(
         tmp_path / "run",

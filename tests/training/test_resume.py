@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gecko_jax import assets
-from gecko_jax.commands import train as train_cmd
+from gecko_jax.training import trainer
 from gecko_jax.errors import GeckoError
 from tests.training.conftest import TINY_BERT
 
@@ -112,7 +112,7 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path, wiki_jsonl):
         assert "gin config" in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "bad").exists()          # nothing ran, nothing written
     with pytest.raises(GeckoError, match="gin file not found"):
-        train_cmd.parse_gin(["no/such/file.gin"], [])
+        trainer.parse_gin(["no/such/file.gin"], [])
     gin.clear_config()
 
 

@@ -9,34 +9,32 @@
     eval_distilled the fine-tuned model on the same tasks
     -> OUT/report.md (+ report.json, PNGs), OUT/model (the distilled model folder)
 
-Each stage runs in OUT/<stage>/ and records its config in OUT/<stage>/stage.json:
-status "running" while it works, "done" (with its wall time) once finished. A
-rerun skips done stages and resumes a running one (FRet keeps finished shards,
-training restores its last checkpoint). Each stage's config includes the
-configs of the stages it reads from, so a change anywhere marks that stage and
-every later one as changed. A changed stage that already has output is refused
-with the differing keys named (nothing is reused silently); `redo=True`
-(`--redo`) deletes that stage's output and every later stage's, and runs them again.
+The stages run on the one recipe runner (recipes/runner.py): each in OUT/<stage>/
+with its marker OUT/<stage>/stage.json; a rerun skips done stages and resumes a
+running one (FRet keeps finished shards, training restores its last checkpoint).
+Each stage's config includes the configs of the stages it reads from, so a change
+anywhere marks that stage and every later one as changed. A changed stage that
+already has output is refused with the differing keys named (nothing is reused
+silently); `redo=True` (`--redo`) deletes that stage's output and every later
+stage's, and runs them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
-import json
 import logging
 import pathlib
-import shutil
-import time
 from typing import Sequence
 
-from gecko_jax.errors import GeckoError
+from gecko_jax.recipes import runner
+from gecko_jax.recipes.runner import read_marker
+from gecko_jax.textio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_distilled")
-MARKER = "stage.json"
+INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",)}
+DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
 # Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
 # to both training stages.
@@ -64,30 +62,8 @@ class DistillConfig:
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
 
 
-# ---------------------------------------------------------------- stage markers
-
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json(path: pathlib.Path, obj) -> None:
-    from gecko_jax.fret.records import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def read_marker(out: pathlib.Path, stage: str) -> dict | None:
-    path = out / stage / MARKER
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _diff(old: dict, new: dict) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
-
-
-def stage_configs(cfg: DistillConfig, out: pathlib.Path) -> dict[str, dict]:
-    """Each stage's config (what decides its output), chained through its inputs."""
+def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
+    """Each stage's effective config (what decides its output), chained through its inputs."""
     fret_bind = sorted(b for b in cfg.gin_bindings if b.strip().startswith(FRET_BINDING_PREFIXES))
     train_bind = [b for b in cfg.gin_bindings if not b.strip().startswith(FRET_BINDING_PREFIXES)]
     fret = {"teacher": cfg.teacher, "corpus_size": cfg.fret_corpus_size,
@@ -96,43 +72,13 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path) -> dict[str, dict]:
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
              "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
              "gin_bindings": train_bind}
-    pft = {**train, "steps": cfg.prefinetune_steps}
-    ft = {**train, "steps": cfg.finetune_steps,
-          "inputs": {"fret": _sha(fret), "prefinetune": _sha(pft)}}
     ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,
           "max_length": cfg.eval_max_length}
-    return {"fret": fret, "prefinetune": pft, "finetune": ft,
-            "eval_base": {**ev, "model": "minilm"},
-            "eval_distilled": {**ev, "model": "finetune", "inputs": {"finetune": _sha(ft)}}}
-
-
-def check_stages(out: pathlib.Path, configs: dict[str, dict], redo: bool) -> list[str]:
-    """Stages whose recorded config differs from this run's. Refuses, or clears them (redo)."""
-    changed = []
-    for stage in STAGES:
-        marker = read_marker(out, stage)
-        if marker is not None and marker["config"] != configs[stage]:
-            changed.append((stage, _diff(marker["config"], configs[stage])))
-    if not changed:
-        return []
-    first = STAGES.index(changed[0][0])
-    if not redo:
-        detail = "\n  ".join(f"{s}: {d}" for s, d in changed)
-        raise GeckoError(
-            f"{out} holds stages run with a different configuration:\n  {detail}\n"
-            f"Use another --output, or pass --redo to delete and rerun stage "
-            f"{STAGES[first]!r} and every stage after it.")
-    for stage in STAGES[first:]:
-        if (out / stage).exists():
-            log.info("redo: removing %s", out / stage)
-            shutil.rmtree(out / stage)
-    for name in ("model", "report.md", "report.json"):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    return list(STAGES[first:])
+    own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
+           "finetune": {**train, "steps": cfg.finetune_steps},
+           "eval_base": {**ev, "model": "minilm"},
+           "eval_distilled": {**ev, "model": "finetune"}}
+    return runner.chain_configs(own, INPUTS)
 
 
 # ---------------------------------------------------------------- the stages
@@ -154,10 +100,9 @@ def _fret_corpus(out: pathlib.Path, size: int) -> pathlib.Path:
 
 def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
              progress: bool) -> dict:
-    from gecko_jax.commands.fret import _config_from_gin
-    from gecko_jax.fret.pipeline import run_local
+    from gecko_jax.fret.pipeline import config_from_gin, run_local
 
-    fret_cfg = _config_from_gin([], conf["gin_bindings"])
+    fret_cfg = config_from_gin([], conf["gin_bindings"])
     fret_cfg = dataclasses.replace(
         fret_cfg, teacher=cfg.teacher, limit=cfg.fret_limit,
         embed_max_length=cfg.fret_embed_max_length, tfrecord=False, progress=progress,
@@ -184,10 +129,9 @@ def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
            progress: bool) -> dict:
     import gin
 
-    from gecko_jax.commands.train import parse_gin
     from gecko_jax.training import trainer
 
-    parse_gin(gin_files, bindings)
+    trainer.parse_gin(gin_files, bindings)
     summary = trainer.train(stage_dir, progress=progress)
     (stage_dir / "operative_config.gin").write_text(gin.operative_config_str())
     return {"step": summary["step"], "start_step": summary["start_step"],
@@ -224,8 +168,8 @@ def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Pat
     """Scores one model on the local tasks; writes stage_dir/results.json."""
     from tqdm.auto import tqdm
 
-    from gecko_jax.commands.eval import evaluate_model
     from gecko_jax.encode import Encoder
+    from gecko_jax.evaluation.evaluate import evaluate_model
     from gecko_jax.evaluation.local_tasks import CachedEncoder, get_task
 
     tasks = [get_task(t) for t in conf["tasks"]]
@@ -238,11 +182,44 @@ def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Pat
     info = {"path": str(folder), "format": cached.format, "embedding_dim": enc.embedding_dim,
             "max_length": enc.max_length}
     results = {t: {str(d): s for d, s in by_dim.items()} for t, by_dim in res.items()}
-    _write_json(stage_dir / "results.json", {"model": name, "info": info, "results": results})
+    atomic_write_json(stage_dir / "results.json", {"model": name, "info": info, "results": results})
     return {"model": name, "format": cached.format}
 
 
 # ---------------------------------------------------------------- orchestration
+
+def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list[runner.Stage]:
+    """The five stages of `gecko distill` for the runner."""
+    from gecko_jax import assets
+    from gecko_jax.training import trainer
+
+    own = stage_configs(cfg)
+    export = trainer.EXPORT_DIR
+
+    def fret(stage_dir, _):
+        return run_fret(cfg, own["fret"], stage_dir, progress)
+
+    def prefinetune(stage_dir, _):
+        return run_prefinetune(own["prefinetune"], stage_dir, progress)
+
+    def finetune(stage_dir, done):
+        return run_finetune(own["finetune"], stage_dir, out / "prefinetune" / export,
+                            done["fret"]["summary"]["files"], progress)
+
+    def eval_base(stage_dir, _):
+        return run_eval(own["eval_base"], assets.minilm_dir(), "minilm (base)", stage_dir,
+                        progress)
+
+    def eval_distilled(stage_dir, _):
+        return run_eval(own["eval_distilled"], out / "finetune" / export, "distilled",
+                        stage_dir, progress)
+
+    runs = {"fret": fret, "prefinetune": prefinetune, "finetune": finetune,
+            "eval_base": eval_base, "eval_distilled": eval_distilled}
+    strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
+    return [runner.Stage(name, strip(own[name]), runs[name], INPUTS.get(name, ()))
+            for name in STAGES]
+
 
 def distill(out_dir, cfg: DistillConfig = DistillConfig(), redo: bool = False,
             progress: bool = True) -> dict:
@@ -251,75 +228,19 @@ def distill(out_dir, cfg: DistillConfig = DistillConfig(), redo: bool = False,
     Returns {"stages": {stage: marker}, "ran": [stages run by this call], "report": path,
     "model": path, "results": {model: {task: {dim: scores}}}}.
     """
-    from tqdm.auto import tqdm
-
-    from gecko_jax import assets
     from gecko_jax.encode import enable_compile_cache
-    from gecko_jax.training import trainer
+    from gecko_jax.recipes import distill_report
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     enable_compile_cache()
-    configs = stage_configs(cfg, out)
-    check_stages(out, configs, redo)
-
-    ran = []
-    overall = tqdm(total=len(STAGES), desc="distill", unit="stage", disable=not progress,
-                   bar_format="{desc}: {n_fmt}/{total_fmt} stages |{bar:20}| "
-                              "{elapsed} elapsed{postfix}")
-    for i, stage in enumerate(STAGES):
-        stage_dir = out / stage
-        marker = read_marker(out, stage)
-        if marker is not None and marker["status"] == "done":
-            log.info("stage %d/%d %s: done in an earlier run (%.0f s), reused",
-                     i + 1, len(STAGES), stage, marker["wall_s"])
-            overall.update(1)
-            continue
-        overall.set_postfix_str(f"now: {stage}")
-        overall.refresh()
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        started = time.time()
-        _write_json(stage_dir / MARKER, {"status": "running", "config": configs[stage],
-                                         "started": _now()})
-        if progress:
-            tqdm.write(f"== stage {i + 1}/{len(STAGES)}: {stage}"
-                       f"{' (resuming)' if marker else ''}")
-        if stage == "fret":
-            summary = run_fret(cfg, configs[stage], stage_dir, progress)
-        elif stage == "prefinetune":
-            summary = run_prefinetune(configs[stage], stage_dir, progress)
-        elif stage == "finetune":
-            fret = read_marker(out, "fret")["summary"]
-            summary = run_finetune(configs[stage], stage_dir,
-                                   out / "prefinetune" / trainer.EXPORT_DIR,
-                                   fret["files"], progress)
-        elif stage == "eval_base":
-            summary = run_eval(configs[stage], assets.minilm_dir(), "minilm (base)", stage_dir,
-                               progress)
-        else:
-            summary = run_eval(configs[stage], out / "finetune" / trainer.EXPORT_DIR,
-                               "distilled", stage_dir, progress)
-        wall = time.time() - started  # of this process (a resumed stage: the rest only)
-        _write_json(stage_dir / MARKER, {"status": "done", "config": configs[stage],
-                                         "finished": _now(), "wall_s": round(wall, 1),
-                                         "resumed": marker is not None, "summary": summary})
-        if progress:
-            tqdm.write(f"== stage {stage} done in {wall:.0f} s")
-        ran.append(stage)
-        overall.update(1)
-    overall.close()
-
+    result = runner.run_recipe(out, recipe_stages(cfg, out, progress), redo=redo,
+                               progress=progress, derived=DERIVED, desc="distill")
     model_dir = export_model(out)
-    from gecko_jax import distill_report
-
     markers = {s: read_marker(out, s) for s in STAGES}
-    report_path, results = distill_report.write(out, cfg, markers, ran)
-    return {"stages": markers, "ran": ran, "report": report_path, "model": model_dir,
+    report_path, results = distill_report.write(out, cfg, markers, result["ran"])
+    return {"stages": markers, "ran": result["ran"], "report": report_path, "model": model_dir,
             "results": results}
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def export_model(out: pathlib.Path) -> pathlib.Path:

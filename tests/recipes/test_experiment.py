@@ -1,5 +1,6 @@
 """Pre-finetuning then fine-tuning on the embedded default data, end to end
-through `gecko train` and the experiment file (a tiny random BERT, 2 steps)."""
+through `gecko train` and the experiment file (a tiny random BERT, 2 steps), on the
+recipe runner (reuse and refusal here; resume and --redo in test_runner.py)."""
 
 import json
 
@@ -38,6 +39,17 @@ def test_two_stage_experiment_end_to_end(tmp_path, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "stage prefinetune: step 2" in out and "stage finetune: step 2" in out
+
+    # On the recipe runner: a rerun reuses both finished stages (nothing trains again)...
+    markers = {n: (run / n / "stage.json").stat().st_mtime_ns for n in ("prefinetune", "finetune")}
+    assert cli.main(argv) == 0
+    assert "stage finetune: step 2" in capsys.readouterr().out
+    assert {n: (run / n / "stage.json").stat().st_mtime_ns for n in markers} == markers
+    # ...and a changed stage is refused before any compute, naming what changed.
+    assert cli.main(argv + ["--gin_bindings=LossConfig.tau = 0.07"]) == 2
+    err = capsys.readouterr().err
+    assert "prefinetune: gin_bindings" in err and "--redo" in err
+    assert {n: (run / n / "stage.json").stat().st_mtime_ns for n in markers} == markers
 
     assert "run_stages.stages" in (run / "config.gin").read_text()
     stages = json.loads((run / "stages.json").read_text())

@@ -1,7 +1,7 @@
 """FRet records: schema, sharded JSONL (+ TFRecord for seqio), manifest, resume.
 
 A record (one JSON object per line) is a superset of what `gecko train` reads
-(gecko_jax/data/records.py: id, task, query, positive {title, text}, negative):
+(gecko_jax/data/training_records.py: id, task, query, positive {title, text}, negative):
 
     {"schema_version": 1, "id": "fret:<seed id>", "task": ..., "query": ...,
      "positive": {"id", "title", "text"}, "negative": {"id", "title", "text"} | null,
@@ -34,35 +34,10 @@ import pathlib
 from typing import Iterable, Iterator
 
 from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.textio import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
-
-
-# -- atomic files ------------------------------------------------------------------------
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
-
-
-def remove_partials(folder: pathlib.Path) -> int:
-    """Deletes temporary files a killed run left behind; returns how many."""
-    n = 0
-    for p in folder.rglob(".*.tmp*"):
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
 
 
 # -- config identity ---------------------------------------------------------------------

@@ -21,8 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 from gecko_jax.errors import InputError
 from gecko_jax.textio import read_jsonl
-
-DEFAULT_TASK = "search result"
+from gecko_jax.unified_format import DEFAULT_TASK
 
 
 @dataclasses.dataclass(frozen=True)

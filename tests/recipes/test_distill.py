@@ -5,11 +5,11 @@ import pathlib
 
 import pytest
 
-from gecko_jax import distill as D
+from gecko_jax.recipes import distill, runner
 from gecko_jax.errors import GeckoError
 
 # Every stage for real (SmolLM2 teacher, MiniLM training, BBC eval) at toy scale.
-TINY = D.DistillConfig(fret_corpus_size=24, fret_limit=2, fret_neighbors=2,
+TINY = distill.DistillConfig(fret_corpus_size=24, fret_limit=2, fret_neighbors=2,
                        fret_embed_max_length=32, prefinetune_steps=2, finetune_steps=2,
                        batch_size=8, query_length=16, doc_length=32, eval_limit=40,
                        eval_max_length=32, dims=(384, 128))
@@ -18,27 +18,27 @@ TINY = D.DistillConfig(fret_corpus_size=24, fret_limit=2, fret_neighbors=2,
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("distill")
-    first = D.distill(out, TINY, progress=False)
+    first = distill.distill(out, TINY, progress=False)
     return out, first
 
 
 def test_report_covers_every_task_dim_and_model(tiny_run):
     out, first = tiny_run
-    assert first["ran"] == list(D.STAGES)
+    assert first["ran"] == list(distill.STAGES)
     results = first["results"]
     assert set(results) == {"minilm (base)", "distilled"}
     for model in results.values():
-        assert set(model) == set(D.TASKS)
-        for task in D.TASKS:
+        assert set(model) == set(distill.TASKS)
+        for task in distill.TASKS:
             assert set(model[task]) == {384, 128}
     text = first["report"].read_text()
     table = text.split("## Base vs distilled")[1]
-    for task in D.TASKS:
+    for task in distill.TASKS:
         for dim in (384, 128):
             assert f"| {task} |" in table and f"| {dim} |" in table
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
-    assert len(rows) == len(D.TASKS) * 2
-    for stage in D.STAGES:  # each stage's wall time is stated
+    assert len(rows) == len(distill.TASKS) * 2
+    for stage in distill.STAGES:  # each stage's wall time is stated
         marker = first["stages"][stage]
         assert marker["status"] == "done" and marker["wall_s"] >= 0
         assert f"| {stage} | {marker['wall_s']:.0f} | ran |" in text
@@ -56,15 +56,15 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
 
 def test_second_run_reuses_every_stage(tiny_run):
     out, first = tiny_run
-    mtimes = {s: (out / s / D.MARKER).stat().st_mtime_ns for s in D.STAGES}
+    mtimes = {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill.STAGES}
     ckpts = sorted(p.name for p in (out / "finetune" / "checkpoints").iterdir())
-    second = D.distill(out, TINY, progress=False)
+    second = distill.distill(out, TINY, progress=False)
     assert second["ran"] == []
-    assert {s: (out / s / D.MARKER).stat().st_mtime_ns for s in D.STAGES} == mtimes
+    assert {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill.STAGES} == mtimes
     assert sorted(p.name for p in (out / "finetune" / "checkpoints").iterdir()) == ckpts
     assert second["results"] == first["results"]
     text = second["report"].read_text()
-    for stage in D.STAGES:
+    for stage in distill.STAGES:
         assert f"| {stage} | {first['stages'][stage]['wall_s']:.0f} | reused |" in text
 
 
@@ -74,33 +74,33 @@ def test_changed_config_is_refused_then_redone(tiny_run, tmp_path):
     out, first = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    changed = D.DistillConfig(**{**TINY.__dict__, "eval_limit": 30})
+    changed = distill.DistillConfig(**{**TINY.__dict__, "eval_limit": 30})
     with pytest.raises(GeckoError, match=r"eval_base: limit: 40 -> 30"):
-        D.distill(copy, changed, progress=False)
-    second = D.distill(copy, changed, redo=True, progress=False)
+        distill.distill(copy, changed, progress=False)
+    second = distill.distill(copy, changed, redo=True, progress=False)
     assert second["ran"] == ["eval_base", "eval_distilled"]  # earlier stages reused
     assert json.loads((copy / "eval_base" / "stage.json").read_text())["config"]["limit"] == 30
 
 
 def test_stage_configs_chain_through_inputs(tmp_path):
     """A FRet change reaches fine-tuning and the distilled eval, not the base eval."""
-    a = D.stage_configs(TINY, tmp_path)
-    b = D.stage_configs(D.DistillConfig(**{**TINY.__dict__, "fret_limit": 3}), tmp_path)
-    assert [s for s in D.STAGES if a[s] != b[s]] == ["fret", "finetune", "eval_distilled"]
-    c = D.stage_configs(D.DistillConfig(
+    a = distill.stage_configs(TINY, tmp_path)
+    b = distill.stage_configs(distill.DistillConfig(**{**TINY.__dict__, "fret_limit": 3}), tmp_path)
+    assert [s for s in distill.STAGES if a[s] != b[s]] == ["fret", "finetune", "eval_distilled"]
+    c = distill.stage_configs(distill.DistillConfig(
         **{**TINY.__dict__, "gin_bindings": ("RelabelConfig.rrf_k = 60.0",)}), tmp_path)
     assert c["fret"]["gin_bindings"] == ["RelabelConfig.rrf_k = 60.0"]
     assert c["prefinetune"] == a["prefinetune"]
 
 
 def test_marker_mismatch_without_output_is_refused(tmp_path):
-    conf = D.stage_configs(TINY, tmp_path)
+    conf = distill.stage_configs(TINY, tmp_path)
     (tmp_path / "prefinetune").mkdir()
-    (tmp_path / "prefinetune" / D.MARKER).write_text(json.dumps(
+    (tmp_path / "prefinetune" / runner.MARKER).write_text(json.dumps(
         {"status": "running", "config": {**conf["prefinetune"], "steps": 99}}))
     with pytest.raises(GeckoError, match="steps: 99 -> 2"):
-        D.check_stages(tmp_path, conf, redo=False)
-    assert D.check_stages(tmp_path, conf, redo=True) == list(D.STAGES[1:])
+        runner.check_stages(tmp_path, conf, redo=False)
+    assert runner.check_stages(tmp_path, conf, redo=True) == list(distill.STAGES[1:])
     assert not (tmp_path / "prefinetune").exists()
 
 

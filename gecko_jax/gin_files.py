@@ -1,0 +1,55 @@
+"""Gin parsing for every entry point: file look-up, include search paths, clean errors.
+
+Gin files (and their `include`s) are looked up as given, then from the repository
+root, then under gin_configs/; configs include each other as
+'gin_configs/runs/finetune.gin'. Callers import the modules that register their
+configurables before parsing (unknown names fail here, before any compute).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Sequence
+
+from gecko_jax.errors import GeckoError
+
+GIN_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
+
+
+class _DropGinPathNotFound(logging.Filter):
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+def resolve(name: str) -> pathlib.Path:
+    """A gin file as given, else under the repository root, else under gin_configs/."""
+    path = pathlib.Path(name)
+    for base in (GIN_CONFIGS.parent, GIN_CONFIGS):
+        if not path.is_file() and (base / name).is_file():
+            path = base / name
+    if not path.is_file():
+        raise GeckoError(f"{name}: gin file not found (nor under {GIN_CONFIGS})")
+    return path
+
+
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+    """Clears gin, then parses files + bindings (unknown configurables or parameters fail)."""
+    import gin
+
+    gin.clear_config()
+    # Not a bare 'runs/...' include: gin would try to import a package named 'runs'.
+    for path in (pathlib.Path.cwd(), GIN_CONFIGS.parent):
+        gin.add_config_file_search_path(str(path))
+    resolved = [str(resolve(name)) for name in gin_files]
+    # gin logs an ERROR for every search path an include is not under: hide that noise.
+    root = logging.getLogger()
+    quiet = _DropGinPathNotFound()
+    root.addFilter(quiet)
+    try:
+        gin.parse_config_files_and_bindings(resolved, list(gin_bindings),
+                                            skip_unknown=False, finalize_config=False)
+    except (ValueError, KeyError, TypeError, SyntaxError, IOError) as err:
+        raise GeckoError(f"gin config: {err}") from None
+    finally:
+        root.removeFilter(quiet)

@@ -1,0 +1,47 @@
+"""Softmax attention, shared by the BERT tower and the decoder (teacher LLM / LLM tower).
+
+Heads-major operands and plain batched matmuls (the einsum over [b, l, h, k]
+measured ~1.8x slower on XLA:CPU). The softmax is normalised after the value
+matmul, on [.., t, d] instead of [.., t, s]: one pass less over the logits (with
+XLA:CPU's YNNPACK fusions, BERT attention of 4 x 256 tokens took 28 ms instead of
+47 ms for 32 rows). Grouped-query attention folds each kv head's query group into
+its rows, so h query heads share kv heads without repeating K and V. Logits and
+softmax are float32 whatever the operands' dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MASKED = -1e9  # additive bias of a hidden key (exp underflows to exactly 0)
+
+
+def attention(q_bhtd, k_bksd, v_bksd, mask, scale: float | None = None):
+    """Softmax(q k^T * scale + mask bias) v, for h query heads over kv heads.
+
+    Args:
+      q_bhtd: queries [b, h, t, d].
+      k_bksd, v_bksd: keys and values [b, kv, s, d]; kv divides h.
+      mask: which keys each query sees (nonzero / True = visible): [b, s] (padding
+        only) or [b, t, s].
+      scale: logit scale (default d ** -0.5).
+
+    Returns:
+      [b, h, t, d] in v's dtype.
+    """
+    b, h, t, d = q_bhtd.shape
+    kv, s = k_bksd.shape[1], k_bksd.shape[2]
+    g = h // kv
+    scale = d ** -0.5 if scale is None else scale
+    q_bkrd = (q_bhtd * scale).reshape(b, kv, g * t, d)   # rows r = (group, query)
+    logits_bkgts = (q_bkrd @ jnp.swapaxes(k_bksd, -1, -2)).reshape(b, kv, g, t, s)
+    logits_bkgts = logits_bkgts.astype(jnp.float32)
+    visible = mask[:, None, None, None, :] if mask.ndim == 2 else mask[:, None, None]
+    logits_bkgts = logits_bkgts + jnp.where(visible > 0, 0.0, MASKED).astype(jnp.float32)
+    weights_bkgts = jnp.exp(logits_bkgts - jax.lax.stop_gradient(
+        jnp.max(logits_bkgts, axis=-1, keepdims=True)))
+    weights_bkrs = weights_bkgts.reshape(b, kv, g * t, s)
+    ctx_bkrd = (weights_bkrs.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32)
+    ctx_bkrd = ctx_bkrd / jnp.sum(weights_bkrs, axis=-1, keepdims=True)
+    return ctx_bkrd.astype(v_bksd.dtype).reshape(b, h, t, d)

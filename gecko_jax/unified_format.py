@@ -1,0 +1,80 @@
+"""The Gecko unified format (paper, appendix B): the one place its templates live.
+
+    query side:     task: {task} | query: {text}
+    document side:  title: {title} | text: {text}      (title `none` when absent)
+
+Symmetric targets (NLI, STS, classification) use the query side. The encode
+API, the data layer, the seqio preprocessors (TF string ops built from the same
+templates by `template_pieces`) and the exported sentence-transformers prompts
+all format through this module.
+"""
+
+from __future__ import annotations
+
+import string
+
+DEFAULT_TASK = "search result"
+NO_TITLE = "none"
+QUERY_TEMPLATE = "task: {task} | query: {text}"
+DOCUMENT_TEMPLATE = "title: {title} | text: {text}"
+
+
+def template_pieces(template: str) -> list[tuple[str, str | None]]:
+    """A template as (literal text, field name or None) pieces, in order.
+
+    `"task: {task} | query: {text}"` -> [("task: ", "task"), (" | query: ", "text")].
+    The seqio preprocessor joins the same pieces with tf.strings.join.
+    """
+    return [(literal, field) for literal, field, _, _ in string.Formatter().parse(template)]
+
+
+def _title(title: str | None) -> str:
+    return title if title else NO_TITLE
+
+
+def query_prefix(task: str = DEFAULT_TASK) -> str:
+    """What precedes the query text: `task: {task} | query: `."""
+    return QUERY_TEMPLATE.format(task=task, text="")
+
+
+def document_prefix(title: str | None = None) -> str:
+    """What precedes the document text: `title: {title or none} | text: `."""
+    return DOCUMENT_TEMPLATE.format(title=_title(title), text="")
+
+
+def format_query(text: str, task: str = DEFAULT_TASK) -> str:
+    """Gecko query side: `task: {task} | query: {text}`."""
+    return QUERY_TEMPLATE.format(task=task, text=text)
+
+
+def format_document(text: str, title: str | None = None) -> str:
+    """Gecko asymmetric document side: `title: {title} | text: {text}` (title `none`)."""
+    return DOCUMENT_TEMPLATE.format(title=_title(title), text=text)
+
+
+PROMPT_FORMATS = ("gecko", "raw")
+
+
+def check_prompt_format(prompt_format: str) -> str:
+    """'gecko' (the templates above) or 'raw' (bare texts, for prompt-naive base models)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {prompt_format!r} (gecko or raw)")
+    return prompt_format
+
+
+def format_queries(texts, task: str, prompt_format: str) -> list[str]:
+    """Query texts in `prompt_format` (raw: the texts unchanged)."""
+    if check_prompt_format(prompt_format) == "raw":
+        return list(texts)
+    return [format_query(t, task) for t in texts]
+
+
+def format_documents(texts, titles, prompt_format: str) -> list[str]:
+    """Document texts (titles: one per text, or None) in `prompt_format`."""
+    texts = list(texts)
+    if titles is not None and len(titles) != len(texts):
+        raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
+    if check_prompt_format(prompt_format) == "raw":
+        return texts
+    titles = titles if titles is not None else [None] * len(texts)
+    return [format_document(t, title) for t, title in zip(texts, titles)]
