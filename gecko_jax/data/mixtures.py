@@ -25,6 +25,7 @@ come from the same task and format).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -39,6 +40,7 @@ from gecko_jax.data import formatting, records, sources
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
+from gecko_jax.evaluation import splits
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +70,36 @@ def wikipedia_sections(path: str | None = None, max_words: int = 120,
     return _limit([formatting.from_record(r) for r in recs], limit)
 
 
-def bbc_eval_test(index_in_category: int) -> bool:
-    """evaluation.local_tasks' BBC classification test rows (3rd of every 5)."""
-    return index_in_category % 5 == 2
-
-
 @gin.configurable
 def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_words: int = 48,
                        exclude_eval_test: bool = True, seed: int = 0,
                        limit: int | None = None) -> list[Example]:
     """BBC headline + lead words, labelled by category, as classification-as-retrieval.
 
-    exclude_eval_test drops the articles the local BBC classification evaluation
-    tests on, so fine-tuning does not see them.
+    exclude_eval_test keeps only the training pool of evaluation/splits.py: no
+    article that a local BBC evaluation task scores (retrieval, classification
+    test, clustering), at any evaluation limit, nor any near-duplicate of one.
     """
-    items, seen = [], {}
-    for art in sources.read_bbc_news(folder, dedup=True):
-        i = seen[art.category] = seen.get(art.category, -1) + 1
-        if exclude_eval_test and bbc_eval_test(i):
-            continue
+    articles = sources.read_bbc_news(folder, dedup=True)
+    if exclude_eval_test:
+        kept = splits.bbc_training_articles(articles)
+        log.info("bbc_classification: %d of %d articles held out for evaluation "
+                 "(evaluation/splits.py), %d used", len(articles) - len(kept), len(articles),
+                 len(kept))
+        articles = kept
+    items = []
+    for art in articles:
         words = " ".join(art.body.split()[:max_words])
         items.append((f"{art.headline}. {words}", art.category))
     # Interleave categories so a `limit` keeps every label.
-    items = [items[i] for i in np.argsort(_ranks(items), kind="stable")]
-    return _limit(formatting.classification_examples(items, task, seed=seed, name="bbc"), limit)
+    order = np.argsort(_ranks(items), kind="stable")
+    items = [items[i] for i in order]
+    examples = formatting.classification_examples(items, task, seed=seed, name="bbc")
+    # Name each example by its query's article ("bbc:<category>/<NNN>") for overlap checks.
+    article_ids = [articles[i].id for i in order]
+    examples = [dataclasses.replace(ex, id=f"bbc:{article_ids[int(ex.id.split(':')[1])]}")
+                for ex in examples]
+    return _limit(examples, limit)
 
 
 def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
@@ -105,14 +113,32 @@ def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
 
 
 @gin.configurable
-def jsonl_examples(files: Sequence[str] = (), limit: int | None = None) -> list[Example]:
-    """FRet-format JSONL (records.py); a true `symmetric` key formats targets as queries."""
+def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
+                   exclude_eval_test: bool = True) -> list[Example]:
+    """FRet-format JSONL (records.py); a true `symmetric` key formats targets as queries.
+
+    exclude_eval_test drops records whose query, positive or negative is (or
+    starts like) a BBC article held out for evaluation (evaluation/splits.py),
+    e.g. FRet run on the BBC corpus (`gecko fret corpus --source bbc`).
+    """
     out = []
     for path in files:
         for line, obj in sources.read_jsonl(path):
             rec = records.parse_record(obj, path, line)
             out.append(formatting.from_record(rec, symmetric=bool(obj.get("symmetric"))))
+    if exclude_eval_test and out:
+        held = splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
+        kept = [ex for ex in out if not _overlaps(ex, held)]
+        if len(kept) < len(out):
+            log.info("jsonl_examples: dropped %d of %d records that hold BBC articles held out "
+                     "for evaluation (evaluation/splits.py)", len(out) - len(kept), len(out))
+        out = kept
     return _limit(out, limit)
+
+
+def _overlaps(ex: Example, held: splits.HeldOutTexts) -> bool:
+    docs = [ex.positive] + ([ex.negative] if ex.negative is not None else [])
+    return held.overlaps("", ex.query) or any(held.overlaps(d.title, d.text) for d in docs)
 
 
 @gin.configurable
