@@ -78,6 +78,7 @@ def _config_from_gin(files, bindings):
     import gin
 
     from gecko_jax.errors import GeckoError
+    from gecko_jax.fret.filters import FilterConfig
     from gecko_jax.fret.generate import GenerateConfig
     from gecko_jax.fret.pipeline import FRetConfig
     from gecko_jax.fret.relabel import RelabelConfig
@@ -86,7 +87,7 @@ def _config_from_gin(files, bindings):
         return FRetConfig()
     gin.clear_config()
     configurables = {c.__name__: gin.external_configurable(c, c.__name__)
-                     for c in (FRetConfig, GenerateConfig, RelabelConfig)}
+                     for c in (FRetConfig, GenerateConfig, RelabelConfig, FilterConfig)}
     for path in files:
         if not pathlib.Path(path).is_file():
             raise GeckoError(f"{path}: gin file not found")
@@ -95,10 +96,12 @@ def _config_from_gin(files, bindings):
         fret = configurables["FRetConfig"]()
         gen_binding = configurables["GenerateConfig"]()
         rel_binding = configurables["RelabelConfig"]()
+        filter_binding = configurables["FilterConfig"]()
     except (ValueError, KeyError, TypeError, SyntaxError) as err:
         raise GeckoError(f"gin config: {err}") from None
     # Bindings of the nested configs apply even when FRetConfig.generate is not bound.
-    return dataclasses.replace(fret, generate=gen_binding, relabel=rel_binding)
+    return dataclasses.replace(fret, generate=gen_binding, relabel=rel_binding,
+                               filters=filter_binding)
 
 
 def build_config(args):

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.fret import filters as F
 from gecko_jax.fret import generate as G
 from gecko_jax.fret import prompts as P
 from gecko_jax.fret import records as R
@@ -53,6 +54,7 @@ class FRetConfig:
     prompts_dir: str | None = None
     generate: G.GenerateConfig = G.GenerateConfig()
     relabel: RL.RelabelConfig = RL.RelabelConfig()
+    filters: F.FilterConfig = F.FilterConfig()
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
     embed_max_length: int = 256
@@ -71,6 +73,8 @@ class FRetConfig:
             "generate": dataclasses.asdict(self.generate),
             "relabel": dataclasses.asdict(self.relabel),
             "embed_max_length": self.embed_max_length,
+            # Only when on: runs without filters keep their identity (and resume).
+            **({"filters": dataclasses.asdict(self.filters)} if self.filters.enabled else {}),
         }
 
 
@@ -228,12 +232,17 @@ class ShardWorker:
                                   seed=self.cfg.seed, shard=shard, counts=counts)
 
     def stage2(self, gens: list[G.Generated], counts: collections.Counter) -> list[dict]:
+        filt = self.cfg.filters
+        if filt.dedup_jaccard is not None and gens:
+            keep = F.keep_distinct([g.query for g in gens], filt.dedup_jaccard)
+            counts["dropped:duplicate"] += keep.count(False)
+            gens = [g for g, k in zip(gens, keep) if k]
         if not gens:
             return []
         n = self.cfg.relabel.num_neighbors
         row_of = self.row_of
         q_emb = embed_queries(self.encoder, gens, self.cfg.embedder_format)
-        top = self.index.search(q_emb, n)
+        top = self.index.search(q_emb, max(n, filt.round_trip_k or 0))
         cand_rows, cand_scores = [], []
         for k, g in enumerate(gens):
             rows = RL.candidate_rows(top.indices[k], row_of[g.passage_id], n)
@@ -243,12 +252,20 @@ class ShardWorker:
                                      [[self.corpus.texts[r] for r in rows] for rows in cand_rows],
                                      self.prompts, self.cfg.relabel, counts)
         out = []
-        for g, rows, rs, sc in zip(gens, cand_rows, cand_scores, scored):
+        for k, (g, rows, rs, sc) in enumerate(zip(gens, cand_rows, cand_scores, scored)):
             if sc is None:
                 counts["dropped:invalid_scores"] += 1
                 continue
             rel = RL.fuse_and_select(rows, rs, sc, self.cfg.relabel,
                                      RL.query_rng(self.cfg.seed, g.passage_id))
+            if filt.round_trip_k is not None and not F.round_trip_ok(
+                    top.indices[k], row_of[g.passage_id], rows[rel.positive], filt.round_trip_k):
+                counts["dropped:round_trip"] += 1
+                continue
+            if filt.ql_floor is not None and not F.ql_ok(sc.ql[rel.positive], g.query,
+                                                         filt.ql_floor):
+                counts["dropped:ql_floor"] += 1
+                continue
             rec = R.build_record(g, rel, self.corpus, self.provenance)
             counts["relabelled"] += int(not rec["positive_is_seed"])
             out.append(rec)
