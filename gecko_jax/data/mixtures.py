@@ -255,6 +255,11 @@ class MixtureBatches:
         self.process_index, self.process_count = process_index, process_count
         self.num_examples = int(sum(self.sizes))
 
+    def epochs(self, num_steps: int) -> dict[str, float]:
+        """Expected passes over each task's examples in `num_steps` steps (S * B * p_t / n_t)."""
+        return {t: round(float(num_steps * self.global_batch_size * p / n), 2)
+                for t, p, n in zip(self.task_names, self.probabilities, self.sizes)}
+
     def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(task index [B], row index [B]) of batch `step`, all processes."""
         rng = np.random.default_rng([self.seed, step])
@@ -295,6 +300,38 @@ class MixtureBatches:
         return out
 
 
+def cap_rates(rates: Mapping[str, float], sizes: Mapping[str, int], batch_size: int,
+              num_steps: int, max_epochs: float) -> dict[str, float]:
+    """Rates (as probabilities) lowered so no task is drawn more than max_epochs times over.
+
+    A task whose expected epochs S * B * p_t / n_t exceed max_epochs gets
+    p_t = max_epochs * n_t / (S * B); the freed probability goes to the other
+    tasks in proportion to their rates, repeated until nothing exceeds the cap.
+    When every task is capped (too little data for S * B rows at max_epochs),
+    the capped probabilities are renormalised and the cap cannot hold.
+    """
+    if max_epochs <= 0:
+        raise GeckoError(f"max_epochs must be positive, got {max_epochs}")
+    total = float(sum(rates.values()))
+    p = {t: float(r) / total for t, r in rates.items()}
+    rows = float(num_steps * batch_size)
+    capped: dict[str, float] = {}
+    while True:
+        over = {t for t in p if t not in capped and rows * p[t] / sizes[t] > max_epochs + 1e-12}
+        if not over:
+            break
+        for t in over:
+            capped[t] = max_epochs * sizes[t] / rows
+        free = 1.0 - sum(capped.values())
+        rest = {t: float(rates[t]) for t in p if t not in capped}
+        if free <= 0 or not rest:
+            break
+        p = {**capped, **{t: free * r / sum(rest.values()) for t, r in rest.items()}}
+    p = {**p, **capped}
+    norm = sum(p.values())
+    return {t: p[t] / norm for t in rates}
+
+
 # --------------------------------------------------------------------------- data_fn
 @gin.configurable(denylist=["tokenizer", "feature_lengths", "batch_size", "seed",
                             "process_index", "process_count"])
@@ -302,7 +339,8 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                  process_index: int = 0, process_count: int = 1,
                  mixture: str = gin.REQUIRED, rates: Mapping[str, float] = gin.REQUIRED,
                  task_sources: Mapping[str, Callable[[], Sequence[Example]]] = gin.REQUIRED,
-                 optional_tasks: Sequence[str] = (), single_task_batches: bool = False
+                 optional_tasks: Sequence[str] = (), single_task_batches: bool = False,
+                 num_steps: int | None = None, max_epochs: float | None = None
                  ) -> MixtureBatches:
     """The trainer's data_fn: tasks + mixture registered, examples loaded, batches returned.
 
@@ -313,6 +351,9 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
       task_sources: {task name: source function} (the TASK_SOURCES table).
       optional_tasks: tasks dropped (with a log line) when their source is empty,
         e.g. FRet records that have not been generated yet.
+      num_steps, max_epochs: with both, rates are lowered (cap_rates) so that no
+        task is replayed more than max_epochs times in num_steps steps; the
+        expected epochs per task are logged either way when num_steps is given.
     """
     known = set(task_sources) | set(seqio.TaskRegistry.names())
     rates = check_rates(rates, sorted(known), mixture)
@@ -330,6 +371,14 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
     register_mixture(mixture, kept)
     examples = {name: tasks_lib.load_examples(name, "train", feature_lengths, tokenizer.pad_id)
                 for name in kept}
-    log.info("%s: %s", mixture, {t: len(e["query_ids"]) for t, e in examples.items()})
-    return MixtureBatches(examples, kept, batch_size, seed=seed, single_task=single_task_batches,
-                          process_index=process_index, process_count=process_count)
+    sizes = {t: len(e["query_ids"]) for t, e in examples.items()}
+    log.info("%s: %s", mixture, sizes)
+    if num_steps is not None and max_epochs is not None:
+        kept = cap_rates(kept, sizes, batch_size, num_steps, max_epochs)
+    batches = MixtureBatches(examples, kept, batch_size, seed=seed,
+                             single_task=single_task_batches,
+                             process_index=process_index, process_count=process_count)
+    if num_steps is not None:
+        log.info("%s: expected epochs per task over %d steps: %s", mixture, num_steps,
+                 batches.epochs(num_steps))
+    return batches
