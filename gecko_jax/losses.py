@@ -19,11 +19,14 @@ Under `jax.jit` with the batch sharded over devices, B is the GLOBAL batch:
 positive held on another device is a negative for this row with no explicit
 all-gather in user code.
 
-False negatives: every item carries an integer text id (a hash of its text;
-see data/feature_converters.py). For row i, any in-batch item other than its
-own positive whose id equals the row's positive id or query id is masked out
-(Gemini Embedding's duplicate masking; t5x_retrieval masks duplicate
-positives the same way).
+False negatives: every item carries an integer text id (a hash of its text,
+with its title for titled documents; see data/tasks.py). For row i, any
+in-batch item other than its own positive whose id equals the row's positive
+id or query id is masked out (Gemini Embedding's duplicate masking;
+t5x_retrieval masks duplicate positives the same way), and so is the positive
+p_j of every row j that shares row i's query id: several positives of one
+query (an NLI premise's entailed hypotheses, a BEIR query's judged documents)
+are never each other's negatives. Hard negatives of such rows stay negatives.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ def gecko_logits(
     # Block 1: all positives of the global batch. Target = diagonal.
     sims = [q_bd @ p_bd.T]                                     # [B, B]
     if have_ids:
-        dup = _same_id(positive_ids[None, :], pid_b1) | _same_id(positive_ids[None, :], qid_b1)
+        dup = (_same_id(positive_ids[None, :], pid_b1) | _same_id(positive_ids[None, :], qid_b1)
+               # p_j of a row with the same query is another positive of q_i.
+               | _same_id(query_ids[None, :], qid_b1))
         valid = [~dup | eye]                                   # keep own positive
     else:
         valid = [jnp.ones((b, b), bool)]

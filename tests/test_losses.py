@@ -51,7 +51,8 @@ def numpy_loss(q, p, n, tau, same_tower, all_hard, bidirectional, ids=None):
         pos = q[i] @ p[i] / tau
         others = []
         for j in range(b):
-            if j != i and not dup(ids[1][j] if ids else None, i):
+            same_query = ids is not None and ids[0][j] == ids[0][i]
+            if j != i and not dup(ids[1][j] if ids else None, i) and not same_query:
                 others.append(q[i] @ p[j] / tau)
         rows = range(b) if all_hard else [i]
         for j in rows:
@@ -174,3 +175,27 @@ def test_duplicate_positive_is_not_a_negative():
     assert bool(valid[0, 0]) and bool(valid[1, 1])          # own positives kept
     assert not bool(valid[0, 1]) and not bool(valid[1, 0])  # duplicate masked
     assert bool(valid[0, 2])
+
+
+def test_rows_sharing_a_query_are_not_each_others_negatives():
+    """Two positives of one query (rows 0 and 1): neither is the other's negative;
+    a third row's positive and both rows' hard negatives still are."""
+    rng = np.random.default_rng(5)
+    q, p, n = _rand(rng, 3, 1, 8)
+    q[1] = q[0]
+    ids = dict(query_ids=jnp.array([7, 7, 8]), positive_ids=jnp.array([10, 11, 12]),
+               negative_ids=jnp.array([[20], [21], [22]]))
+    _, valid, _ = losses.gecko_logits(jnp.asarray(q), jnp.asarray(p), jnp.asarray(n), tau=TAU,
+                                      same_tower=True, all_hard_negatives=True, **ids)
+    valid = np.asarray(valid)
+    assert valid[0, 0] and valid[1, 1]                      # own positives kept
+    assert not valid[0, 1] and not valid[1, 0]              # the other positive of q: masked
+    assert valid[0, 2] and valid[2, 0] and valid[2, 1]      # other queries' positives stay
+    assert valid[0, 3:6].all() and valid[1, 3:6].all()      # hard negatives (all rows) stay
+    assert not valid[0, 6 + 1] and not valid[1, 6 + 0]      # same-tower copy of the query
+    np_ids = (np.array([7, 7, 8]), np.array([10, 11, 12]), np.array([[20], [21], [22]]))
+    want, _ = numpy_loss(q, p, n, TAU, True, True, False, np_ids)
+    got, _ = losses.gecko_loss(jnp.asarray(q, jnp.float32), jnp.asarray(p, jnp.float32),
+                               jnp.asarray(n, jnp.float32), tau=TAU, same_tower=True,
+                               all_hard_negatives=True, **ids)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)

@@ -25,6 +25,7 @@ come from the same task and format).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -40,6 +41,7 @@ from gecko_jax.data import formatting, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
+from gecko_jax.evaluation import splits
 
 log = logging.getLogger(__name__)
 
@@ -69,30 +71,36 @@ def wikipedia_sections(path: str | None = None, max_words: int = 120,
     return _limit([formatting.from_record(r) for r in recs], limit)
 
 
-def bbc_eval_test(index_in_category: int) -> bool:
-    """evaluation.local_tasks' BBC classification test rows (3rd of every 5)."""
-    return index_in_category % 5 == 2
-
-
 @gin.configurable
 def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_words: int = 48,
                        exclude_eval_test: bool = True, seed: int = 0,
                        limit: int | None = None) -> list[Example]:
     """BBC headline + lead words, labelled by category, as classification-as-retrieval.
 
-    exclude_eval_test drops the articles the local BBC classification evaluation
-    tests on, so fine-tuning does not see them.
+    exclude_eval_test keeps only the training pool of evaluation/splits.py: no
+    article that a local BBC evaluation task scores (retrieval, classification
+    test, clustering), at any evaluation limit, nor any near-duplicate of one.
     """
-    items, seen = [], {}
-    for art in sources.read_bbc_news(folder, dedup=True):
-        i = seen[art.category] = seen.get(art.category, -1) + 1
-        if exclude_eval_test and bbc_eval_test(i):
-            continue
+    articles = sources.read_bbc_news(folder, dedup=True)
+    if exclude_eval_test:
+        kept = splits.bbc_training_articles(articles)
+        log.info("bbc_classification: %d of %d articles held out for evaluation "
+                 "(evaluation/splits.py), %d used", len(articles) - len(kept), len(articles),
+                 len(kept))
+        articles = kept
+    items = []
+    for art in articles:
         words = " ".join(art.body.split()[:max_words])
         items.append((f"{art.headline}. {words}", art.category))
     # Interleave categories so a `limit` keeps every label.
-    items = [items[i] for i in np.argsort(_ranks(items), kind="stable")]
-    return _limit(formatting.classification_examples(items, task, seed=seed, name="bbc"), limit)
+    order = np.argsort(_ranks(items), kind="stable")
+    items = [items[i] for i in order]
+    examples = formatting.classification_examples(items, task, seed=seed, name="bbc")
+    # Name each example by its query's article ("bbc:<category>/<NNN>") for overlap checks.
+    article_ids = [articles[i].id for i in order]
+    examples = [dataclasses.replace(ex, id=f"bbc:{article_ids[int(ex.id.split(':')[1])]}")
+                for ex in examples]
+    return _limit(examples, limit)
 
 
 def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
@@ -106,14 +114,32 @@ def _ranks(items: Sequence[tuple[str, str]]) -> list[int]:
 
 
 @gin.configurable
-def jsonl_examples(files: Sequence[str] = (), limit: int | None = None) -> list[Example]:
-    """FRet-format JSONL (training_records.py); a true `symmetric` key formats targets as queries."""
+def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
+                   exclude_eval_test: bool = True) -> list[Example]:
+    """FRet-format JSONL (training_records.py); a true `symmetric` key formats targets as queries.
+
+    exclude_eval_test drops records whose query, positive or negative is (or
+    starts like) a BBC article held out for evaluation (evaluation/splits.py),
+    e.g. FRet run on the BBC corpus (`gecko fret corpus --source bbc`).
+    """
     out = []
     for path in files:
         for line, obj in textio.read_jsonl(path):
             rec = training_records.parse_record(obj, path, line)
             out.append(formatting.from_record(rec, symmetric=bool(obj.get("symmetric"))))
+    if exclude_eval_test and out:
+        held = splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
+        kept = [ex for ex in out if not _overlaps(ex, held)]
+        if len(kept) < len(out):
+            log.info("jsonl_examples: dropped %d of %d records that hold BBC articles held out "
+                     "for evaluation (evaluation/splits.py)", len(out) - len(kept), len(out))
+        out = kept
     return _limit(out, limit)
+
+
+def _overlaps(ex: Example, held: splits.HeldOutTexts) -> bool:
+    docs = [ex.positive] + ([ex.negative] if ex.negative is not None else [])
+    return held.overlaps("", ex.query) or any(held.overlaps(d.title, d.text) for d in docs)
 
 
 @gin.configurable
@@ -230,6 +256,11 @@ class MixtureBatches:
         self.process_index, self.process_count = process_index, process_count
         self.num_examples = int(sum(self.sizes))
 
+    def epochs(self, num_steps: int) -> dict[str, float]:
+        """Expected passes over each task's examples in `num_steps` steps (S * B * p_t / n_t)."""
+        return {t: round(float(num_steps * self.global_batch_size * p / n), 2)
+                for t, p, n in zip(self.task_names, self.probabilities, self.sizes)}
+
     def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(task index [B], row index [B]) of batch `step`, all processes."""
         rng = np.random.default_rng([self.seed, step])
@@ -270,6 +301,38 @@ class MixtureBatches:
         return out
 
 
+def cap_rates(rates: Mapping[str, float], sizes: Mapping[str, int], batch_size: int,
+              num_steps: int, max_epochs: float) -> dict[str, float]:
+    """Rates (as probabilities) lowered so no task is drawn more than max_epochs times over.
+
+    A task whose expected epochs S * B * p_t / n_t exceed max_epochs gets
+    p_t = max_epochs * n_t / (S * B); the freed probability goes to the other
+    tasks in proportion to their rates, repeated until nothing exceeds the cap.
+    When every task is capped (too little data for S * B rows at max_epochs),
+    the capped probabilities are renormalised and the cap cannot hold.
+    """
+    if max_epochs <= 0:
+        raise GeckoError(f"max_epochs must be positive, got {max_epochs}")
+    total = float(sum(rates.values()))
+    p = {t: float(r) / total for t, r in rates.items()}
+    rows = float(num_steps * batch_size)
+    capped: dict[str, float] = {}
+    while True:
+        over = {t for t in p if t not in capped and rows * p[t] / sizes[t] > max_epochs + 1e-12}
+        if not over:
+            break
+        for t in over:
+            capped[t] = max_epochs * sizes[t] / rows
+        free = 1.0 - sum(capped.values())
+        rest = {t: float(rates[t]) for t in p if t not in capped}
+        if free <= 0 or not rest:
+            break
+        p = {**capped, **{t: free * r / sum(rest.values()) for t, r in rest.items()}}
+    p = {**p, **capped}
+    norm = sum(p.values())
+    return {t: p[t] / norm for t in rates}
+
+
 # --------------------------------------------------------------------------- data_fn
 @gin.configurable(denylist=["tokenizer", "feature_lengths", "batch_size", "seed",
                             "process_index", "process_count"])
@@ -277,7 +340,8 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                  process_index: int = 0, process_count: int = 1,
                  mixture: str = gin.REQUIRED, rates: Mapping[str, float] = gin.REQUIRED,
                  task_sources: Mapping[str, Callable[[], Sequence[Example]]] = gin.REQUIRED,
-                 optional_tasks: Sequence[str] = (), single_task_batches: bool = False
+                 optional_tasks: Sequence[str] = (), single_task_batches: bool = False,
+                 num_steps: int | None = None, max_epochs: float | None = None
                  ) -> MixtureBatches:
     """The trainer's data_fn: tasks + mixture registered, examples loaded, batches returned.
 
@@ -288,6 +352,9 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
       task_sources: {task name: source function} (the TASK_SOURCES table).
       optional_tasks: tasks dropped (with a log line) when their source is empty,
         e.g. FRet records that have not been generated yet.
+      num_steps, max_epochs: with both, rates are lowered (cap_rates) so that no
+        task is replayed more than max_epochs times in num_steps steps; the
+        expected epochs per task are logged either way when num_steps is given.
     """
     known = set(task_sources) | set(seqio.TaskRegistry.names())
     rates = check_rates(rates, sorted(known), mixture)
@@ -305,6 +372,14 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
     register_mixture(mixture, kept)
     examples = {name: tasks_lib.load_examples(name, "train", feature_lengths, tokenizer.pad_id)
                 for name in kept}
-    log.info("%s: %s", mixture, {t: len(e["query_ids"]) for t, e in examples.items()})
-    return MixtureBatches(examples, kept, batch_size, seed=seed, single_task=single_task_batches,
-                          process_index=process_index, process_count=process_count)
+    sizes = {t: len(e["query_ids"]) for t, e in examples.items()}
+    log.info("%s: %s", mixture, sizes)
+    if num_steps is not None and max_epochs is not None:
+        kept = cap_rates(kept, sizes, batch_size, num_steps, max_epochs)
+    batches = MixtureBatches(examples, kept, batch_size, seed=seed,
+                             single_task=single_task_batches,
+                             process_index=process_index, process_count=process_count)
+    if num_steps is not None:
+        log.info("%s: expected epochs per task over %d steps: %s", mixture, num_steps,
+                 batches.epochs(num_steps))
+    return batches

@@ -86,6 +86,12 @@ def tf_format(template: str, **fields: tf.Tensor) -> tf.Tensor:
     return tf.strings.join(parts)
 
 
+def document_id(title: tf.Tensor, text: tf.Tensor) -> tf.Tensor:
+    """text_id of a document's identity: its text alone when untitled, else title + text."""
+    titled = tf.strings.join([title, "\x1f", text])
+    return tf.where(tf.strings.length(title) > 0, text_id(titled), text_id(text))
+
+
 def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
     """Unified Gecko format + text ids: the same strings as unified_format's Python form."""
 
@@ -111,11 +117,13 @@ def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
             "positive": target(ex, "positive"),
             # A missing negative still gets a (masked) text, so its embedding is finite.
             "negative": target(ex, "negative"),
-            # Ids hash the raw text, so a query equal to another row's positive text
-            # (symmetric tasks) is recognised as a duplicate.
+            # Ids hash the raw text (with the title when there is one), so a query
+            # equal to another row's untitled positive text (symmetric tasks) is a
+            # duplicate, and one text under two titles is two documents.
             "query_text_id": text_id(ex["query"]),
-            "positive_text_id": text_id(ex["positive_text"]),
-            "negative_text_id": tf.where(has_neg, text_id(ex["negative_text"]), NO_ID),
+            "positive_text_id": document_id(ex["positive_title"], ex["positive_text"]),
+            "negative_text_id": tf.where(
+                has_neg, document_id(ex["negative_title"], ex["negative_text"]), NO_ID),
         }
 
     return ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

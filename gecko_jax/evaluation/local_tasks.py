@@ -31,13 +31,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gecko_jax.encode import truncate_dim
+from gecko_jax import unified_format
 from gecko_jax.data.beir import RetrievalData, load_beir, subset_retrieval
 from gecko_jax.errors import GeckoError
-from gecko_jax import unified_format
-from gecko_jax.evaluation import metrics
+from gecko_jax.evaluation import metrics, splits
+from gecko_jax.evaluation.intervals import PER_ITEM
 
 RETRIEVAL_K = (1, 3, 5, 10, 100)
 SEED = 42
+# Each dim's scores also hold, under PER_ITEM, what the bootstrap resamples
+# (evaluation/intervals.py): per-query metrics, per-test-item correctness, or
+# the gold labels and cluster of each clustered item.
+PER_QUERY_METRICS = ("ndcg_at_10", "recall_at_10", "mrr_at_10")
 
 
 # ----------------------------------------------------------------------------
@@ -156,6 +161,10 @@ def evaluate_retrieval(data: RetrievalData, encoder: CachedEncoder, gecko_task: 
         top = index.search(truncate_dim(q_full, dim), max(k_values))
         run = metrics.run_from_top_k(qids, dids, top.scores, top.indices)
         out[dim] = metrics.retrieval_scores(data.qrels, run, k_values)
+        per_query = metrics.retrieval_query_scores(data.qrels, run, k_values)
+        out[dim][PER_ITEM] = {"ids": list(per_query), **{
+            m: [row[m] for row in per_query.values()] for m in PER_QUERY_METRICS
+            if any(m in row for row in per_query.values())}}
     return out
 
 
@@ -181,37 +190,43 @@ def evaluate_classification(data: ClassificationData, encoder: CachedEncoder,
     train_labels = [data.train_labels[i] for i in order]
     train_full = encoder.encode_queries(train_texts, task=gecko_task)
     test_full = encoder.encode_queries(data.test_texts, task=gecko_task)
-    return {dim: metrics.classification_scores(
-        truncate_dim(train_full, dim), train_labels, truncate_dim(test_full, dim),
-        data.test_labels, seed=SEED) for dim in dims}
+    out = {}
+    for dim in dims:
+        pred = metrics.classification_predictions(
+            truncate_dim(train_full, dim), train_labels, truncate_dim(test_full, dim), seed=SEED)
+        out[dim] = metrics.prediction_scores(data.test_labels, pred)
+        out[dim][PER_ITEM] = {"accuracy": [float(p == y) for p, y in zip(pred, data.test_labels)]}
+    return out
 
 
 def evaluate_clustering(data: ClusteringData, encoder: CachedEncoder, gecko_task: str,
                         dims: Sequence[int]) -> dict[int, dict[str, float]]:
     full = encoder.encode_queries(data.texts, task=gecko_task)
-    return {dim: metrics.clustering_scores(truncate_dim(full, dim), data.labels, seed=SEED)
-            for dim in dims}
+    out = {}
+    for dim in dims:
+        clusters = metrics.clustering_assignments(truncate_dim(full, dim), len(set(data.labels)),
+                                                  seed=SEED)
+        out[dim] = {"v_measure": metrics.v_measure(data.labels, clusters)}
+        out[dim][PER_ITEM] = {"labels": list(data.labels), "clusters": clusters.tolist()}
+    return out
 
 
 # ----------------------------------------------------------------------------
 # BBC News.
 
-def _subset(items: list, limit: int | None) -> list:
-    """An evenly spaced subset (the list is grouped by category, so all stay)."""
-    if limit is None or limit >= len(items):
-        return items
-    keep = np.unique(np.linspace(0, len(items) - 1, max(limit, 1)).round().astype(int))
-    return [items[i] for i in keep]
-
-
-def _bbc(limit):
+def _bbc_split(task: str, limit: int | None):
+    """(articles scored, articles fitted on) of a BBC task: evaluation/splits.py decides."""
     from gecko_jax.data.sources import read_bbc_news
 
-    return _subset(read_bbc_news(dedup=True), limit)
+    articles = read_bbc_news(dedup=True)
+    by_id = {a.id: a for a in articles}
+    split = splits.bbc_task_split(task, articles, limit)
+    return [by_id[i] for i in split.scored], [by_id[i] for i in split.fit]
 
 
 def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
-    articles = _bbc(limit)
+    """Headline -> body over the held-out articles (evaluation/splits.py)."""
+    articles, _ = _bbc_split("bbc_retrieval", limit)
     return RetrievalData(
         queries={f"q:{a.id}": a.headline for a in articles},
         corpus={a.id: ("", a.body) for a in articles},
@@ -219,25 +234,16 @@ def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
 
 
 def load_bbc_classification(limit: int | None = None) -> ClassificationData:
-    """The 3rd of every 5 articles of each category is test, the rest train (80/20).
-
-    (The 3rd, not the 5th, so that small `limit` subsets still test every category.)
-    """
-    data = ClassificationData([], [], [], [])
-    seen: dict[str, int] = {}
-    for a in _bbc(limit):
-        i = seen[a.category] = seen.get(a.category, -1) + 1
-        if i % 5 == 2:
-            data.test_texts.append(a.body)
-            data.test_labels.append(a.category)
-        else:
-            data.train_texts.append(a.body)
-            data.train_labels.append(a.category)
-    return data
+    """Test items: held-out articles; classifier fitted on training-pool articles
+    (evaluation/splits.py), `limit` of each."""
+    test, train = _bbc_split("bbc_classification", limit)
+    return ClassificationData([a.body for a in train], [a.category for a in train],
+                              [a.body for a in test], [a.category for a in test])
 
 
 def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
-    articles = _bbc(limit)
+    """The held-out articles (evaluation/splits.py) into 5 topic clusters."""
+    articles, _ = _bbc_split("bbc_clustering", limit)
     return ClusteringData([a.body for a in articles], [a.category for a in articles])
 
 

@@ -51,6 +51,37 @@ def ndcg_at_k(grades_ranked: Sequence[float], ideal_grades: Sequence[float], k: 
     return dcg / idcg if idcg > 0 else 0.0
 
 
+def retrieval_query_scores(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
+                           ) -> dict[str, dict[str, float]]:
+    """nDCG@k, recall@k, MRR@k, MAP@k of each query (the bootstrap resamples these).
+
+    Returns:
+      {query id: {"ndcg_at_10": ..., ...}} for the queries of `run` that have
+      at least one judged document, in run order.
+    """
+    out = {}
+    for qid, doc_scores in run.items():
+        judged = qrels.get(qid)
+        if not judged:
+            continue
+        relevant = {d for d, g in judged.items() if g > 0}
+        ranked = rank_documents(doc_scores)
+        grades = [judged.get(d, 0) for d in ranked]
+        hits = np.asarray([d in relevant for d in ranked], bool)
+        row = {}
+        for k in k_values:
+            top = hits[:k]
+            row[f"ndcg_at_{k}"] = ndcg_at_k(grades, list(judged.values()), k)
+            row[f"recall_at_{k}"] = float(top.sum()) / len(relevant) if relevant else 0.0
+            first = np.flatnonzero(top)
+            row[f"mrr_at_{k}"] = 1.0 / (first[0] + 1) if relevant and len(first) else 0.0
+            precision_at_hits = np.cumsum(top)[top] / (np.flatnonzero(top) + 1)
+            row[f"map_at_{k}"] = (float(precision_at_hits.sum()) / len(relevant)
+                                  if relevant else 0.0)
+        out[qid] = row
+    return out
+
+
 def retrieval_scores(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
                      ) -> dict[str, float]:
     """Mean nDCG@k, recall@k, MRR@k, MAP@k over queries.
@@ -63,27 +94,11 @@ def retrieval_scores(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
       {"ndcg_at_10": ..., "recall_at_10": ..., "mrr_at_10": ..., "map_at_10": ...}
       for each k, plus "num_queries".
     """
-    sums = {f"{m}_at_{k}": 0.0 for m in ("ndcg", "recall", "mrr", "map") for k in k_values}
-    n = 0
-    for qid, doc_scores in run.items():
-        judged = qrels.get(qid)
-        if not judged:
-            continue
-        n += 1
-        relevant = {d for d, g in judged.items() if g > 0}
-        ranked = rank_documents(doc_scores)
-        grades = [judged.get(d, 0) for d in ranked]
-        hits = np.asarray([d in relevant for d in ranked], bool)
-        for k in k_values:
-            top = hits[:k]
-            sums[f"ndcg_at_{k}"] += ndcg_at_k(grades, list(judged.values()), k)
-            if relevant:
-                sums[f"recall_at_{k}"] += float(top.sum()) / len(relevant)
-                first = np.flatnonzero(top)
-                sums[f"mrr_at_{k}"] += 1.0 / (first[0] + 1) if len(first) else 0.0
-                precision_at_hits = np.cumsum(top)[top] / (np.flatnonzero(top) + 1)
-                sums[f"map_at_{k}"] += float(precision_at_hits.sum()) / len(relevant)
-    out = {name: (total / n if n else 0.0) for name, total in sums.items()}
+    per_query = retrieval_query_scores(qrels, run, k_values)
+    names = [f"{m}_at_{k}" for m in ("ndcg", "recall", "mrr", "map") for k in k_values]
+    n = len(per_query)
+    out = {name: (sum(row[name] for row in per_query.values()) / n if n else 0.0)
+           for name in names}
     out["num_queries"] = n
     return out
 
@@ -100,38 +115,69 @@ def run_from_top_k(query_ids: Sequence[str], doc_ids: Sequence[str], scores_qk,
 # ----------------------------------------------------------------------------
 # Classification, clustering, STS.
 
+def classification_predictions(train_x, train_y, test_x, seed: int = 42,
+                               max_iter: int = 100) -> np.ndarray:
+    """Logistic regression on embeddings (MTEB's settings): predicted label [N_test].
+
+    Args:
+      train_x: [N_train, d]; train_y: [N_train] labels; test_x: [N_test, d].
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=max_iter, random_state=seed)
+    clf.fit(np.asarray(train_x), np.asarray(train_y))
+    return clf.predict(np.asarray(test_x))
+
+
 def classification_scores(train_x, train_y, test_x, test_y, seed: int = 42,
                           max_iter: int = 100) -> dict[str, float]:
-    """Logistic regression on embeddings (MTEB's settings): accuracy and macro F1.
+    """Accuracy and macro F1 of `classification_predictions`.
 
     Args:
       train_x: [N_train, d]; train_y: [N_train] labels; test_x: [N_test, d];
       test_y: [N_test] labels.
     """
-    from sklearn.linear_model import LogisticRegression
+    pred = classification_predictions(train_x, train_y, test_x, seed, max_iter)
+    return prediction_scores(test_y, pred)
+
+
+def prediction_scores(test_y, pred) -> dict[str, float]:
+    """Accuracy and macro F1 of predicted labels [N] against gold labels [N]."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    clf = LogisticRegression(max_iter=max_iter, random_state=seed)
-    clf.fit(np.asarray(train_x), np.asarray(train_y))
-    pred = clf.predict(np.asarray(test_x))
     return {"accuracy": float(accuracy_score(test_y, pred)),
             "f1": float(f1_score(test_y, pred, average="macro"))}
 
 
+def clustering_assignments(x, k: int, seed: int = 42, batch_size: int = 500) -> np.ndarray:
+    """Mini-batch k-means with k clusters (MTEB's settings): cluster of each row [N].
+
+    Args:
+      x: [N, d] embeddings.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    model = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init="auto",
+                            random_state=seed)
+    model.fit(np.asarray(x))
+    return model.labels_
+
+
 def clustering_scores(x, labels, seed: int = 42, batch_size: int = 500) -> dict[str, float]:
-    """Mini-batch k-means with k = number of labels (MTEB's settings); V-measure.
+    """V-measure of `clustering_assignments` with k = number of labels.
 
     Args:
       x: [N, d] embeddings; labels: [N] gold classes.
     """
-    from sklearn.cluster import MiniBatchKMeans
+    clusters = clustering_assignments(x, len(set(labels)), seed, batch_size)
+    return {"v_measure": v_measure(labels, clusters)}
+
+
+def v_measure(labels, clusters) -> float:
+    """V-measure of a clustering [N] against gold labels [N] (sklearn's)."""
     from sklearn.metrics import v_measure_score
 
-    k = len(set(labels))
-    model = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init="auto",
-                            random_state=seed)
-    model.fit(np.asarray(x))
-    return {"v_measure": float(v_measure_score(labels, model.labels_))}
+    return float(v_measure_score(labels, clusters))
 
 
 def sts_spearman(x1, x2, gold) -> dict[str, float]:

@@ -43,7 +43,12 @@ def _score(results: Results, model: str, task: str, dim: int, metric: str):
 
 def to_json(results: Results, tasks: Mapping[str, Mapping], models: Mapping[str, Mapping],
             extra: Mapping | None = None) -> dict:
+    from gecko_jax.evaluation import intervals
+
+    ivs = intervals.main_score_intervals(results, tasks)
     return {
+        "intervals": {m: {t: {str(d): iv.to_json() for d, iv in by_dim.items()}
+                          for t, by_dim in by_task.items()} for m, by_task in ivs.items()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "models": {name: dict(info) for name, info in models.items()},
         "tasks": {name: dict(info) for name, info in tasks.items()},
@@ -55,12 +60,17 @@ def to_json(results: Results, tasks: Mapping[str, Mapping], models: Mapping[str,
 
 def to_markdown(results: Results, tasks: Mapping[str, Mapping], models: Mapping[str, Mapping],
                 title: str = "Evaluation report") -> str:
+    from gecko_jax.evaluation import intervals
+
     names = list(models)
+    ivs = intervals.main_score_intervals(results, tasks)
     lines = [f"# {title}", ""]
     for name in names:
         info = ", ".join(f"{k}: {v}" for k, v in models[name].items())
         lines.append(f"- **{name}**: {info}")
     lines += ["", "## Main scores (x100)", "",
+              "Brackets: seeded bootstrap 95% interval (evaluation/intervals.py: "
+              "resampling queries, test items or clustered items).", "",
               "| task | main score | dim | " + " | ".join(names) + " |",
               "|---|---|---:|" + "---:|" * len(names)]
     for task, info in tasks.items():
@@ -68,7 +78,9 @@ def to_markdown(results: Results, tasks: Mapping[str, Mapping], models: Mapping[
             cells = []
             for m in names:
                 v = _score(results, m, task, dim, info["main_score"])
-                cells.append("-" if v is None else f"{100 * v:.2f}")
+                iv = ivs.get(m, {}).get(task, {}).get(int(dim))
+                cells.append("-" if v is None else f"{100 * v:.2f}" + (
+                    "" if iv is None else f" [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"))
             lines.append(f"| {task} | {info['main_score']} | {dim} | " + " | ".join(cells) + " |")
     lines += ["", "## All metrics (x100)", ""]
     for task, info in tasks.items():

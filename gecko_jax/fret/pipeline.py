@@ -32,6 +32,7 @@ import numpy as np
 from gecko_jax import gin_files as gin_files_lib
 from gecko_jax import textio
 from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.fret import filters as filters_lib
 from gecko_jax.fret import generate as generate_lib
 from gecko_jax.fret import prompts as prompts_lib
 from gecko_jax.fret import record_shards
@@ -59,6 +60,7 @@ class FRetConfig:
     prompts_dir: str | None = None
     generate: generate_lib.GenerateConfig = generate_lib.GenerateConfig()
     relabel: relabel_lib.RelabelConfig = relabel_lib.RelabelConfig()
+    filters: filters_lib.FilterConfig = filters_lib.FilterConfig()
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
     embed_max_length: int = 256
@@ -77,23 +79,27 @@ class FRetConfig:
             "generate": dataclasses.asdict(self.generate),
             "relabel": dataclasses.asdict(self.relabel),
             "embed_max_length": self.embed_max_length,
+            # Only when on: runs without filters keep their identity (and resume).
+            **({"filters": dataclasses.asdict(self.filters)} if self.filters.enabled else {}),
         }
 
 
 @functools.lru_cache(maxsize=None)
 def _gin_configurables() -> dict:
-    """FRetConfig, GenerateConfig and RelabelConfig as gin configurables (registered once)."""
+    """FRetConfig, GenerateConfig, RelabelConfig and FilterConfig as gin configurables
+    (registered once)."""
     import gin
 
     return {c.__name__: gin.external_configurable(c, c.__name__)
-            for c in (FRetConfig, generate_lib.GenerateConfig, relabel_lib.RelabelConfig)}
+            for c in (FRetConfig, generate_lib.GenerateConfig, relabel_lib.RelabelConfig,
+                      filters_lib.FilterConfig)}
 
 
 def config_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = ()
                     ) -> FRetConfig:
     """A FRetConfig from gin files and bindings of FRetConfig.*, GenerateConfig.*,
-    RelabelConfig.* (the nested configs' bindings apply even when FRetConfig.generate
-    is not bound)."""
+    RelabelConfig.*, FilterConfig.* (the nested configs' bindings apply even when
+    FRetConfig.generate etc. are not bound)."""
     if not gin_files and not gin_bindings:
         return FRetConfig()
     configurables = _gin_configurables()
@@ -102,9 +108,10 @@ def config_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] =
         fret = configurables["FRetConfig"]()
         generate = configurables["GenerateConfig"]()
         relabel = configurables["RelabelConfig"]()
+        filters = configurables["FilterConfig"]()
     except (ValueError, KeyError, TypeError) as err:
         raise GeckoError(f"gin config: {err}") from None
-    return dataclasses.replace(fret, generate=generate, relabel=relabel)
+    return dataclasses.replace(fret, generate=generate, relabel=relabel, filters=filters)
 
 
 def file_sha256(path: pathlib.Path) -> str:
@@ -257,12 +264,17 @@ class ShardWorker:
                                   seed=self.cfg.seed, shard=shard, counts=counts)
 
     def stage2(self, gens: list[generate_lib.Generated], counts: collections.Counter) -> list[dict]:
+        filt = self.cfg.filters
+        if filt.dedup_jaccard is not None and gens:
+            keep = filters_lib.keep_distinct([g.query for g in gens], filt.dedup_jaccard)
+            counts["dropped:duplicate"] += keep.count(False)
+            gens = [g for g, k in zip(gens, keep) if k]
         if not gens:
             return []
         n = self.cfg.relabel.num_neighbors
         row_of = self.row_of
         q_emb = embed_queries(self.encoder, gens, self.cfg.embedder_format)
-        top = self.index.search(q_emb, n)
+        top = self.index.search(q_emb, max(n, filt.round_trip_k or 0))
         cand_rows, cand_scores = [], []
         for k, g in enumerate(gens):
             rows = relabel_lib.candidate_rows(top.indices[k], row_of[g.passage_id], n)
@@ -272,12 +284,20 @@ class ShardWorker:
                                      [[self.corpus.texts[r] for r in rows] for rows in cand_rows],
                                      self.prompts, self.cfg.relabel, counts)
         out = []
-        for g, rows, rs, sc in zip(gens, cand_rows, cand_scores, scored):
+        for k, (g, rows, rs, sc) in enumerate(zip(gens, cand_rows, cand_scores, scored)):
             if sc is None:
                 counts["dropped:invalid_scores"] += 1
                 continue
             rel = relabel_lib.fuse_and_select(rows, rs, sc, self.cfg.relabel,
                                      relabel_lib.query_rng(self.cfg.seed, g.passage_id))
+            if filt.round_trip_k is not None and not filters_lib.round_trip_ok(
+                    top.indices[k], row_of[g.passage_id], rows[rel.positive], filt.round_trip_k):
+                counts["dropped:round_trip"] += 1
+                continue
+            if filt.ql_floor is not None and not filters_lib.ql_ok(sc.ql[rel.positive], g.query,
+                                                         filt.ql_floor):
+                counts["dropped:ql_floor"] += 1
+                continue
             rec = record_shards.build_record(g, rel, self.corpus, self.provenance)
             counts["relabelled"] += int(not rec["positive_is_seed"])
             out.append(rec)

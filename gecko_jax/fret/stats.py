@@ -37,11 +37,26 @@ def collect(out_dir) -> dict:
     }
 
 
+FILTERS = ("duplicate", "round_trip", "ql_floor")   # fret/filters.py, in the order applied
+
+
+def filter_line(counts: dict) -> str:
+    """'filters: generated G -> after duplicate a -> after round_trip b -> ...'."""
+    dropped = counts.get("dropped", {})
+    left = counts.get("generated", 0)
+    parts = [f"generated {left}"]
+    for name in FILTERS:
+        left -= dropped.get(name, 0)
+        parts.append(f"after {name} {left} (-{dropped.get(name, 0)})")
+    return "filters: " + " -> ".join(parts)
+
+
 def format_stats(s: dict) -> str:
     c = s["counts"]
     lines = [f"passages {c['passages']}  generated {c['generated']}  parse failures "
              f"{c['parse_failures']}  records {s['records']}  teacher errors {c['teacher_errors']}",
              f"dropped: {c['dropped'] or 'none'}",
+             filter_line(c),
              f"relabel rate (positive != seed): {s['relabel_rate']:.3f}",
              f"seed passage's fused rank: {dict(sorted(s['seed_fused_rank'].items()))}",
              "tasks:"]

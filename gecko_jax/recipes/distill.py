@@ -38,7 +38,7 @@ DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
 # Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
 # to both training stages.
-FRET_BINDING_PREFIXES = ("FRetConfig.", "GenerateConfig.", "RelabelConfig.")
+FRET_BINDING_PREFIXES = ("FRetConfig.", "GenerateConfig.", "RelabelConfig.", "FilterConfig.")
 
 
 @dataclasses.dataclass(frozen=True)

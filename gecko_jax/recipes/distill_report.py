@@ -27,17 +27,71 @@ def _results(out: pathlib.Path) -> tuple[dict, dict]:
 
 
 def before_after_table(results: dict, tasks: dict) -> list[str]:
-    lines = ["| task | metric | dim | base MiniLM | distilled | change |",
-             "|---|---|---:|---:|---:|---:|"]
+    """Main scores with bootstrap 95% intervals, and the paired interval of the change.
+
+    A change whose interval contains 0 is marked "not significant" (within
+    noise); without per-item data the interval cells read "n/a".
+    """
+    from gecko_jax.evaluation import bootstrap, intervals
+
+    lines = ["| task | metric | dim | base MiniLM [95% CI] | distilled [95% CI] | change "
+             "[95% CI] | significant? |", "|---|---|---:|---:|---:|---:|---|"]
     for task, info in tasks.items():
-        metric = info["main_score"]
-        dims = sorted({d for m in results.values() for d in m.get(task, {})}, reverse=True)
+        metric, kind = info["main_score"], info["type"]
+        dims = sorted({int(d) for m in results.values() for d in m.get(task, {})}, reverse=True)
         for dim in dims:
-            base = results[BASE][task][dim][metric]
-            new = results[DISTILLED][task][dim][metric]
-            lines.append(f"| {task} | {metric} | {dim} | {100 * base:.2f} | {100 * new:.2f} | "
-                         f"{100 * (new - base):+.2f} |")
+            row_b, row_d = results[BASE][task][dim], results[DISTILLED][task][dim]
+            base, new = row_b[metric], row_d[metric]
+            cells = []
+            for row, value in ((row_b, base), (row_d, new)):
+                iv = intervals.score_interval(kind, metric, row)
+                cells.append(f"{100 * value:.2f}" + _ci(iv))
+            change = intervals.change_interval(kind, metric, row_b, row_d)
+            sig = "n/a" if change is None else bootstrap.significance(change)
+            lines.append(f"| {task} | {metric} | {dim} | {cells[0]} | {cells[1]} | "
+                         f"{100 * (new - base):+.2f}{_ci(change, signed=True)} | {sig} |")
     return lines
+
+
+def _ci(iv, signed: bool = False) -> str:
+    if iv is None:
+        return " [n/a]"
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    return f" [{fmt.format(100 * iv.low)}, {fmt.format(100 * iv.high)}]"
+
+
+def split_note(limit) -> list[str]:
+    """Which BBC articles were held out from training and which each task scored."""
+    from gecko_jax.data.sources import read_bbc_news
+    from gecko_jax.evaluation import splits
+
+    articles = read_bbc_news(dedup=True)
+    held = splits.bbc_held_out_ids(articles)
+    lines = ["## Evaluation split (evaluation/splits.py)", "",
+             f"BBC News: {len(articles)} deduplicated articles. {len(held)} are held out for "
+             f"evaluation (every 2nd article of each category, plus every article sharing a "
+             f"headline or opening words with one) and excluded from fine-tuning's BBC "
+             f"classification task and from FRet records; fine-tuning uses the other "
+             f"{len(articles) - len(held)}. Pre-finetuning and FRet (default corpus) use only "
+             f"Wikipedia. Scored at limit {limit}:", ""]
+    for task in splits.BBC_TASKS:
+        s = splits.bbc_task_split(task, articles, limit)
+        fit = f"; classifier fitted on {len(s.fit)} training-pool articles" if s.fit else ""
+        lines.append(f"- {task}: {len(s.scored)} held-out articles{fit}")
+    lines += ["", "The article ids are listed in report.json (`split`).", ""]
+    return lines
+
+
+def split_json(limit) -> dict:
+    from gecko_jax.data.sources import read_bbc_news
+    from gecko_jax.evaluation import splits
+
+    articles = read_bbc_news(dedup=True)
+    return {"held_out": sorted(splits.bbc_held_out_ids(articles)),
+            "scored": {t: list(splits.bbc_task_split(t, articles, limit).scored)
+                       for t in splits.BBC_TASKS},
+            "fit": {"bbc_classification":
+                    list(splits.bbc_task_split("bbc_classification", articles, limit).fit)}}
 
 
 def plot_stage_times(markers: dict, path: pathlib.Path) -> None:
@@ -59,7 +113,7 @@ def plot_stage_times(markers: dict, path: pathlib.Path) -> None:
 
 def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathlib.Path, dict]:
     """Writes the report files; returns (OUT/report.md, {model: {task: {dim: scores}}})."""
-    from gecko_jax.evaluation import report
+    from gecko_jax.evaluation import intervals, report
     from gecko_jax.evaluation.local_tasks import get_task
 
     results, models = _results(out)
@@ -88,7 +142,8 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
         f"{fret['dropped'] or 'none'}). Pre-finetuning: {pft['step']} steps on Wikipedia "
         f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "
-        f"BBC classification (its evaluation test articles excluded) + the FRet records, "
+        f"BBC classification (training pool only: held-out articles excluded) + the FRet "
+        f"records, "
         f"from the pre-finetuned model. Batch {cfg.batch_size}, query/doc lengths "
         f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}. "
         f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
@@ -100,8 +155,13 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     for name, m in markers.items():
         how = "ran" + (" (resumed)" if m.get("resumed") else "") if name in ran else "reused"
         lines.append(f"| {name} | {m['wall_s']:.0f} | {how} |")
-    lines += [f"| **total** | **{total:.0f}** | |", "",
-              "## Base vs distilled (main score x100)", ""]
+    lines += [f"| **total** | **{total:.0f}** | |", ""]
+    lines += split_note(ev["limit"])
+    lines += ["## Base vs distilled (main score x100)", "",
+              "Intervals: seeded bootstrap, 95%, over queries (retrieval), test items "
+              "(classification) or clustered items (clustering, clusterings held fixed); "
+              "the change's interval is a paired bootstrap on the same resamples. "
+              "\"not significant\": the change's interval contains 0 (within noise).", ""]
     lines += before_after_table(results, tasks)
     lines += ["", "Full metrics: [eval/report.md](eval/report.md). Distilled model: `model/` "
               "(`gecko embed --model model`, sentence-transformers).", "",
@@ -112,9 +172,10 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     path.write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({
         "config": dataclasses.asdict(cfg), "stages": markers, "ran_this_invocation": ran,
-        "total_wall_s": round(total, 1),
+        "total_wall_s": round(total, 1), "split": split_json(ev["limit"]),
         "results": {m: {t: {str(d): s for d, s in bd.items()} for t, bd in r.items()}
-                    for m, r in results.items()}}, indent=1, default=str) + "\n")
+                    for m, r in intervals.strip_per_item(results).items()}},
+        indent=1, default=str) + "\n")
     return path, results
 
 

@@ -371,6 +371,9 @@ def train(
         batches = StepIndexedBatches(examples, batch_size, seed=seed,
                                      process_index=jax.process_index(),
                                      process_count=jax.process_count())
+    if hasattr(batches, "epochs"):
+        log.info("expected epochs per task over %d steps: %s", num_steps,
+                 batches.epochs(num_steps))
     position_meta = {"seed": seed, "global_batch_size": batch_size,
                      "num_examples": batches.num_examples}
 

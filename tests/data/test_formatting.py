@@ -117,3 +117,22 @@ def test_classification_needs_two_labels():
                                            name="one-label set")
     with pytest.raises(GeckoError, match="no label has two items"):
         formatting.classification_examples([("a", "x"), ("b", "y")], "t")
+
+
+def test_text_ids_share_a_query_and_include_the_title():
+    """Through seqio: two positives of one NLI premise share the query id, so the
+    loss masks each as the other's negative; a document's id includes its title."""
+    rows = [("p1", "h-a", "entailment"), ("p1", "h-b", "entailment"),
+            ("p2", "h-c", "entailment")]
+    nli = formatting.nli_examples(rows)
+    docs = [Example("d0", "qa", "q0", Document("same text", "Title A")),
+            Example("d1", "qa", "q1", Document("same text", "Title B")),
+            Example("d2", "qa", "q2", Document("same text", "Title A")),
+            Example("d3", "qa", "q3", Document("same text"))]
+    ex = _features("test_fmt_qid", nli + docs)
+    qid, pid = ex["query_text_id"], ex["positive_text_id"]
+    assert qid[0] == qid[1] != qid[2]
+    assert pid[3] != pid[4] and pid[3] == pid[5] and pid[6] not in (pid[3], pid[4])
+    block, _ = _valid_block(ex)
+    assert block[0, 0] and block[1, 1] and not block[0, 1] and not block[1, 0]
+    assert block[0, 2] and block[3, 4] and not block[3, 5]

@@ -144,3 +144,24 @@ def test_mixture_data_on_real_sources(tmp_path):
         mixtures.mixture_data(tokenizer=tok, feature_lengths=lengths, batch_size=8, seed=0,
                               mixture="gecko_t_mix2", rates={"gecko_t_fret": 1.0},
                               task_sources=table)
+
+
+def test_cap_rates_limits_replay_and_keeps_proportions():
+    rates = {"wiki": 1.0, "bbc": 0.5, "fret": 2.0}
+    sizes = {"wiki": 2000, "bbc": 1000, "fret": 16}
+    p = mixtures.cap_rates(rates, sizes, batch_size=16, num_steps=30, max_epochs=4.0)
+    assert sum(p.values()) == pytest.approx(1.0)
+    assert 30 * 16 * p["fret"] / 16 == pytest.approx(4.0)          # capped exactly
+    assert p["wiki"] / p["bbc"] == pytest.approx(2.0)              # others keep their ratio
+    # Uncapped tables are just normalised.
+    assert mixtures.cap_rates(rates, sizes, 16, 1, 100.0) == pytest.approx(
+        {t: r / 3.5 for t, r in rates.items()})
+    with pytest.raises(GeckoError, match="max_epochs"):
+        mixtures.cap_rates(rates, sizes, 16, 30, 0)
+
+
+def test_epochs_per_task():
+    ex = {"a": {"query_text_id": np.zeros(100, np.int32)},
+          "b": {"query_text_id": np.zeros(10, np.int32)}}
+    batches = MixtureBatches(ex, {"a": 3.0, "b": 1.0}, global_batch_size=8)
+    assert batches.epochs(50) == {"a": 3.0, "b": 10.0}

@@ -8,6 +8,7 @@ import gin
 import pytest
 
 from gecko_jax.data import formatting, mixtures, sources
+from gecko_jax.evaluation import splits
 from gecko_jax.errors import InputError
 
 
@@ -43,15 +44,15 @@ def test_bbc_classification_source():
     articles = sources.read_bbc_news()
     assert {a.category for a in articles} == set(sources.BBC_CATEGORIES)
     ex = mixtures.bbc_classification()
-    # The local BBC classification evaluation's test articles are left out.
-    assert len(articles) * 0.78 < len(ex) < len(articles) * 0.82
+    # The held-out pool of evaluation/splits.py (about half) is left out.
+    held = splits.bbc_held_out_ids(articles)
+    assert 0.45 < len(held) / len(articles) < 0.55
+    assert len(ex) == len(articles) - len(held)
     texts = {True: set(), False: set()}
-    seen = {}
     for a in articles:
-        i = seen[a.category] = seen.get(a.category, -1) + 1
-        texts[mixtures.bbc_eval_test(i)].add(f"{a.headline}. {' '.join(a.body.split()[:48])}")
+        texts[a.id in held].add(f"{a.headline}. {' '.join(a.body.split()[:48])}")
     queries = {e.query.rsplit(" (id: ", 1)[0] for e in ex}
-    assert queries <= texts[False] and not queries & (texts[True] - texts[False])
+    assert queries <= texts[False] and not queries & texts[True]
     # Interleaved labels: a small limit still holds every category.
     first = mixtures.bbc_classification(limit=10)
     assert all(e.symmetric and e.negative is not None for e in first)

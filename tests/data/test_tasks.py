@@ -117,5 +117,7 @@ def test_tf_and_python_unified_format_give_identical_strings():
         assert ex["positive"].decode() == want_pos
         want_neg = format_query(ntext, task) if sym else format_document(ntext, ntitle or None)
         assert ex["negative"].decode() == want_neg
-    assert got[0]["positive"].decode().startswith(f"title: {rows[0][2]} | text: ")
+    titled = [(ex, r) for ex, r in zip(got, rows) if r[2]]
+    assert titled and all(ex["positive"].decode().startswith(f"title: {r[2]} | text: ")
+                          for ex, r in titled)
     assert any(ex["positive"].decode().startswith("title: none | text: ") for ex in got)

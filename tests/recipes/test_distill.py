@@ -38,6 +38,14 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
             assert f"| {task} |" in table and f"| {dim} |" in table
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
+    # Every score and change carries its bootstrap interval and a noise label.
+    assert all(line.count("[") == 3 and "[n/a]" not in line
+               and line.endswith(("| significant |", "| not significant |")) for line in rows)
+    # The report says which articles were held out and what each task scored.
+    assert "## Evaluation split" in text and "- bbc_retrieval: 40 held-out articles" in text
+    split = json.loads((out / "report.json").read_text())["split"]
+    assert len(split["scored"]["bbc_clustering"]) == 40
+    assert set(split["scored"]["bbc_retrieval"]) <= set(split["held_out"])
     for stage in distill.STAGES:  # each stage's wall time is stated
         marker = first["stages"][stage]
         assert marker["status"] == "done" and marker["wall_s"] >= 0

@@ -1,0 +1,196 @@
+"""Evaluation splits, defined once: which texts each local evaluation task scores.
+
+The evaluation side owns this definition; the training side (data/mixtures.py)
+excludes what it returns, so no training stage sees a text an evaluation task
+scores, whatever the evaluation `limit`. This is a leaf module (standard
+library and numpy only): evaluation/local_tasks.py and data/ both import it
+without a cycle. Functions take any article objects with `id`, `category`,
+`headline` and `body` attributes (data.sources.BBCArticle).
+
+BBC News (the deduplicated articles of data.sources.read_bbc_news, grouped
+by category, files in name order):
+
+  held-out pool   every 2nd article of each category (index in category odd),
+                  plus every article that shares a normalised headline with
+                  one, or whose body contains one's opening words (or the
+                  reverse): near-duplicates and quotes go together.
+                  Fine-tuning never sees these; it is independent of `limit`.
+  training pool   the rest: the fine-tuning mixture's BBC classification task
+                  draws from it, and the classification evaluation fits its
+                  logistic regression on it (fitting is not scoring).
+
+  bbc_retrieval       scores an evenly spaced `limit` of the held-out pool's
+                      first article of each near-duplicate group (so every
+                      headline has one relevant body), headline -> body.
+  bbc_clustering      clusters the same articles.
+  bbc_classification  tests on the same articles; fits on an evenly spaced
+                      `limit` of the training pool.
+
+So every scored text comes from the held-out pool for every `limit`
+(tests/evaluation/test_splits.py checks it against the built mixture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+
+BBC_TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
+HELD_OUT_EVERY = 2          # 1 in HELD_OUT_EVERY articles of each category is held out
+HELD_OUT_OFFSET = 1         # ... the one at this index within each run of HELD_OUT_EVERY
+
+
+def normalise_text(text: str) -> str:
+    """Case-, accent-width- and punctuation-insensitive form for overlap checks.
+
+    NFKC, lower case, every run of non-alphanumeric characters -> one space.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"[\W_]+", " ", text).strip()
+
+
+PREFIX_WORDS = 20           # a body is recognised by its first normalised words
+
+
+def text_key(text: str, words: int = PREFIX_WORDS) -> str:
+    """The normalised first `words` words of a text (how overlap checks match bodies)."""
+    return " ".join(normalise_text(text).split()[:words])
+
+
+def evenly_spaced(items: Sequence, limit: int | None) -> list:
+    """An evenly spaced subset of `limit` items (all of them when limit is None or large).
+
+    The pools are grouped by category, so a subset keeps every category.
+    """
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of items, got {limit}")
+    keep = np.unique(np.linspace(0, len(items) - 1, limit).round().astype(int))
+    return [items[i] for i in keep]
+
+
+def _groups(articles: Sequence) -> list[int]:
+    return list(_groups_of(tuple(articles)))
+
+
+@functools.lru_cache(maxsize=4)
+def _groups_of(articles: tuple) -> tuple[int, ...]:
+    """Group index of each article (union-find), numbered by its first member.
+
+    Two articles are in one group when they share a normalised headline, or
+    when one's normalised body contains the start of the other's (text_key):
+    the corpus holds re-headlined copies and articles quoting another's opening.
+    """
+    parent = list(range(len(articles)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        parent[max(ri, rj)] = min(ri, rj)
+
+    first: dict[str, int] = {}
+    for i, a in enumerate(articles):
+        key = normalise_text(a.headline)
+        if key:
+            union(i, first.setdefault(key, i))
+    bodies = [normalise_text(a.body) for a in articles]
+    starts = np.cumsum([0] + [len(b) + 1 for b in bodies])
+    haystack = "\n".join(bodies)
+    for i, body in enumerate(bodies):
+        key = text_key(body)
+        if len(key.split()) < PREFIX_WORDS // 2:
+            continue
+        pos = haystack.find(key)
+        while pos >= 0:
+            union(i, int(np.searchsorted(starts, pos, side="right")) - 1)
+            pos = haystack.find(key, pos + 1)
+    return tuple(find(i) for i in range(len(articles)))
+
+
+def bbc_held_out_ids(articles: Sequence) -> frozenset[str]:
+    """Ids of the held-out pool (see the module docstring); never trained on."""
+    seen: dict[str, int] = {}
+    chosen = []
+    for a in articles:
+        i = seen[a.category] = seen.get(a.category, -1) + 1
+        chosen.append(i % HELD_OUT_EVERY == HELD_OUT_OFFSET)
+    groups = _groups(articles)
+    held_groups = {g for g, c in zip(groups, chosen) if c}
+    return frozenset(a.id for a, g in zip(articles, groups) if g in held_groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSplit:
+    """Article ids of one BBC evaluation task at one `limit`.
+
+    Attributes:
+      scored: ids whose texts the task scores (retrieval queries and corpus,
+        clustering inputs, classification test items); all held out.
+      fit: ids the task fits on without scoring them (the classification
+        evaluation's logistic regression); from the training pool.
+    """
+
+    scored: tuple[str, ...]
+    fit: tuple[str, ...] = ()
+
+
+def bbc_task_split(task: str, articles: Sequence, limit: int | None = None) -> TaskSplit:
+    """Which article ids `task` scores (and fits on) for `limit`.
+
+    Args:
+      task: one of BBC_TASKS.
+      articles: all deduplicated BBC articles, in read order.
+      limit: scored articles (an evenly spaced subset of the held-out pool);
+        None scores the whole pool.
+    """
+    if task not in BBC_TASKS:
+        raise ValueError(f"unknown BBC evaluation task {task!r}; known: {BBC_TASKS}")
+    held = bbc_held_out_ids(articles)
+    groups = _groups(articles)
+    # One article per near-duplicate group, so each headline has one relevant body.
+    pool = [a for i, (a, g) in enumerate(zip(articles, groups)) if a.id in held and g == i]
+    scored = tuple(a.id for a in evenly_spaced(pool, limit))
+    if task != "bbc_classification":
+        return TaskSplit(scored)
+    fit = tuple(a.id for a in evenly_spaced([a for a in articles if a.id not in held], limit))
+    return TaskSplit(scored, fit)
+
+
+def bbc_training_articles(articles: Sequence) -> list:
+    """The training pool: articles that no BBC evaluation task scores, at any limit."""
+    held = bbc_held_out_ids(articles)
+    return [a for a in articles if a.id not in held]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutTexts:
+    """Normalised headlines and body keys of held-out articles, for text-level guards."""
+
+    headlines: frozenset[str]
+    body_keys: frozenset[str]
+
+    def overlaps(self, title: str, text: str) -> bool:
+        """True when (title, text) is, or starts like, a held-out headline / body."""
+        return (normalise_text(title) in self.headlines
+                or normalise_text(text) in self.headlines
+                or (len(normalise_text(text).split()) >= PREFIX_WORDS // 2
+                    and text_key(text) in self.body_keys))
+
+
+def bbc_held_out_texts(articles: Sequence) -> HeldOutTexts:
+    held = bbc_held_out_ids(articles)
+    rows = [a for a in articles if a.id in held]
+    return HeldOutTexts(frozenset(normalise_text(a.headline) for a in rows),
+                        frozenset(text_key(a.body) for a in rows))

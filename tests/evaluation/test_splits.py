@@ -1,0 +1,112 @@
+"""No evaluated text in any training example: the fine-tuning (and pre-finetuning)
+sources against every local BBC evaluation task, at several evaluation limits."""
+
+import json
+
+import pytest
+
+from gecko_jax.data import mixtures, sources
+from gecko_jax.evaluation import local_tasks as lt
+from gecko_jax.evaluation import splits
+from gecko_jax.fret import corpus
+
+LIMITS = (None, 600, 200)
+
+
+@pytest.fixture(scope="module")
+def articles():
+    return sources.read_bbc_news(dedup=True)
+
+
+@pytest.fixture(scope="module")
+def fret_file(tmp_path_factory):
+    """Everything FRet can put into training from the shipped corpora: every
+    Wikipedia and every BBC passage as a record's positive (FRet on either corpus)."""
+    path = tmp_path_factory.mktemp("fret") / "records.jsonl"
+    rows = corpus.wikipedia_passages() + corpus.bbc_passages()
+    with open(path, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({"id": f"r{i}", "task": "search result", "query": f"q {i}",
+                                "positive": {"title": r["title"], "text": r["text"]}}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def training(fret_file):
+    """The sources of gin_configs/mixtures/finetune_default.gin and runs/prefinetune.gin."""
+    return (mixtures.wikipedia_sections() + mixtures.bbc_classification()
+            + mixtures.jsonl_examples([str(fret_file)]) + mixtures.wikipedia_title_body())
+
+
+def _haystack(examples) -> str:
+    parts = []
+    for ex in examples:
+        parts.append(ex.query)
+        for d in (ex.positive, ex.negative):
+            if d is not None:
+                parts += [d.title, d.text]
+    return "\n".join(splits.normalise_text(p) for p in parts)
+
+
+def _scored(task: str, limit, articles):
+    """(ids, texts) a task scores, checked against what its loader really returns."""
+    ids = splits.bbc_task_split(task, articles, limit).scored
+    by_id = {a.id: a for a in articles}
+    data = lt.get_task(task).load(limit)
+    bodies = sorted(by_id[i].body for i in ids)
+    if task == "bbc_retrieval":
+        assert sorted(t for _, t in data.corpus.values()) == bodies
+        assert sorted(data.queries.values()) == sorted(by_id[i].headline for i in ids)
+        texts = list(data.queries.values()) + [t for _, t in data.corpus.values()]
+    elif task == "bbc_classification":
+        assert sorted(data.test_texts) == bodies
+        texts = data.test_texts
+    else:
+        assert sorted(data.texts) == bodies
+        texts = data.texts
+    return ids, texts
+
+
+def _overlap(training_examples, articles, limits=LIMITS) -> list[str]:
+    train_ids = {ex.id.split(":", 1)[1] for ex in training_examples if ex.id.startswith("bbc:")}
+    hay = _haystack(training_examples)
+    found, scored_texts = [], {}
+    for limit in limits:
+        for task in splits.BBC_TASKS:
+            ids, texts = _scored(task, limit, articles)
+            found += [f"{task}@{limit}: id {i}" for i in set(ids) & train_ids]
+            for t in texts:
+                scored_texts.setdefault(splits.text_key(t), f"{task}@{limit}: text {t[:60]!r}")
+    return found + [where for key, where in scored_texts.items() if key and key in hay]
+
+
+def test_no_evaluated_text_in_training(training, articles):
+    assert sum(ex.id.startswith("bbc:") for ex in training) > 900
+    problems = _overlap(training, articles)
+    assert not problems, problems[:10]
+
+
+def test_overlap_check_catches_the_old_split(articles):
+    """Training on every BBC article (the old bug, in the extreme) is caught."""
+    leaky = mixtures.bbc_classification(exclude_eval_test=False)
+    assert _overlap(leaky, articles, limits=(200,))
+
+
+def test_scored_articles_are_held_out_at_every_limit(articles):
+    held = splits.bbc_held_out_ids(articles)
+    train = {a.id for a in splits.bbc_training_articles(articles)}
+    assert not held & train and len(held | train) == len(articles)
+    for limit in (None, 1000, 600, 200, 37, 5):
+        for task in splits.BBC_TASKS:
+            s = splits.bbc_task_split(task, articles, limit)
+            assert set(s.scored) <= held and not set(s.fit) & held
+            assert len(s.scored) == (limit or len(s.scored))
+            # Every category scored (evenly spaced over a category-grouped pool).
+            if limit is None or limit >= 5:
+                assert {i.split("/")[0] for i in s.scored} == set(sources.BBC_CATEGORIES)
+    # Near-duplicates (same normalised headline or body) share a pool.
+    norm = {}
+    for a in articles:
+        for key in (("h", splits.normalise_text(a.headline)), ("b", splits.text_key(a.body))):
+            norm.setdefault(key, set()).add(a.id in held)
+    assert all(len(v) == 1 for v in norm.values())
