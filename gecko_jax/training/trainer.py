@@ -56,6 +56,10 @@ class TrainingDiverged(GeckoError):
     """The loss went NaN/inf; the last good checkpoint is kept."""
 
 
+class PeerProcessFailed(GeckoError):
+    """Multi-process: a step's collective failed, usually because a peer process died."""
+
+
 # --------------------------------------------------------------------------- models
 @gin.configurable
 def pretrained_model(folder: str | os.PathLike = gin.REQUIRED, projection_dim: int | None = None,
@@ -189,9 +193,25 @@ class Trainer:
     def merged_model(self, flat: dict[str, jax.Array]):
         return nnx.merge(self._graphdef, self._rebuild(flat), self._rest)
 
+    def host_params(self) -> dict[str, np.ndarray]:
+        """Full parameter values on this host, whatever the mesh.
+
+        Multi-process: parameters split over other hosts' devices are gathered with
+        process_allgather, a collective that EVERY process must call.
+        """
+        params = self.state["params"]
+        if all(x.is_fully_addressable for x in params.values()):
+            return jax.device_get(params)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(params, tiled=True)
+
     def updated_model(self):
-        """The nnx model holding the current params (host copies), e.g. for export."""
-        host = jax.device_get(self.state["params"])
+        """The nnx model holding the current params (host copies), e.g. for export.
+
+        Multi-process: a collective (see host_params); call it on every process.
+        """
+        host = self.host_params()
         nnx.update(self.model, self._rebuild({k: jnp.asarray(v) for k, v in host.items()}))
         return self.model
 
@@ -342,14 +362,15 @@ def train(
     from gecko_jax.data import tasks
     from gecko_jax.data.batching import StepIndexedBatches
 
-    model_dir = pathlib.Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir)
     if batch_size % grad_accum_steps:
         raise GeckoError(f"batch_size {batch_size} is not divisible by grad_accum_steps "
                          f"{grad_accum_steps}")
-
+    # First: jax.distributed.initialize() (MeshSpec.distributed) must run before
+    # anything touches the backend, jax.process_index() included.
     mesh = partitioning.make_mesh(mesh_spec)
+    model_dir = pathlib.Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir)
     model, tokenizer = model_fn()
 
     # Data: read + validate + tokenise everything before any model compute.
@@ -398,8 +419,17 @@ def train(
     t0, steps_timed = time.perf_counter(), 0
     try:
         for step in range(start, num_steps):
-            metrics = trainer.step(batches.batch(step))
-            loss = float(metrics["loss"])   # a host sync per step: NaN must stop before a save
+            try:
+                metrics = trainer.step(batches.batch(step))
+                loss = float(metrics["loss"])   # a host sync per step: NaN stops before a save
+            except Exception as err:    # noqa: BLE001  (re-raised with the likely cause)
+                if jax.process_count() == 1:
+                    raise
+                raise PeerProcessFailed(
+                    f"process {jax.process_index()} of {jax.process_count()}: step {step + 1} "
+                    f"failed ({type(err).__name__}: {str(err)[:300]}); most likely another "
+                    "process died or lost its connection. Rerun every process to resume "
+                    f"from the last checkpoint in {model_dir / CHECKPOINT_DIR}") from err
             if not math.isfinite(loss):
                 ckpt.wait()
                 good = ckpt.latest_step()
@@ -431,12 +461,14 @@ def train(
 
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": last}
-    if export and jax.process_index() == 0:
+    if export:
         from gecko_jax.models.weights import export_dual_encoder
 
+        exported = trainer.updated_model()      # a collective: every process gathers
+    if export and jax.process_index() == 0:
         # Inference length: the model's own limit (training lengths are often shorter).
         max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
-        summary["export"] = str(export_dual_encoder(trainer.updated_model(), tokenizer,
+        summary["export"] = str(export_dual_encoder(exported, tokenizer,
                                                     model_dir / EXPORT_DIR, prompt_format="gecko",
                                                     max_length=max_len))
     if jax.process_index() == 0:
