@@ -9,7 +9,7 @@ the message on stderr for a GeckoError (as the CLI does).
 GECKO_TEST_STALL_AT=S (and GECKO_TEST_STALL_PROCESS=P): process P stops before
 building batch S and sleeps, so that the test can kill it while its peer waits
 inside step S's collectives. The data are then read through train.data_fn, the
-same rows as train.train_files.
+same rows as train.train_files (GECKO_TEST_TRAIN_FILES, comma-separated).
 """
 
 import json
@@ -49,15 +49,12 @@ def main(argv):
     from gecko_jax.errors import GeckoError
 
     parse_gin([gin_file], bindings)
-    import gin
-
     from gecko_jax.training import trainer
 
     kwargs = {}
     if os.environ.get("GECKO_TEST_STALL_AT"):
-        files = gin.query_parameter("train.train_files")
         kwargs["data_fn"] = _stalling_data_fn(
-            files, int(os.environ["GECKO_TEST_STALL_AT"]),
+            os.environ["GECKO_TEST_TRAIN_FILES"].split(","), int(os.environ["GECKO_TEST_STALL_AT"]),
             int(os.environ.get("GECKO_TEST_STALL_PROCESS", "1")))
         kwargs["train_files"] = ()
     try:
