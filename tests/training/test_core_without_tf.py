@@ -3,7 +3,7 @@
 A subprocess sees a copy of site-packages (symlinks) without those packages
 (`python -S`: no site-packages, no .pth), so for it they are not installed at
 all (importlib.util.find_spec is None, as etils checks), imports the core and
-trains 2 steps on in-memory data with GradCache and export, as on a GPU machine
+trains 2 steps on in-memory data with GradCache, MeshSpec.distributed and export, as on a GPU machine
 that has only jax/flax/optax/orbax installed.
 """
 
@@ -54,12 +54,24 @@ SCRIPT = textwrap.dedent("""
         sys.argv[1], model_fn=lambda: trainer.random_model(
             config={config!r}, tokenizer_folder={folder!r}),
         data_fn=data_fn, feature_lengths={{"query": 8, "positive": 16, "negative": 16}},
-        batch_size=8, num_steps=2, mesh_spec=partitioning.MeshSpec(data=1),
+        batch_size=8, num_steps=2,
+        # distributed=True: train() must call jax.distributed.initialize() before
+        # anything touches the backend (a 1-process job here; 2 in test_multiprocess).
+        mesh_spec=partitioning.MeshSpec(data=1, distributed=True, num_processes=1,
+                                        process_id=0, coordinator_address="127.0.0.1:{port}"),
         grad_cache=grad_cache.GradCache(4), progress=False, log_every=1)
     blocked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print(json.dumps({{"losses": summary["losses"], "export": summary["export"],
                       "blocked_loaded": blocked}}))
 """)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _site_without_tensorflow(tmp_path):
@@ -78,7 +90,8 @@ def test_core_trains_and_exports_without_tensorflow(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, str(_site_without_tensorflow(
         tmp_path))]))
-    script = SCRIPT.format(folder=str(assets.minilm_dir()), config=TINY_BERT)
+    script = SCRIPT.format(folder=str(assets.minilm_dir()), config=TINY_BERT,
+                           port=_free_port())
     proc = subprocess.run([sys.executable, "-S", "-c", script, str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

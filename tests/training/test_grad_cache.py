@@ -120,3 +120,4 @@ def test_grad_cache_with_accumulation_is_refused(wiki_examples):
     with pytest.raises(GeckoError, match="not both"):
         trainer.Trainer(model, optimizers.make_optimizer(), mesh, LOSS, grad_accum_steps=2,
                         grad_cache=GradCache(4))
+

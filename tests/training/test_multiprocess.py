@@ -92,8 +92,16 @@ def _finish(procs, timeout=400):
 
 
 def _params(model_dir, step=STEPS) -> dict:
-    state = ocp.StandardCheckpointer().restore(
-        (model_dir / "checkpoints" / str(step) / "state").absolute())
+    """Checkpointed params on one local device (the 2-process topology is gone here)."""
+    import jax
+
+    path = (model_dir / "checkpoints" / str(step) / "state").absolute()
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(path)
+    meta = getattr(meta, "item_metadata", meta)
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta)
+    state = checkpointer.restore(path, target)
     return {k: np.asarray(v) for k, v in state["params"].items()}
 
 
