@@ -45,12 +45,14 @@ def _stalling_data_fn(train_files, stall_at, stall_process):
 
 def main(argv):
     gin_file, model_dir, out_json, *bindings = argv
-    from gecko_jax.commands.train import parse_gin
     from gecko_jax.errors import GeckoError
-
-    parse_gin([gin_file], bindings)
     from gecko_jax.training import trainer
 
+    # main (issue 12) moved parse_gin into the trainer; this branch has it in the command.
+    parse_gin = getattr(trainer, "parse_gin", None)
+    if parse_gin is None:
+        from gecko_jax.commands.train import parse_gin
+    parse_gin([gin_file], bindings)
     kwargs = {}
     if os.environ.get("GECKO_TEST_STALL_AT"):
         kwargs["data_fn"] = _stalling_data_fn(
