@@ -41,10 +41,19 @@ class MeshSpec:
     data: int = -1
     fsdp: int = 1
     model: int = 1
-    distributed: bool = False       # call jax.distributed.initialize() first
+    # Multi-process: call jax.distributed.initialize() before the backend starts.
+    # Arguments left None are auto-detected (TPU pods, SLURM, Open MPI, GKE).
+    distributed: bool = False
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # A peer that sends no heartbeat for this long counts as dead and every process
+    # stops with an error (jax's default is 100 s).
+    heartbeat_timeout_seconds: int | None = None
+    initialization_timeout: int | None = None
+    shutdown_timeout_seconds: int | None = None
+    # CPU-only clusters (and the 2-process test): "gloo" or "mpi" collectives.
+    cpu_collectives: str | None = None
 
     def resolve(self, n_devices: int) -> tuple[int, int, int]:
         sizes = [self.data, self.fsdp, self.model]
@@ -61,19 +70,37 @@ class MeshSpec:
         return tuple(sizes)
 
 
-_distributed_done = False
+def backend_started() -> bool:
+    """True once anything has touched jax's backend (devices, arrays, process_index)."""
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
 
 
 def maybe_initialize_distributed(spec: MeshSpec) -> None:
-    """Multi-host: connect the processes once (no-op unless spec.distributed)."""
-    global _distributed_done
-    if not spec.distributed or _distributed_done:
+    """Multi-host: connect the processes once (no-op unless spec.distributed).
+
+    Must run before anything touches the backend (jax.devices(), jax.process_index(),
+    creating an array); trainer.train calls it first thing.
+    """
+    if not spec.distributed or jax.distributed.is_initialized():
         return
+    if backend_started():
+        raise GeckoError(
+            "MeshSpec.distributed: jax's backend is already initialised, so "
+            "jax.distributed.initialize() can no longer run; something called "
+            "jax.devices()/jax.process_index() or created an array before the mesh was made")
+    if spec.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", spec.cpu_collectives)
     kwargs = {k: v for k, v in (("coordinator_address", spec.coordinator_address),
                                 ("num_processes", spec.num_processes),
-                                ("process_id", spec.process_id)) if v is not None}
-    jax.distributed.initialize(**kwargs)   # on TPU/SLURM/GKE the arguments are auto-detected
-    _distributed_done = True
+                                ("process_id", spec.process_id),
+                                ("heartbeat_timeout_seconds", spec.heartbeat_timeout_seconds),
+                                ("initialization_timeout", spec.initialization_timeout),
+                                ("shutdown_timeout_seconds", spec.shutdown_timeout_seconds))
+              if v is not None}
+    jax.distributed.initialize(**kwargs)
+    log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
 def make_mesh(spec: MeshSpec = MeshSpec(), devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -33,7 +33,9 @@ from flax import nnx
 
 from gecko_jax import gin_files, losses
 from gecko_jax.errors import GeckoError
-from gecko_jax.training import optimizers, partitioning
+from gecko_jax.training import grad_cache as grad_cache_lib
+from gecko_jax.training import metric_logging, optimizers, partitioning
+from gecko_jax.training.grad_cache import GradCache
 from gecko_jax.training.partitioning import MeshSpec
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def _register_gin_externals():
     from gecko_jax import assets
 
     gin.external_configurable(MeshSpec, "MeshSpec")
+    gin.external_configurable(GradCache, "GradCache")
     gin.external_configurable(assets.minilm_dir, "minilm_dir")
 
 
@@ -54,6 +57,10 @@ _register_gin_externals()
 
 class TrainingDiverged(GeckoError):
     """The loss went NaN/inf; the last good checkpoint is kept."""
+
+
+class PeerProcessFailed(GeckoError):
+    """Multi-process: a step's collective failed, usually because a peer process died."""
 
 
 # --------------------------------------------------------------------------- models
@@ -129,7 +136,11 @@ def _encode_batch(model, batch: dict[str, jax.Array], use_negatives: bool):
 
 def loss_on_batch(model, batch: dict[str, jax.Array], cfg: LossConfig):
     """Gecko loss of one (micro-)batch of model features. Returns (loss, metrics)."""
-    q, p, n = _encode_batch(model, batch, cfg.use_hard_negatives)
+    return loss_on_embeddings(*_encode_batch(model, batch, cfg.use_hard_negatives), batch, cfg)
+
+
+def loss_on_embeddings(q, p, n, batch: dict[str, jax.Array], cfg: LossConfig):
+    """Gecko loss of embeddings q [B,d], p [B,d], n [B,1,d] or None and the batch's text ids."""
     ids = {}
     if cfg.mask_duplicates and "query_text_id" in batch:
         ids = dict(query_ids=batch["query_text_id"], positive_ids=batch["positive_text_id"],
@@ -150,13 +161,20 @@ class Trainer:
       loss_config: LossConfig.
       grad_accum_steps: micro-batches per step; in-batch negatives then come from
         each micro-batch (global batch / grad_accum_steps rows).
+      grad_cache: GradCache(chunk_size) for the exact full-batch gradient with the
+        towers run chunk_size rows at a time (grad_cache.py); not with grad_accum_steps.
       schedule: learning-rate schedule, only for the logged `learning_rate`.
     """
 
     def __init__(self, model, optimizer: optax.GradientTransformation, mesh,
                  loss_config: LossConfig = LossConfig(), grad_accum_steps: int = 1,
-                 schedule: optax.Schedule | None = None):
+                 schedule: optax.Schedule | None = None,
+                 grad_cache: GradCache = GradCache()):
+        if grad_cache.chunk_size and grad_accum_steps > 1:
+            raise GeckoError("use GradCache.chunk_size or grad_accum_steps, not both "
+                             "(GradCache keeps the full-batch negatives)")
         self.model = model
+        self.grad_cache = grad_cache
         self.mesh = mesh
         self.loss_config = loss_config
         self.grad_accum_steps = grad_accum_steps
@@ -189,14 +207,48 @@ class Trainer:
     def merged_model(self, flat: dict[str, jax.Array]):
         return nnx.merge(self._graphdef, self._rebuild(flat), self._rest)
 
+    def host_params(self) -> dict[str, np.ndarray]:
+        """Full parameter values on this host, whatever the mesh.
+
+        Multi-process: parameters split over other hosts' devices are gathered with
+        process_allgather, a collective that EVERY process must call.
+        """
+        params = self.state["params"]
+        if all(x.is_fully_addressable for x in params.values()):
+            return jax.device_get(params)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(params, tiled=True)
+
     def updated_model(self):
-        """The nnx model holding the current params (host copies), e.g. for export."""
-        host = jax.device_get(self.state["params"])
+        """The nnx model holding the current params (host copies), e.g. for export.
+
+        Multi-process: a collective (see host_params); call it on every process.
+        """
+        host = self.host_params()
         nnx.update(self.model, self._rebuild({k: jnp.asarray(v) for k, v in host.items()}))
         return self.model
 
     # -- the step
+    def _grad_cache_loss_and_grads(self, params, batch):
+        cfg = self.loss_config
+
+        def embed_fn(p, chunk, _key):   # the towers have no dropout: the key is unused
+            q, d, n = _encode_batch(self.merged_model(p), chunk, cfg.use_hard_negatives)
+            return {"q": q, "p": d, "n": n} if n is not None else {"q": q, "p": d}
+
+        def loss_fn(emb, b):
+            return loss_on_embeddings(emb["q"], emb["p"], emb.get("n"), b, cfg)
+
+        n = self.grad_cache.num_chunks(next(iter(batch.values())).shape[0])
+        _, metrics, grads = grad_cache_lib.loss_and_grads(
+            params, batch, embed_fn=embed_fn, loss_fn=loss_fn, num_chunks=n)
+        return grads, metrics
+
     def _loss_and_grads(self, params, batch):
+        if self.grad_cache.chunk_size:
+            return self._grad_cache_loss_and_grads(params, batch)
+
         def loss_fn(p, b):
             loss, metrics = loss_on_batch(self.merged_model(p), b, self.loss_config)
             return loss, metrics
@@ -321,6 +373,7 @@ def train(
     schedule_fn: Callable[..., optax.Schedule] = optimizers.learning_rate_schedule,
     mesh_spec: MeshSpec = MeshSpec(),
     grad_accum_steps: int = 1,
+    grad_cache: GradCache = GradCache(),
     checkpoint_every: int = 500,
     keep_checkpoints: int = 3,
     log_every: int = 10,
@@ -343,19 +396,17 @@ def train(
 
     Returns a summary: final step, last metrics, the losses of this process's steps.
     """
-    from clu import metric_writers
-
-    from gecko_jax.data import tasks
     from gecko_jax.data.batching import StepIndexedBatches
 
-    model_dir = pathlib.Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir)
     if batch_size % grad_accum_steps:
         raise GeckoError(f"batch_size {batch_size} is not divisible by grad_accum_steps "
                          f"{grad_accum_steps}")
-
+    # First: jax.distributed.initialize() (MeshSpec.distributed) must run before
+    # anything touches the backend, jax.process_index() included.
     mesh = partitioning.make_mesh(mesh_spec)
+    model_dir = pathlib.Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir)
     model, tokenizer = model_fn()
 
     # Data: read + validate + tokenise everything before any model compute.
@@ -366,6 +417,8 @@ def train(
     elif not train_files:
         raise GeckoError("train: no data; set train.train_files (JSONL) or train.data_fn")
     else:
+        from gecko_jax.data import tasks   # seqio + TensorFlow: only the JSONL data path needs them
+
         tasks.register_jsonl_task(task_name, {"train": list(train_files)}, tokenizer.folder)
         examples = tasks.load_examples(task_name, "train", feature_lengths, tokenizer.pad_id)
         batches = StepIndexedBatches(examples, batch_size, seed=seed,
@@ -379,7 +432,8 @@ def train(
 
     schedule = schedule_fn()
     trainer = Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
-                      grad_accum_steps=grad_accum_steps, schedule=schedule)
+                      grad_accum_steps=grad_accum_steps, schedule=schedule,
+                      grad_cache=grad_cache)
     ckpt = Checkpointer(model_dir / CHECKPOINT_DIR, checkpoint_every, keep_checkpoints)
     start = 0
     latest = ckpt.latest_step()
@@ -394,8 +448,7 @@ def train(
         start = int(position["step"])
         log.info("resumed from %s at step %d", ckpt.manager.directory, start)
 
-    writer = metric_writers.create_default_writer(
-        str(model_dir), just_logging=jax.process_index() > 0, asynchronous=True)
+    writer = metric_logging.create_writer(model_dir, just_logging=jax.process_index() > 0)
     bar = None
     if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
@@ -407,8 +460,17 @@ def train(
     t0, steps_timed = time.perf_counter(), 0
     try:
         for step in range(start, num_steps):
-            metrics = trainer.step(batches.batch(step))
-            loss = float(metrics["loss"])   # a host sync per step: NaN must stop before a save
+            try:
+                metrics = trainer.step(batches.batch(step))
+                loss = float(metrics["loss"])   # a host sync per step: NaN stops before a save
+            except Exception as err:    # noqa: BLE001  (re-raised with the likely cause)
+                if jax.process_count() == 1:
+                    raise
+                raise PeerProcessFailed(
+                    f"process {jax.process_index()} of {jax.process_count()}: step {step + 1} "
+                    f"failed ({type(err).__name__}: {str(err)[:300]}); most likely another "
+                    "process died or lost its connection. Rerun every process to resume "
+                    f"from the last checkpoint in {model_dir / CHECKPOINT_DIR}") from err
             if not math.isfinite(loss):
                 ckpt.wait()
                 good = ckpt.latest_step()
@@ -440,12 +502,14 @@ def train(
 
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": last}
-    if export and jax.process_index() == 0:
+    if export:
         from gecko_jax.models.weights import export_dual_encoder
 
+        exported = trainer.updated_model()      # a collective: every process gathers
+    if export and jax.process_index() == 0:
         # Inference length: the model's own limit (training lengths are often shorter).
         max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
-        summary["export"] = str(export_dual_encoder(trainer.updated_model(), tokenizer,
+        summary["export"] = str(export_dual_encoder(exported, tokenizer,
                                                     model_dir / EXPORT_DIR, prompt_format="gecko",
                                                     max_length=max_len))
     if jax.process_index() == 0:

@@ -1,0 +1,72 @@
+"""One process of a `gecko train` job, for tests/training/test_multiprocess.py.
+
+    python -m tests.training.multiprocess_worker GIN_FILE MODEL_DIR OUT_JSON [BINDING ...]
+
+Parses the gin file + bindings exactly as `gecko train` does, trains, and writes
+{"losses": [...], "start_step": s, "process_index": p} to OUT_JSON. Exit 2 with
+the message on stderr for a GeckoError (as the CLI does).
+
+GECKO_TEST_STALL_AT=S (and GECKO_TEST_STALL_PROCESS=P): process P stops before
+building batch S and sleeps, so that the test can kill it while its peer waits
+inside step S's collectives. The data are then read through train.data_fn, the
+same rows as train.train_files (GECKO_TEST_TRAIN_FILES, comma-separated).
+"""
+
+import json
+import os
+import sys
+import time
+
+
+class _Stalling:
+    def __init__(self, batches, stall_at):
+        self._batches, self._stall_at = batches, stall_at
+        self.num_examples = batches.num_examples
+
+    def batch(self, step):
+        if step >= self._stall_at:
+            print(f"stalling at step {step}", file=sys.stderr, flush=True)
+            time.sleep(3600)
+        return self._batches.batch(step)
+
+
+def _stalling_data_fn(train_files, stall_at, stall_process):
+    def data_fn(tokenizer, feature_lengths, batch_size, seed, process_index, process_count):
+        from gecko_jax.data import tasks
+        from gecko_jax.data.batching import StepIndexedBatches
+
+        tasks.register_jsonl_task("gecko_jsonl", {"train": list(train_files)}, tokenizer.folder)
+        examples = tasks.load_examples("gecko_jsonl", "train", feature_lengths, tokenizer.pad_id)
+        batches = StepIndexedBatches(examples, batch_size, seed=seed,
+                                     process_index=process_index, process_count=process_count)
+        return _Stalling(batches, stall_at) if process_index == stall_process else batches
+    return data_fn
+
+
+def main(argv):
+    gin_file, model_dir, out_json, *bindings = argv
+    from gecko_jax.errors import GeckoError
+    from gecko_jax.training import trainer
+
+    trainer.parse_gin([gin_file], bindings)
+    kwargs = {}
+    if os.environ.get("GECKO_TEST_STALL_AT"):
+        kwargs["data_fn"] = _stalling_data_fn(
+            os.environ["GECKO_TEST_TRAIN_FILES"].split(","), int(os.environ["GECKO_TEST_STALL_AT"]),
+            int(os.environ.get("GECKO_TEST_STALL_PROCESS", "1")))
+        kwargs["train_files"] = ()
+    try:
+        summary = trainer.train(model_dir, progress=False, **kwargs)
+    except GeckoError as err:
+        print(f"worker: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    import jax
+
+    with open(out_json, "w") as f:
+        json.dump({"losses": summary["losses"], "start_step": summary["start_step"],
+                   "process_index": jax.process_index(), "export": summary.get("export")}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
