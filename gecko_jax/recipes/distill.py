@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import shutil
 from typing import Sequence
 
 from gecko_jax.recipes import runner
