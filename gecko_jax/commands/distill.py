@@ -8,6 +8,11 @@ mixture -> evaluate base MiniLM and the distilled model on the local BBC tasks
 -> OUT/report.md (+ PNGs) and OUT/model (loads with `gecko embed` and
 sentence-transformers). The defaults fit about 15 minutes on a 2-core CPU.
 
+--ablation adds two fine-tuning runs (without FRet; with the seed passage as
+positive and no hard negative) and their evaluations, and an ablation table: what
+FRet's re-labelling adds at this scale. On an existing OUT it reuses every stage
+the default run finished.
+
 Every stage is cached in OUT/<stage>/ and resumable: rerun the same command to
 reuse finished stages and continue an interrupted one. A run whose options
 differ from the finished stages' is refused, naming the differences; --redo
@@ -65,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--dims", type=_dims, default=d.dims, help="Matryoshka dims, e.g. 384,128")
     p.add_argument("--gin_bindings", "--gin-bindings", action="append", default=[],
                    help="gin binding (repeatable): FRetConfig.* etc. for FRet, else training")
+    p.add_argument("--ablation", action="store_true",
+                   help="also fine-tune (a) without FRet and (b) with FRet's seed passages as "
+                        "positives, and report them beside the default (the paper's Table 3)")
     p.add_argument("--redo", action="store_true",
                    help="rerun the first stage whose options changed and every later one")
     p.add_argument("--no-progress", action="store_true")
@@ -83,7 +91,7 @@ def config_from_args(args):
         batch_size=args.batch_size, query_length=args.query_length, doc_length=args.doc_length,
         learning_rate=args.learning_rate, eval_limit=args.eval_limit or None,
         eval_max_length=args.eval_max_length, dims=tuple(args.dims),
-        gin_bindings=tuple(args.gin_bindings))
+        gin_bindings=tuple(args.gin_bindings), ablation=args.ablation)
 
 
 def run(args) -> int:

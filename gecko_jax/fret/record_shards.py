@@ -110,6 +110,14 @@ def build_record(gen, rel, corpus, provenance: dict) -> dict:
     }
 
 
+def with_seed_positive(record: dict, seed: dict) -> dict:
+    """The record as FRet without re-labelling (Table 3's p_seed / none): the seed
+    passage (`passage_json` form) as positive, no hard negative."""
+    out = dict(record, positive=dict(seed), negative=None, positive_is_seed=True)
+    out["provenance"] = dict(record.get("provenance", {}), variant="seed_positive")
+    return out
+
+
 def check_record(obj, path, line) -> dict:
     """Validates schema version and required fields of one decoded record."""
     if not isinstance(obj, dict):

@@ -22,6 +22,7 @@ stage's, and runs them again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pathlib
 import shutil
@@ -34,7 +35,19 @@ from gecko_jax.textio import atomic_write_json
 log = logging.getLogger(__name__)
 
 STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_distilled")
-INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",)}
+# --ablation (the paper's Table 3 direction): fine-tuning (a) without FRet and (b) with
+# FRet's seed passage as positive and no hard negative, beside the default (c): the
+# re-labelled positive and the LLM-mined hard negative. Same mixture and steps otherwise.
+ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "eval_no_fret",
+                   "eval_seed_positive")
+INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
+          "finetune_no_fret": ("prefinetune",),
+          "finetune_seed_positive": ("fret", "prefinetune"),
+          "eval_no_fret": ("finetune_no_fret",),
+          "eval_seed_positive": ("finetune_seed_positive",)}
+# Model names in results.json / the report, by evaluation stage.
+EVAL_MODELS = {"eval_base": "minilm (base)", "eval_distilled": "distilled",
+               "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive"}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
 # Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
@@ -61,6 +74,11 @@ class DistillConfig:
     dims: tuple[int, ...] = (384, 128)
     tasks: tuple[str, ...] = TASKS
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
+    ablation: bool = False             # also fine-tune without FRet and with seed positives
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return STAGES + (ABLATION_STAGES if self.ablation else ())
 
 
 def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
@@ -78,8 +96,14 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
            "finetune": {**train, "steps": cfg.finetune_steps},
            "eval_base": {**ev, "model": "minilm"},
-           "eval_distilled": {**ev, "model": "finetune"}}
-    return runner.chain_configs(own, INPUTS)
+           "eval_distilled": {**ev, "model": "finetune"},
+           "finetune_no_fret": {**train, "steps": cfg.finetune_steps, "fret": "none"},
+           "finetune_seed_positive": {**train, "steps": cfg.finetune_steps,
+                                      "fret": "seed_positive"},
+           "eval_no_fret": {**ev, "model": "finetune_no_fret"},
+           "eval_seed_positive": {**ev, "model": "finetune_seed_positive"}}
+    own = {name: own[name] for name in cfg.stages}
+    return runner.chain_configs(own, {n: i for n, i in INPUTS.items() if n in own})
 
 
 # ---------------------------------------------------------------- the stages
@@ -164,6 +188,25 @@ def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
     return summary
 
 
+def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
+                        stage_dir: pathlib.Path) -> list[str]:
+    """FRet records with the seed passage as positive and no hard negative (ablation b),
+    written to stage_dir/seed_positive.jsonl."""
+    from gecko_jax import textio
+    from gecko_jax.fret import record_shards
+
+    corpus = {str(obj["id"]): record_shards.passage_json(
+        str(obj["id"]), str(obj.get("title") or ""), str(obj["text"]))
+        for _, obj in textio.read_jsonl(corpus_path, ("id", "text"))}
+    records = [record_shards.with_seed_positive(rec, corpus[rec["seed_passage_id"]])
+               for rec in record_shards.read_jsonl_records(
+                   f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
+    path = stage_dir / "seed_positive.jsonl"
+    textio.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)
+                                           + "\n" for r in records))
+    return [str(path)]
+
+
 def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Path,
              progress: bool) -> dict:
     """Scores one model on the local tasks; writes stage_dir/results.json."""
@@ -190,7 +233,7 @@ def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Pat
 # ---------------------------------------------------------------- orchestration
 
 def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list[runner.Stage]:
-    """The five stages of `gecko distill` for the runner."""
+    """The stages of `gecko distill` (five, nine with the ablation) for the runner."""
     from gecko_jax import assets
     from gecko_jax.training import trainer
 
@@ -207,19 +250,33 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
         return run_finetune(own["finetune"], stage_dir, out / "prefinetune" / export,
                             done["fret"]["summary"]["files"], progress)
 
-    def eval_base(stage_dir, _):
-        return run_eval(own["eval_base"], assets.minilm_dir(), "minilm (base)", stage_dir,
-                        progress)
+    def finetune_no_fret(stage_dir, _):
+        return run_finetune(own["finetune_no_fret"], stage_dir, out / "prefinetune" / export,
+                            [], progress)
 
-    def eval_distilled(stage_dir, _):
-        return run_eval(own["eval_distilled"], out / "finetune" / export, "distilled",
-                        stage_dir, progress)
+    def finetune_seed_positive(stage_dir, done):
+        files = seed_positive_files(done["fret"]["summary"]["files"],
+                                    out / "fret" / "corpus.jsonl", stage_dir)
+        return run_finetune(own["finetune_seed_positive"], stage_dir,
+                            out / "prefinetune" / export, files, progress)
+
+    def evaluation(stage, model_stage):
+        def run(stage_dir, _):
+            folder = (assets.minilm_dir() if model_stage is None
+                      else out / model_stage / export)
+            return run_eval(own[stage], folder, EVAL_MODELS[stage], stage_dir, progress)
+        return run
 
     runs = {"fret": fret, "prefinetune": prefinetune, "finetune": finetune,
-            "eval_base": eval_base, "eval_distilled": eval_distilled}
+            "eval_base": evaluation("eval_base", None),
+            "eval_distilled": evaluation("eval_distilled", "finetune"),
+            "finetune_no_fret": finetune_no_fret,
+            "finetune_seed_positive": finetune_seed_positive,
+            "eval_no_fret": evaluation("eval_no_fret", "finetune_no_fret"),
+            "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive")}
     strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
     return [runner.Stage(name, strip(own[name]), runs[name], INPUTS.get(name, ()))
-            for name in STAGES]
+            for name in cfg.stages]
 
 
 def distill(out_dir, cfg: DistillConfig = DistillConfig(), redo: bool = False,
@@ -238,7 +295,7 @@ def distill(out_dir, cfg: DistillConfig = DistillConfig(), redo: bool = False,
     result = runner.run_recipe(out, recipe_stages(cfg, out, progress), redo=redo,
                                progress=progress, derived=DERIVED, desc="distill")
     model_dir = export_model(out)
-    markers = {s: read_marker(out, s) for s in STAGES}
+    markers = {s: read_marker(out, s) for s in cfg.stages}
     report_path, results = distill_report.write(out, cfg, markers, result["ran"])
     return {"stages": markers, "ran": result["ran"], "report": report_path, "model": model_dir,
             "results": results}

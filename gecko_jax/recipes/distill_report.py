@@ -14,11 +14,15 @@ import json
 import pathlib
 
 BASE, DISTILLED = "minilm (base)", "distilled"
+NO_FRET, SEED_POSITIVE = "no FRet", "FRet seed positive"
+# (label, model) rows of the ablation table, in Table 3's order.
+ABLATION = (("(a) no FRet", NO_FRET), ("(b) FRet, seed passage as positive", SEED_POSITIVE),
+            ("(c) FRet, re-labelled positive + LLM hard negative", DISTILLED))
 
 
-def _results(out: pathlib.Path) -> tuple[dict, dict]:
+def _results(out: pathlib.Path, stages) -> tuple[dict, dict]:
     results, models = {}, {}
-    for stage in ("eval_base", "eval_distilled"):
+    for stage in (s for s in stages if s.startswith("eval_")):
         data = json.loads((out / stage / "results.json").read_text())
         results[data["model"]] = {t: {int(d): s for d, s in by_dim.items()}
                                   for t, by_dim in data["results"].items()}
@@ -50,6 +54,29 @@ def before_after_table(results: dict, tasks: dict) -> list[str]:
             sig = "n/a" if change is None else bootstrap.significance(change)
             lines.append(f"| {task} | {metric} | {dim} | {cells[0]} | {cells[1]} | "
                          f"{100 * (new - base):+.2f}{_ci(change, signed=True)} | {sig} |")
+    return lines
+
+
+def ablation_table(results: dict, tasks: dict) -> list[str]:
+    """Table 3 at our scale: each variant's main score [95% CI], and (c) minus (a) and
+    (c) minus (b) with paired intervals; within-noise changes are labelled so."""
+    from gecko_jax.evaluation import bootstrap, intervals
+
+    lines = ["| task | dim | " + " | ".join(label for label, _ in ABLATION)
+             + " | (c) - (a) | (c) - (b) |", "|---|---:|" + "---:|" * (len(ABLATION) + 2)]
+    for task, info in tasks.items():
+        metric, kind = info["main_score"], info["type"]
+        dims = sorted({int(d) for m in results.values() for d in m.get(task, {})}, reverse=True)
+        for dim in dims:
+            rows = {m: results[m][task][dim] for _, m in ABLATION}
+            cells = [f"{100 * rows[m][metric]:.2f}" + _ci(intervals.score_interval(
+                kind, metric, rows[m])) for _, m in ABLATION]
+            for other in (NO_FRET, SEED_POSITIVE):
+                change = intervals.change_interval(kind, metric, rows[other], rows[DISTILLED])
+                delta = rows[DISTILLED][metric] - rows[other][metric]
+                sig = "" if change is None else f" ({bootstrap.significance(change)})"
+                cells.append(f"{100 * delta:+.2f}{_ci(change, signed=True)}{sig}")
+            lines.append(f"| {task} | {dim} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -116,7 +143,7 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     from gecko_jax.evaluation import intervals, report
     from gecko_jax.evaluation.local_tasks import get_task
 
-    results, models = _results(out)
+    results, models = _results(out, markers)
     tasks = {}
     for name in cfg.tasks:
         t = get_task(name)
@@ -163,6 +190,14 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
               "the change's interval is a paired bootstrap on the same resamples. "
               "\"not significant\": the change's interval contains 0 (within noise).", ""]
     lines += before_after_table(results, tasks)
+    if NO_FRET in results and SEED_POSITIVE in results:
+        lines += ["", "## Ablation: what FRet's re-labelling adds (the paper's Table 3 "
+                  "direction)", "",
+                  "Three fine-tuning runs from the same pre-finetuned model, mixture and "
+                  "steps, differing only in the FRet task: (a) left out, (b) the seed "
+                  "passage as positive and no hard negative, (c) the default: the "
+                  "re-labelled positive and the LLM-mined hard negative.", ""]
+        lines += ablation_table(results, tasks)
     lines += ["", "Full metrics: [eval/report.md](eval/report.md). Distilled model: `model/` "
               "(`gecko embed --model model`, sentence-transformers).", "",
               "![scores by task](eval/scores_by_task.png)", "",

@@ -122,3 +122,34 @@ def test_cli_registers_distill():
     assert (cfg.prefinetune_steps, cfg.finetune_steps, cfg.eval_limit, cfg.dims) == \
         (5, 5, None, (384, 128))
     assert pathlib.Path(args.output).name == "x"
+
+
+def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_path):
+    """--ablation on a finished default run: the five stages are reused, (a) no-FRet and
+    (b) seed-positive fine-tunes run, and the report holds the Table 3 comparison."""
+    import shutil
+
+    out, first = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = distill.DistillConfig(**{**TINY.__dict__, "ablation": True})
+    result = distill.distill(copy, cfg, progress=False)
+    assert result["ran"] == list(distill.ABLATION_STAGES)
+    assert set(result["results"]) == {"minilm (base)", "distilled", "no FRet",
+                                      "FRet seed positive"}
+    ft = {s: json.loads((copy / s / runner.MARKER).read_text())["summary"]
+          for s in ("finetune", "finetune_no_fret", "finetune_seed_positive")}
+    assert ft["finetune_no_fret"]["fret_records"] == 0
+    assert ft["finetune_seed_positive"]["fret_records"] == ft["finetune"]["fret_records"] >= 1
+    # (b)'s records: the seed passage itself as positive, no hard negative.
+    corpus = {json.loads(line)["id"]: json.loads(line)
+              for line in (copy / "fret" / "corpus.jsonl").read_text().splitlines()}
+    for line in (copy / "finetune_seed_positive" / "seed_positive.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["positive"]["text"] == corpus[rec["seed_passage_id"]]["text"]
+        assert rec["negative"] is None
+    text = result["report"].read_text()
+    table = text.split("## Ablation")[1].split("Full metrics")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
+    assert len(rows) == len(distill.TASKS) * 2
+    assert all(line.count("significant") == 2 for line in rows)
