@@ -136,3 +136,27 @@ def embed_fn(model: LLMEncoder):
         return nnx.merge(graphdef, state)(ids, mask)
 
     return lambda ids, mask: run(state, ids, mask)
+
+
+def encode_texts(model: LLMEncoder, tokenizer, texts: Sequence[str], max_length: int,
+                 batch_size: int = 8):
+    """Unit embeddings [n, e] (numpy float32) of already-formatted texts, in order.
+
+    Texts are sorted by length and padded to the tokenizer's length buckets, so a
+    few shapes compile; rows are padded to `batch_size`.
+    """
+    import numpy as np
+
+    from gecko_jax.tokenization import bucket_length, pad_batch
+
+    run = embed_fn(model)
+    ids = tokenizer.encode(list(texts), max_length)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), model.embedding_dim), np.float32)
+    for start in range(0, len(ids), batch_size):
+        rows = order[start:start + batch_size]
+        length = bucket_length(max(len(ids[i]) for i in rows), max_length)
+        batch = [ids[i] for i in rows] + [[tokenizer.pad_id]] * (batch_size - len(rows))
+        b_ids, b_mask = pad_batch(batch, length, tokenizer.pad_id)
+        out[rows] = np.asarray(run(jnp.asarray(b_ids), jnp.asarray(b_mask)))[:len(rows)]
+    return out

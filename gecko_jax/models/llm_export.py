@@ -96,6 +96,9 @@ def hf_text_config(cfg: dec.DecoderConfig) -> dict:
     d = cfg.to_hf_dict()
     d.pop("torch_dtype", None)
     d["dtype"] = "float32"
+    q = d.get("query_pre_attn_scalar")
+    if isinstance(q, float) and q.is_integer():  # GGUF stores it as a float; transformers wants int
+        d["query_pre_attn_scalar"] = int(q)
     if cfg.is_gemma:
         # transformers >= 4.57: with this flag the mask is bidirectional, and local
         # layers see |i - j| < sliding_window // 2 + 1 (decoder.bidirectional_window).

@@ -63,10 +63,24 @@ def random_llm_model(config: dict = gin.REQUIRED, source: str | os.PathLike = gi
     from gecko_jax.models.llm_encoder import LLMEncoder
     from gecko_jax.models.llm_export import embedder_tokenizer
 
-    _, _, lm_tok = load_decoder(source)
+    lm_tok = _tokenizer_only(source) or load_decoder(source)[2]
     cfg = DecoderConfig(**{"vocab_size": lm_tok.vocab_size, **dict(config)})
     with nnx.use_eager_sharding(False):
         backbone = Decoder(cfg, causal=False, rngs=nnx.Rngs(seed))
         model = LLMEncoder(backbone, pooling=pooling, dense_dims=dense_dims,
                            rngs=nnx.Rngs(seed + 1))
     return model, embedder_tokenizer(lm_tok)
+
+
+def _tokenizer_only(source):
+    """The LM tokenizer of an HF folder or an already-converted GGUF, without its weights."""
+    import json
+
+    from gecko_jax.llm.loading import gguf_cache_folder, resolve
+    from gecko_jax.llm.tokenizer import LMTokenizer
+
+    path = resolve(source)
+    folder = path if path.is_dir() else gguf_cache_folder(path)
+    if not (folder / "tokenizer.json").is_file() or not (folder / "config.json").is_file():
+        return None
+    return LMTokenizer.from_folder(folder, json.loads((folder / "config.json").read_text()))

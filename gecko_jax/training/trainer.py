@@ -438,13 +438,19 @@ def train(
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": last}
     if export and jax.process_index() == 0:
+        from gecko_jax.models.llm_encoder import LLMEncoder
         from gecko_jax.models.weights import export_dual_encoder
 
-        # Inference length: the model's own limit (training lengths are often shorter).
-        max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
-        summary["export"] = str(export_dual_encoder(trainer.updated_model(), tokenizer,
-                                                    model_dir / EXPORT_DIR, prompt_format="gecko",
-                                                    max_length=max_len))
+        export_fn = export_dual_encoder
+        if isinstance(model, LLMEncoder):  # EmbeddingGemma's sentence-transformers layout
+            from gecko_jax.models.llm_export import export_llm_encoder as export_fn
+            max_len = export_max_length or min(2048, model.config.max_position_embeddings)
+        else:
+            # Inference length: the model's own limit (training lengths are often shorter).
+            max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
+        summary["export"] = str(export_fn(trainer.updated_model(), tokenizer,
+                                          model_dir / EXPORT_DIR, prompt_format="gecko",
+                                          max_length=max_len))
     if jax.process_index() == 0:
         (model_dir / "train_summary.json").write_text(json.dumps(
             {k: v for k, v in summary.items() if k != "losses"}, indent=2) + "\n")
