@@ -189,6 +189,17 @@ def _read_json(path: pathlib.Path) -> dict:
         raise GeckoError(f"{path}: not valid JSON ({err})") from None
 
 
+def is_llm_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a decoder-LLM tower (Gemma-3 / Llama config.json)."""
+    path = pathlib.Path(folder) / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("model_type") in ("gemma3_text", "llama")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def load_llm_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     """An exported LLM embedder folder -> (LLMEncoder, Tokenizer, gecko_config dict)."""
     from safetensors.numpy import load_file

@@ -140,3 +140,15 @@ def test_export_loads_back(exported, bbc_articles):
     texts = [format_document(t) for t in _texts(bbc_articles, 2)]
     np.testing.assert_array_equal(llm_encoder.encode_texts(back, tok2, texts, 256),
                                   llm_encoder.encode_texts(model, tokenizer, texts, 256))
+
+
+def test_encoder_loads_llm_export(tiny_exported, bbc_articles):
+    """gecko_jax.encode.Encoder (gecko embed / eval / demo) reads the exported LLM folder."""
+    from gecko_jax.encode import Encoder
+
+    model, tokenizer, folder = tiny_exported
+    enc = Encoder.from_pretrained(folder, batch_size=4)
+    assert enc.meta.prompt_format == "gecko" and enc.embedding_dim == 32
+    texts = [a.body[:300] for a in bbc_articles[:5]]
+    want = llm_encoder.encode_texts(model, tokenizer, [format_document(t) for t in texts], 256)
+    np.testing.assert_allclose(enc.encode_documents(texts), want, atol=1e-5, rtol=0)
