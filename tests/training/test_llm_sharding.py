@@ -67,3 +67,21 @@ def test_llm_tower_sharded_step_matches_single_device(gemma_examples):
     assert tuple(w_up.sharding.spec)[1:] == ("fsdp", "model")
     dense = tr.state["params"]["dense/0/kernel"]
     assert tuple(dense.sharding.spec) == ("fsdp", "model")
+
+
+@pytest.mark.parametrize("gin_file,source,width", [("gemma3_270m.gin", "gemma3", 640),
+                                                   ("smollm2_135m.gin", "smollm2", 576)])
+def test_model_gin_files_parse(gin_file, source, width):
+    """The LLM model files combine with the run files; MRL dims fit the tower's width."""
+    import gin
+
+    from gecko_jax.commands.train import parse_gin
+
+    parse_gin([f"gin_configs/models/{gin_file}", "gin_configs/runs/finetune.gin"],
+              ["TRAIN_FILES = ['x.jsonl']", "BATCH_SIZE = 8", "TRAIN_STEPS = 1"])
+    assert gin.query_parameter("train.model_fn").selector == "llm_model"
+    assert gin.query_parameter("llm_model.source") == source
+    dims = gin.query_parameter("llm_model.dense_dims")
+    out = dims[-1] if dims else width
+    assert out == width and max(gin.query_parameter("LossConfig.mrl_dims")) == out
+    gin.clear_config()
