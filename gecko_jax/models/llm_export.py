@@ -25,6 +25,7 @@ import os
 import pathlib
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -119,10 +120,7 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    params = model.backbone.params()
-    state = dec.params_to_hf(cfg, {k: (jax_to_np(v) if k != "layers" else
-                                       {n: jax_to_np(a) for n, a in v.items()})
-                                   for k, v in params.items()})
+    state = dec.params_to_hf(cfg, jax.tree.map(_to_numpy, model.backbone.params()))
     # The bare text model's names (Gemma3TextModel / LlamaModel): no "model." prefix.
     state = {k.removeprefix("model."): np.ascontiguousarray(v, np.float32)
              for k, v in state.items() if k != "lm_head.weight"}
@@ -143,7 +141,7 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
     for layer in model.dense:
         i = len(modules)
         path = f"{i}_Dense"
-        kernel = jax_to_np(layer.kernel.get_value())  # [in, out]
+        kernel = _to_numpy(layer.kernel.get_value())  # [in, out]
         modules.append({"idx": i, "name": str(i), "path": path,
                         "type": "sentence_transformers.models.Dense"})
         _write_json(tmp / path / "config.json", {
@@ -177,7 +175,7 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
     return folder
 
 
-def jax_to_np(x) -> np.ndarray:
+def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, np.float32)
 
 

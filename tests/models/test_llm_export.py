@@ -128,6 +128,7 @@ def test_sentence_transformers_agrees_few_texts(exported, st_model, bbc_articles
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~10 CPU minutes (two 270M models over ~40k tokens)
 def test_sentence_transformers_agrees_100_texts(exported, st_model, bbc_articles):
     _check_agreement(exported, st_model, _texts(bbc_articles, 100))
 
