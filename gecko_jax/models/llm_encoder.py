@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gecko_jax.models.decoder import Decoder, DecoderConfig, mean_pool
-from gecko_jax.models.dual_encoder import l2_normalize
+from gecko_jax.models.decoder import Decoder, DecoderConfig
+from gecko_jax.models.dual_encoder import l2_normalize, mean_pool
 
 POOLINGS = ("mean", "last")
 

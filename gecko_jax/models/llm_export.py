@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gecko_jax import unified_format
 from gecko_jax.errors import GeckoError
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
@@ -111,7 +112,7 @@ def hf_text_config(cfg: dec.DecoderConfig) -> dict:
 
 def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
                        prompt_format: str = "gecko", max_length: int = 2048,
-                       default_task: str = "search result") -> pathlib.Path:
+                       default_task: str = unified_format.DEFAULT_TASK) -> pathlib.Path:
     """Writes the EmbeddingGemma sentence-transformers layout (see the module doc)."""
     from safetensors.numpy import save_file
 
@@ -157,9 +158,8 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
     _write_json(tmp / "modules.json", modules)
     _write_json(tmp / "sentence_bert_config.json",
                 {"max_seq_length": max_length, "do_lower_case": False})
-    from gecko_jax.encode import document_prefix, query_prefix  # the Gecko templates
-
-    prompts = ({"query": query_prefix(default_task), "document": document_prefix(None)}
+    prompts = ({"query": unified_format.query_prefix(default_task),
+                "document": unified_format.document_prefix(None)}
                if prompt_format == "gecko" else {})
     _write_json(tmp / "config_sentence_transformers.json", {
         "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
@@ -167,8 +167,8 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
         "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
         "embedding_dim": model.embedding_dim, "tower": "llm", "architecture": cfg.architecture,
         "bidirectional": True, "pooling": model.pooling,
-        "query_template": "task: {task} | query: {text}",
-        "document_template": "title: {title} | text: {text}"})
+        "query_template": unified_format.QUERY_TEMPLATE,
+        "document_template": unified_format.DOCUMENT_TEMPLATE})
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from gecko_jax.encode import format_document
+from gecko_jax.unified_format import format_document
 from gecko_jax.models import llm_encoder, llm_export
 from gecko_jax.training import llm_tower
 

@@ -75,7 +75,7 @@ def test_model_gin_files_parse(gin_file, source, width):
     """The LLM model files combine with the run files; MRL dims fit the tower's width."""
     import gin
 
-    from gecko_jax.commands.train import parse_gin
+    from gecko_jax.training.trainer import parse_gin
 
     parse_gin([f"gin_configs/models/{gin_file}", "gin_configs/runs/finetune.gin"],
               ["TRAIN_FILES = ['x.jsonl']", "BATCH_SIZE = 8", "TRAIN_STEPS = 1"])

@@ -86,7 +86,7 @@ def test_mismatched_folder_refused_naming_the_parameter(two_runs, tmp_path, caps
 
 def test_soup_of_run_checkpoints(tmp_path, wiki_jsonl):
     """A real 2-step run; soup(ckpt 2) is the run's final export, soup(1, 2) their mean."""
-    from gecko_jax.commands.train import parse_gin
+    from gecko_jax.training.trainer import parse_gin
 
     bert = "{" + ", ".join(f"'{k}': {v}" for k, v in TINY_BERT.items()) + "}"
     parse_gin(["gin_configs/runs/finetune.gin"], [
