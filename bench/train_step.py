@@ -8,6 +8,13 @@ Each side runs in its own subprocess so its peak RSS is its own.
 
     python bench/train_step.py            # full: batch 32, q64 / d256, 3 timed steps, 2 rounds
     python bench/train_step.py --quick    # batch 8, q32 / d128, 2 timed steps (< 1 min)
+    python bench/train_step.py --quick --student gemma3
+
+`--student gemma3`: the shipped Gemma-3-270M as a bidirectional tower with
+EmbeddingGemma's dense head (640 -> 2560 -> 640), exported once in EmbeddingGemma's
+sentence-transformers layout; ours trains that folder with the Gecko trainer,
+sentence-transformers trains `SentenceTransformer(folder)` (Gemma3TextModel with
+use_bidirectional_attention) on the same batch.
 
 Last line: `ratio <ours examples/s / theirs examples/s>`.
 """
@@ -51,7 +58,12 @@ def run_ours(args) -> dict:
     from gecko_jax.training import optimizers, partitioning, trainer
 
     queries, positives, negatives = _batch(args)
-    model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
+    if args.student == "gemma3":
+        from gecko_jax.training import llm_tower
+
+        model, tok = llm_tower.llm_model(source=args.folder, dense_dims=GEMMA_DENSE)
+    else:
+        model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
     sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
     opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
@@ -85,7 +97,8 @@ def run_theirs(args) -> dict:
 
     torch.manual_seed(0)
     queries, positives, negatives = _batch(args)
-    model = SentenceTransformer(str(assets.minilm_dir()), device="cpu")
+    folder = args.folder if args.student == "gemma3" else assets.minilm_dir()
+    model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": torch.float32})
     model.train()
     loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
@@ -119,7 +132,22 @@ def run_theirs(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
+GEMMA_DENSE = (2560, 640)
+STUDENTS = {"minilm": "MiniLM-L6", "gemma3": "Gemma-3-270M bidirectional + dense 640-2560-640"}
+
+
+def export_student(args) -> None:
+    """The initial Gemma-3 embedder, exported once; both sides train this folder."""
+    from gecko_jax.models.llm_export import export_llm_encoder
+    from gecko_jax.training import llm_tower
+
+    model, tok = llm_tower.llm_model(source="gemma3", dense_dims=GEMMA_DENSE, seed=0)
+    export_llm_encoder(model, tok, args.folder, max_length=max(args.doc_len, args.query_len))
+
+
 def _side(args) -> None:
+    if args.side == "export":
+        return export_student(args)
     out = run_ours(args) if args.side == "ours" else run_theirs(args)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out["peak_rss_mib"] = usage.ru_maxrss / 1024
@@ -138,7 +166,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None,
                    help="alternate ours/theirs subprocesses this many times; best step wins")
-    p.add_argument("--side", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    p.add_argument("--student", choices=("minilm", "gemma3"), default="minilm",
+                   help="the tower both sides train (default: all-MiniLM-L6-v2)")
+    p.add_argument("--side", choices=("ours", "theirs", "export"), help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
     q = args.quick
     args.batch = args.batch or (8 if q else 32)
@@ -155,12 +186,23 @@ def main() -> None:
                                 if "force_host_platform_device_count" not in f)
     # Rounds alternate the two sides, and each side keeps its fastest round, so that
     # load from other processes on a shared machine cannot favour either side.
+    common = ["--batch", str(args.batch), "--query-len", str(args.query_len),
+              "--doc-len", str(args.doc_len), "--steps", str(args.steps),
+              "--student", args.student]
+    tmp = None
+    if args.student == "gemma3":
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench_gemma_")
+        common += ["--folder", os.path.join(tmp.name, "student")]
+        proc = subprocess.run([sys.executable, __file__, "--side", "export"] + common,
+                              capture_output=True, text=True, env=env)
+        if proc.returncode:
+            sys.exit(f"export failed:\n{proc.stderr[-3000:]}")
     results = {}
     for _ in range(args.rounds):
         for side in ("ours", "theirs"):
-            cmd = [sys.executable, __file__, "--side", side, "--batch", str(args.batch),
-                   "--query-len", str(args.query_len), "--doc-len", str(args.doc_len),
-                   "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--side", side] + common
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
@@ -169,7 +211,7 @@ def main() -> None:
             if side not in results or result["step_s"] < results[side]["step_s"]:
                 results[side] = result
     print(f"batch {args.batch}, query {args.query_len} / doc {args.doc_len} tokens, "
-          f"1 hard negative, AdamW, MiniLM-L6 (median of {args.steps} steps, "
+          f"1 hard negative, AdamW, {STUDENTS[args.student]} (median of {args.steps} steps, "
           f"best of {args.rounds} alternating rounds)")
     for side, name in (("ours", "gecko_jax (jit)"), ("theirs", "sentence-transformers MNRL")):
         r = results[side]

@@ -17,6 +17,7 @@ COMMANDS = {
     "llm": "llm",
     "fret": "fret",
     "distill": "distill",
+    "soup": "soup",
 }
 
 

@@ -134,8 +134,12 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, dtype=jnp.float32, **kwargs) -> "Encoder":
-        from gecko_jax.models.weights import load_dual_encoder
+        from gecko_jax.models.llm_export import is_llm_folder, load_llm_encoder
+        from gecko_jax.models.weights import load_dual_encoder, read_meta
 
+        if is_llm_folder(folder):  # a decoder-LLM tower (models/llm_export.py)
+            model, tokenizer, _ = load_llm_encoder(folder, dtype=dtype)
+            return cls(model, tokenizer, read_meta(pathlib.Path(folder)), **kwargs)
         model, tokenizer, meta = load_dual_encoder(folder, dtype=dtype)
         return cls(model, tokenizer, meta, **kwargs)
 

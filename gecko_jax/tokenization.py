@@ -92,17 +92,24 @@ class Tokenizer:
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids with special tokens, each cut to max_length (the final [SEP] kept)."""
         encodings = self.backend.encode_batch(list(texts))
-        out, cut = [], 0
+        out, cut, special = [], 0, None
         for enc in encodings:
             ids = enc.ids
             if len(ids) > max_length:
                 cut += 1
-                ids = ids[:max_length - 1] + ids[-1:]  # keep the closing special token
+                special = self._special_ids() if special is None else special
+                # Keep a closing special token ([SEP]); texts without one (decoder
+                # LLM tokenizers) are cut at the end, as transformers truncates.
+                ids = (ids[:max_length - 1] + ids[-1:] if ids[-1] in special
+                       else ids[:max_length])
             out.append(ids)
         if cut:
             self.truncated_count += cut
             log.info("truncated %d of %d texts to %d tokens", cut, len(texts), max_length)
         return out
+
+    def _special_ids(self) -> set[int]:
+        return {i for i, tok in self.backend.get_added_tokens_decoder().items() if tok.special}
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes tokenizer.json (+ the vocab/config files that transformers reads)."""

@@ -193,15 +193,28 @@ def attention_mask(q_pos_bt: Array, k_pos_bs: Array, k_valid_bs: Array, causal: 
                    window: Array | int | None) -> Array:
     """bool [B, T, S]: key s is visible from query t.
 
-    `window` (a traced int, or None) keeps keys with q_pos - k_pos < window (HF's
-    sliding-window convention); a very large value makes the layer global.
+    `window` (a traced int, or None) keeps keys with q_pos - k_pos < window when
+    causal (HF's sliding-window convention) and |q_pos - k_pos| < window when not
+    (a symmetric window, see `bidirectional_window`); a very large value makes the
+    layer global.
     """
     m = k_valid_bs[:, None, :]
     if causal:
         m = m & (k_pos_bs[:, None, :] <= q_pos_bt[:, :, None])
     if window is not None:
-        m = m & (q_pos_bt[:, :, None] - k_pos_bs[:, None, :] < window)
+        dist = q_pos_bt[:, :, None] - k_pos_bs[:, None, :]
+        m = m & ((dist if causal else jnp.abs(dist)) < window)
     return m
+
+
+def bidirectional_window(sliding_window: int) -> int:
+    """Half-width of a sliding-window layer without the causal mask.
+
+    transformers' Gemma-3 `use_bidirectional_attention` (EmbeddingGemma) lets a
+    local layer see keys with |i - j| < sliding_window // 2 + 1: the same number of
+    keys as the causal window, centred on the query.
+    """
+    return sliding_window // 2 + 1
 
 
 def _mlp(x: Array, p: dict, gemma: bool) -> Array:
@@ -237,7 +250,8 @@ def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: A
         q = rms_norm(q, p["q_norm"], eps, True)
         k = rms_norm(k, p["k_norm"], eps, True)
         theta = jnp.where(is_global, cfg.rope_theta, cfg.rope_local_theta)
-        window = (jnp.where(is_global, jnp.iinfo(jnp.int32).max, cfg.sliding_window)
+        local = cfg.sliding_window if causal else bidirectional_window(cfg.sliding_window or 0)
+        window = (jnp.where(is_global, jnp.iinfo(jnp.int32).max, local)
                   if cfg.sliding_window else None)
         scale = cfg.query_pre_attn_scalar ** -0.5
     else:

@@ -342,6 +342,27 @@ class Checkpointer:
         self.manager.close()
 
 
+# --------------------------------------------------------------------------- export
+def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | None = None):
+    """Writes the model folder of a trained tower (Gecko prompts recorded).
+
+    BERT towers: weights.export_dual_encoder. LLM towers: EmbeddingGemma's
+    sentence-transformers layout (models/llm_export.py).
+    """
+    from gecko_jax.models.llm_encoder import LLMEncoder
+    from gecko_jax.models.weights import export_dual_encoder
+
+    if isinstance(model, LLMEncoder):
+        from gecko_jax.models.llm_export import export_llm_encoder
+
+        max_len = max_length or min(2048, model.config.max_position_embeddings)
+        return export_llm_encoder(model, tokenizer, folder, prompt_format="gecko",
+                                  max_length=max_len)
+    # Inference length: the model's own limit (training lengths are often shorter).
+    max_len = max_length or min(512, model.backbone.cfg.max_position_embeddings)
+    return export_dual_encoder(model, tokenizer, folder, prompt_format="gecko", max_length=max_len)
+
+
 # --------------------------------------------------------------------------- the loop
 def _write_config(model_dir: pathlib.Path) -> None:
     if jax.process_index() == 0:
@@ -503,15 +524,10 @@ def train(
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": last}
     if export:
-        from gecko_jax.models.weights import export_dual_encoder
-
         exported = trainer.updated_model()      # a collective: every process gathers
     if export and jax.process_index() == 0:
-        # Inference length: the model's own limit (training lengths are often shorter).
-        max_len = export_max_length or min(512, model.backbone.cfg.max_position_embeddings)
-        summary["export"] = str(export_dual_encoder(exported, tokenizer,
-                                                    model_dir / EXPORT_DIR, prompt_format="gecko",
-                                                    max_length=max_len))
+        summary["export"] = str(export_model(exported, tokenizer, model_dir / EXPORT_DIR,
+                                             export_max_length))
     if jax.process_index() == 0:
         (model_dir / "train_summary.json").write_text(json.dumps(
             {k: v for k, v in summary.items() if k != "losses"}, indent=2) + "\n")
