@@ -339,8 +339,12 @@ class JaxEngine(LLM):
         # The shared leading block (the few-shot prompt) must end before every row's last
         # token, whose hidden state gives the first new token.
         shared = min(_common_prefix_len(rows), int(lengths.min()) - 1)
-        kv = (self._shared_kv(rows[0][:shared])
-              if self.generate_prefix_reuse and shared >= self.min_shared else None)
+        kv = None
+        if self.generate_prefix_reuse and shared >= self.min_shared:
+            # One prompt alone has nothing to share: only a block cached earlier is used.
+            # A retry's common prefix may run a few tokens past the cached few-shot block
+            # a cached block covering half of it is used.
+            kv = self._shared_kv(rows[0][:shared], create=n > 1, slack=shared // 2)
         if kv is not None:
             n_shared, sk, sv = kv
             rest = [r[n_shared:] for r in rows]
@@ -415,18 +419,21 @@ class JaxEngine(LLM):
                 hi = mid
         return ids[:lo]
 
-    def _shared_kv(self, ids):
+    def _shared_kv(self, ids, create: bool = True, slack: int = 0):
         """(n, k, v): the KV cache [L, 1, S, K, hd] of the first n tokens of `ids`.
 
-        The longest cached block that is a prefix of `ids` and covers at least 3/4 of it
-        is reused; otherwise all of `ids` is prefilled now and cached (LRU of 8).
+        The longest cached block that is a prefix of `ids` and leaves at most `slack` of
+        its tokens uncovered is reused; otherwise all of `ids` is prefilled now and
+        cached (LRU of 8), or None is returned when `create` is False.
         """
         ids = tuple(ids)
         best = None
         for key in self._shared_lru:
-            if (len(key) <= len(ids) and 4 * len(key) >= 3 * len(ids)
+            if (len(key) <= len(ids) and len(key) + slack >= len(ids)
                     and (best is None or len(key) > len(best)) and ids[:len(key)] == key):
                 best = key
+        if best is None and not create:
+            return None
         if best is None:
             x = _pad_rows([list(ids)], bucket(len(ids)), self.tokenizer.pad_id)
             self._shared_lru[ids] = self._prefill_shared(self.params, jnp.asarray(x))
@@ -451,10 +458,29 @@ class JaxEngine(LLM):
         return self.score_ids(p_ids, c_ids, per_token=per_token, reuse_prefix=reuse_prefix)
 
     def score_ids(self, prefix_ids, cont_ids, per_token=False, reuse_prefix=True):
-        """Like `score`, on token ids (each prefix must hold at least one token)."""
+        """Like `score`, on token ids (each prefix must hold at least one token).
+
+        Pairs with the same prefix and one-token continuations (relevance
+        classification's " yes" / " no") run as one row that reads every label's
+        log-prob at the same position.
+        """
         if any(len(p) == 0 for p in prefix_ids):
             raise ValueError("empty prefix: the first token has no context to be scored in")
-        full = [list(p) + list(c) for p, c in zip(prefix_ids, cont_ids)]
+        # Units of work: (row tokens, prediction positions, targets, pair indices).
+        units, merged = [], {}
+        for i, (p, c) in enumerate(zip(prefix_ids, cont_ids)):
+            p, c = list(p), list(c)
+            if len(c) == 1 and reuse_prefix:
+                key = tuple(p)
+                if key in merged:
+                    u = units[merged[key]]
+                    u[1].append(len(p) - 1)
+                    u[2].append(c[0])
+                    u[3].append(i)
+                    continue
+                merged[key] = len(units)
+            units.append((p + c, [len(p) - 1 + j for j in range(len(c))], c, [i]))
+        full = [u[0] for u in units]
         order = sorted(range(len(full)), key=lambda i: full[i])
         # Sorted rows that share >= min_shared leading tokens form a group; groups of one
         # are pooled into plain batches.
@@ -476,51 +502,50 @@ class JaxEngine(LLM):
         batches = [g[k:k + self.max_batch] for g in groups
                    for k in range(0, len(g), self.max_batch)]
         batches += [singles[k:k + self.max_batch] for k in range(0, len(singles), self.max_batch)]
-        out: list = [None] * len(full)
+        out: list = [None] * len(prefix_ids)
         for idx in batches:
-            res = self._score_batch([full[i] for i in idx], [len(prefix_ids[i]) for i in idx],
-                                    [len(cont_ids[i]) for i in idx], reuse_prefix)
-            for i, r in zip(idx, res):
-                out[i] = r if per_token else float(np.sum(r, dtype=np.float64))
+            res = self._score_batch([units[u][0] for u in idx], [units[u][1] for u in idx],
+                                    [units[u][2] for u in idx], reuse_prefix)
+            for u, r in zip(idx, res):
+                pairs = units[u][3]
+                parts = [r] if len(pairs) == 1 else [r[k:k + 1] for k in range(len(pairs))]
+                for i, part in zip(pairs, parts):
+                    out[i] = part if per_token else float(np.sum(part, dtype=np.float64))
         return out
 
-    def _score_batch(self, rows, plens, clens, reuse_prefix):
+    def _score_batch(self, rows, preds, targets, reuse_prefix):
+        """log p(target) [per row: len(preds[i])] at the given positions of each row."""
         n = len(rows)
         b = batch_bucket(n, self.max_batch)
         rows = rows + [rows[0]] * (b - n)
-        plens = list(plens) + [plens[0]] * (b - n)
-        clens = list(clens) + [clens[0]] * (b - n)
+        preds = list(preds) + [preds[0]] * (b - n)
+        targets = list(targets) + [targets[0]] * (b - n)
         shared = _common_prefix_len(rows) if reuse_prefix else 0
-        # The shared block must end before every row's last prefix token, which predicts
-        # the first continuation token (its hidden state must be computed here).
-        shared = min(shared, min(plens) - 1)
-        c = bucket(max(max(clens), 1))
-        j = np.arange(c)
+        # The shared block must end before every row's first prediction position (its
+        # hidden state must be computed here).
+        shared = min(shared, min(p[0] for p in preds))
+        c = bucket(max(len(p) for p in preds))
         pad = self.tokenizer.pad_id
+        pred = _pad_rows(preds, c, 0)
+        tgt = _pad_rows(targets, c, 0)
         if shared >= self.min_shared:
             shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
-            kv = (k_shared, v_shared)
             rest = [r[shared:] for r in rows]
             t = bucket(max(len(r) for r in rest))
-            pred = np.minimum(np.array(plens)[:, None] - shared - 1 + j, t - 1)
-            tgt_pos = np.minimum(pred + 1, t - 1)
-            ids = _pad_rows(rest, t, pad)
-            tgt = np.take_along_axis(ids, tgt_pos, axis=1)
-            lp = self._score_extend(self.params, kv[0], kv[1], jnp.int32(shared),
-                                    jnp.asarray(ids), jnp.asarray(pred, jnp.int32),
-                                    jnp.asarray(tgt))
+            pred = np.clip(pred - shared, 0, t - 1)
+            lp = self._score_extend(self.params, k_shared, v_shared, jnp.int32(shared),
+                                    jnp.asarray(_pad_rows(rest, t, pad)),
+                                    jnp.asarray(pred, jnp.int32), jnp.asarray(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = bucket(max(len(r) for r in rows))
-            pred = np.minimum(np.array(plens)[:, None] - 1 + j, t - 1)
-            ids = _pad_rows(rows, t, pad)
-            tgt = np.take_along_axis(ids, np.minimum(pred + 1, t - 1), axis=1)
             lens = np.array([len(r) for r in rows], np.int32)
-            lp = self._score_full(self.params, jnp.asarray(ids), jnp.asarray(lens),
-                                  jnp.asarray(pred, jnp.int32), jnp.asarray(tgt))
+            lp = self._score_full(self.params, jnp.asarray(_pad_rows(rows, t, pad)),
+                                  jnp.asarray(lens), jnp.asarray(np.minimum(pred, t - 1), jnp.int32),
+                                  jnp.asarray(tgt))
             self.stats["full_tokens"] += sum(len(r) for r in rows[:n])
         lp = np.asarray(lp)
-        return [lp[i, :clens[i]].astype(np.float64) for i in range(n)]
+        return [lp[i, :len(preds[i])].astype(np.float64) for i in range(n)]
 
 
 def _common_prefix_len(rows: list[list[int]]) -> int:

@@ -68,3 +68,22 @@ def test_sampling_with_reuse_is_seeded_and_batch_independent(smollm2_engine):
     a = eng.generate(PROMPTS, **kw)
     assert eng.generate(PROMPTS, **kw) == a
     assert eng.generate(PROMPTS[:1], **kw)[0] == a[0]
+
+
+def test_one_token_labels_of_one_prefix_share_a_row(smollm2_engine):
+    """Relevance classification scores " yes" and " no" after the same prompt: the pairs
+    run as one row (fewer tokens computed) with the log-probs of separate rows."""
+    import numpy as np
+
+    eng = smollm2_engine
+    prefixes = [FEW_SHOT + "Query: " + q + "\nPassage: " + p + "\nRelevant:"
+                for q, p in (("eiffel tower", PASSAGES[0]), ("bee dance", PASSAGES[1]))]
+    pre, conts = prefixes + prefixes, [" yes", " yes", " no", " no"]
+    t0 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    merged = eng.score(pre, conts)
+    t1 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    plain = eng.score(pre, conts, reuse_prefix=False)
+    t2 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    np.testing.assert_allclose(merged, plain, atol=1e-4, rtol=0)
+    assert t1 - t0 < (t2 - t1) / 2  # 2 rows after the cached block vs 4 whole rows
+    assert merged[0] != merged[2]
