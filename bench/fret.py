@@ -9,7 +9,9 @@ The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
 Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
 16. Each side first runs its first shard once (JAX compiles its shapes; llama.cpp
 loads), then the timed run writes into a fresh folder; passages/min is the run's own
-figure (corpus embedding + stage 1 + stage 2 + writing, model loading excluded).
+figure (corpus embedding + stage 1 + stage 2 + writing, model loading excluded); also
+passages per CPU-minute (this process, plus the llama.cpp server's), which other load
+on a shared machine disturbs less.
 Sides: `jax` (this engine), `jax-before` (the engine with the generation speed-ups of
 issue 17 switched off: no few-shot prefix reuse in generation, finished rows kept in
 the batch; --no-before skips it), `llama.cpp` (llama-cpp-python's OpenAI-compatible
@@ -25,6 +27,7 @@ import contextlib
 import os
 import pathlib
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -64,20 +67,37 @@ def fret_config(teacher: str, limit: int):
                       relabel=RelabelConfig(num_neighbors=4))
 
 
-def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path) -> dict:
+def cpu_seconds(server_pid: int | None = None) -> float:
+    """CPU time of this process (all threads), plus a server process's when given."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    total = u.ru_utime + u.ru_stime
+    if server_pid is not None:
+        fields = open(f"/proc/{server_pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path,
+             server_pid: int | None = None) -> dict:
+    """Warm-up on the first shard, then the timed run: passages per wall minute and per
+    CPU minute (the second is robust to other load on a shared machine)."""
     from gecko_jax.fret.pipeline import run_local
 
     t = time.perf_counter()
     run_local(fret_config(teacher_spec, 8), corpus, work / f"{name}-warm", llm=llm,
               encoder=encoder)
     warm = time.perf_counter() - t
+    cpu0 = cpu_seconds(server_pid)
     manifest = run_local(fret_config(teacher_spec, limit), corpus, work / name, llm=llm,
                          encoder=encoder)
+    cpu = cpu_seconds(server_pid) - cpu0
     ppm = manifest["timing"]["passages_per_min"]
     c = manifest["counts"]
-    print(f"  {name}: {ppm:.2f} passages/min ({c['records']} records of {c['passages']} "
-          f"passages; warm-up shard {warm:.0f}s)", file=sys.stderr, flush=True)
-    return {"ppm": ppm, "records": c["records"], "warm_s": warm}
+    ppcm = 60 * c["passages"] / cpu
+    print(f"  {name}: {ppm:.2f} passages/min, {ppcm:.2f} passages/CPU-min ({c['records']} "
+          f"records of {c['passages']} passages; warm-up shard {warm:.0f}s)", file=sys.stderr,
+          flush=True)
+    return {"ppm": ppm, "ppcm": ppcm, "records": c["records"], "warm_s": warm}
 
 
 def _free_port() -> int:
@@ -111,7 +131,7 @@ def llama_cpp_server(model: pathlib.Path, threads: int):
             if time.time() > deadline:
                 raise RuntimeError("llama.cpp server did not come up")
             time.sleep(0.3)
-        yield url
+        yield url, proc.pid
     finally:
         proc.kill()
         proc.wait()
@@ -155,15 +175,17 @@ def main(argv=None):
             else:
                 from gecko_jax.llm.openai_compat import OpenAICompatLLM
 
-                with llama_cpp_server(resolve("smollm2"), os.cpu_count() or 1) as url:
+                with llama_cpp_server(resolve("smollm2"), os.cpu_count() or 1) as (url, pid):
                     llm = OpenAICompatLLM(url)
                     results["llama.cpp"] = run_side("llama.cpp", url, llm, encoder, corpus,
-                                                    limit, work)
-    print(f"{'teacher':12s} {'passages/min':>13s} {'records':>8s}")
+                                                    limit, work, server_pid=pid)
+    print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
     for name, r in results.items():
-        print(f"{name:12s} {r['ppm']:13.2f} {r['records']:8d}")
+        print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
     if "jax-before" in results:
-        print(f"speed-up jax / jax-before: {results['jax']['ppm'] / results['jax-before']['ppm']:.2f}")
+        j, b = results["jax"], results["jax-before"]
+        print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
+              f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
     if "llama.cpp" in results:
         print(f"ratio {results['jax']['ppm'] / results['llama.cpp']['ppm']:.2f}")
     else:
