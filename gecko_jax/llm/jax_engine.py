@@ -239,17 +239,27 @@ class JaxEngine(LLM):
         (cached across calls, so retries and later shards reuse it) instead of per row.
       compact_finished: while decoding, rows that finished are dropped from the batch
         (it shrinks to the next power of two), so they stop costing compute.
+      mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
+        are placed by `AXIS_RULES` (replicated over "data"), batches split over "data"
+        (rows padded to a multiple of its size). None: one device.
     """
 
     def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
                  generate_prefix_reuse: bool = True, compact_finished: bool = True,
-                 dtype=jnp.float32, name: str = "jax"):
+                 mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
         self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
+        self.mesh = mesh
+        self._min_rows = int(mesh.shape.get("data", 1)) if mesh is not None else 1
+        if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
+            raise ValueError(f"the mesh's data axis ({self._min_rows} devices) must be a power "
+                             f"of two dividing max_batch ({max_batch})")
+        if mesh is not None:
+            self.params = shard_params(config, self.params, mesh)
         self.name = name
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
@@ -294,6 +304,17 @@ class JaxEngine(LLM):
         x = _pad_rows([list(ids)], t, self.tokenizer.pad_id)
         return np.asarray(self._logits(self.params, jnp.asarray(x)))[0, :len(ids)]
 
+    def _bucket_rows(self, n: int) -> int:
+        """Rows of a batch of n: a power of two <= max_batch, >= the data-axis size."""
+        return max(self._min_rows, batch_bucket(n, self.max_batch))
+
+    def _rows_in(self, x) -> jax.Array:
+        """A batch-leading array, split over the mesh's data axis (if any)."""
+        if self.mesh is None or "data" not in self.mesh.shape:
+            return jnp.asarray(x)
+        P = jax.sharding.PartitionSpec
+        return jax.device_put(np.asarray(x), jax.sharding.NamedSharding(self.mesh, P("data")))
+
     # ---------------------------------------------------------------- generate
 
     def generate(self, prompts, max_new_tokens=64, temperature=0.0, top_p=1.0, stop=None,
@@ -327,12 +348,12 @@ class JaxEngine(LLM):
     def _generate_batch(self, rows, row_ids, max_new, temperature, top_p, stop, key, greedy,
                         nucleus):
         n = len(rows)
-        b = batch_bucket(n, self.max_batch)
+        b = self._bucket_rows(n)
         rows = rows + [rows[0]] * (b - n)  # padding rows: discarded
         lengths = np.array([len(r) for r in rows], np.int32)
         chunk = self.decode_chunk
         steps = int(math.ceil(max_new / chunk)) * chunk
-        rid = jnp.asarray(list(row_ids) + [0] * (b - n), jnp.int32)
+        rid = self._rows_in(np.array(list(row_ids) + [0] * (b - n), np.int32))
         temp = jnp.float32(max(temperature, 1e-6))
         tp = jnp.float32(top_p)
         pad = self.tokenizer.pad_id
@@ -351,18 +372,18 @@ class JaxEngine(LLM):
             t = bucket(max(len(r) for r in rest))
             cache_size = bucket(max(sk.shape[2], n_shared + t, int(lengths.max()) + steps))
             cache, tok = self._prefill_extend(
-                self.params, sk, sv, jnp.int32(n_shared), jnp.asarray(_pad_rows(rest, t, pad)),
-                jnp.asarray(lengths), rid, key, temp, tp, cache_size=cache_size, greedy=greedy,
+                self.params, sk, sv, jnp.int32(n_shared), self._rows_in(_pad_rows(rest, t, pad)),
+                self._rows_in(lengths), rid, key, temp, tp, cache_size=cache_size, greedy=greedy,
                 nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = bucket(int(lengths.max()))
             cache_size = bucket(int(lengths.max()) + steps)
-            cache, tok = self._prefill(self.params, jnp.asarray(_pad_rows(rows, t, pad)),
-                                       jnp.asarray(lengths), rid, key, temp, tp,
+            cache, tok = self._prefill(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+                                       self._rows_in(lengths), rid, key, temp, tp,
                                        cache_size=cache_size, greedy=greedy, nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rows[:n])
-        pos = jnp.asarray(lengths)
+        pos = self._rows_in(lengths)
         stop_ids = set(self.tokenizer.stop_ids)
         # A stop string is looked for in the tokens of this chunk plus enough earlier ones
         # to hold a stop string that straddles chunks (a token is >= 1 byte of text).
@@ -394,7 +415,7 @@ class JaxEngine(LLM):
             if all(done):
                 break
             alive = [slot for slot, i in enumerate(live) if i < n and not done[i]]
-            nb = batch_bucket(len(alive), self.max_batch)
+            nb = self._bucket_rows(len(alive))
             if self.compact_finished and nb < len(live):
                 keep = alive + [alive[0]] * (nb - len(alive))
                 cache, tok, pos, rid = self._take_rows(cache, tok, pos, rid,
@@ -516,7 +537,7 @@ class JaxEngine(LLM):
     def _score_batch(self, rows, preds, targets, reuse_prefix):
         """log p(target) [per row: len(preds[i])] at the given positions of each row."""
         n = len(rows)
-        b = batch_bucket(n, self.max_batch)
+        b = self._bucket_rows(n)
         rows = rows + [rows[0]] * (b - n)
         preds = list(preds) + [preds[0]] * (b - n)
         targets = list(targets) + [targets[0]] * (b - n)
@@ -534,15 +555,16 @@ class JaxEngine(LLM):
             t = bucket(max(len(r) for r in rest))
             pred = np.clip(pred - shared, 0, t - 1)
             lp = self._score_extend(self.params, k_shared, v_shared, jnp.int32(shared),
-                                    jnp.asarray(_pad_rows(rest, t, pad)),
-                                    jnp.asarray(pred, jnp.int32), jnp.asarray(tgt))
+                                    self._rows_in(_pad_rows(rest, t, pad)),
+                                    self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = bucket(max(len(r) for r in rows))
             lens = np.array([len(r) for r in rows], np.int32)
-            lp = self._score_full(self.params, jnp.asarray(_pad_rows(rows, t, pad)),
-                                  jnp.asarray(lens), jnp.asarray(np.minimum(pred, t - 1), jnp.int32),
-                                  jnp.asarray(tgt))
+            lp = self._score_full(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+                                  self._rows_in(lens),
+                                  self._rows_in(np.minimum(pred, t - 1).astype(np.int32)),
+                                  self._rows_in(tgt))
             self.stats["full_tokens"] += sum(len(r) for r in rows[:n])
         lp = np.asarray(lp)
         return [lp[i, :len(preds[i])].astype(np.float64) for i in range(n)]
