@@ -14,7 +14,10 @@ passages per CPU-minute (this process, plus the llama.cpp server's), which other
 on a shared machine disturbs less.
 Sides: `jax` (this engine), `jax-before` (the engine with the generation speed-ups of
 issue 17 switched off: no few-shot prefix reuse in generation, finished rows kept in
-the batch; --no-before skips it), `llama.cpp` (llama-cpp-python's OpenAI-compatible
+the batch; scoring's shared yes/no row stays on; --no-before skips it; for the whole
+previous engine run this script against the previous commit's tree:
+`git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
+--quick --no-before`), `llama.cpp` (llama-cpp-python's OpenAI-compatible
 server on 127.0.0.1, skipped with a message when it is not installed: bash
 scripts/build_llama_cpp.sh). The last line is `ratio <jax / llama.cpp passages/min>`
 (`ratio n/a` without llama.cpp).
