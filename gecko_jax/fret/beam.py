@@ -1,15 +1,19 @@
 """The FRet stages as an Apache Beam pipeline (DirectRunner here; Dataflow, Flink or
 Spark unchanged through `--runner` and their usual pipeline options).
 
-    shards (fixed composition) -> Reshuffle -> ParDo(FRetShardFn) -> written shard ids
+    corpus chunks -> Reshuffle -> ParDo(EmbedChunkFn) -> embedded chunk ids --+ (side input)
+    shards (fixed composition) -> Reshuffle -> ParDo(FRetShardFn) <----------+ -> shard ids
 
-`FRetShardFn.setup` loads the teacher, the initial embedder, the corpus and its
-vectors once per worker; `process` runs `pipeline.ShardWorker.process_shard`,
-the same function the local runner calls, and writes the shard atomically (a
-retried bundle rewrites identical files, so retries are harmless). The driver
-does the preparation and the finishing (`pipeline.prepare_run` / `finalize`):
-identity check, corpus vectors, manifest. Shards already done are skipped, so a
-Beam run resumes like a local one, and the records equal the local runner's.
+`EmbedChunkFn` embeds fixed chunks of corpus rows (one encoder per worker) into
+chunk files; the side input makes the shard stage wait for them. A worker loads the
+teacher, the embedder and the assembled corpus vectors once; `process` runs
+`pipeline.ShardWorker.process_shard`, the same function the local runner calls,
+and writes the shard atomically (a retried bundle rewrites identical files, so
+retries are harmless). The driver does the preparation and the finishing
+(`pipeline.prepare_run` / `finalize`): identity check, removal of a killed run's
+partial files (the driver only: workers never delete), manifest. Chunks and shards
+already done are skipped, so a Beam run resumes like a local one, and the records
+equal the local runner's.
 
 Distributed runners need the output folder on storage every worker mounts
 (NFS, GCS FUSE): shard files are written with ordinary file operations.
@@ -22,6 +26,7 @@ import pathlib
 import time
 
 from gecko_jax.errors import GeckoError
+from gecko_jax.fret import corpus_embeddings as embeddings_lib
 from gecko_jax.fret import pipeline as pipeline_lib
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,35 @@ def _beam():
     return beam
 
 
+def make_embed_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
+    """A DoFn over (chunk, first row, end row) that writes the chunk's corpus vectors."""
+    beam = _beam()
+
+    class EmbedChunkFn(beam.DoFn):
+        def __init__(self):
+            super().__init__()
+            self.cfg, self.corpus_path, self.out_dir = cfg, corpus_path, out_dir
+
+        def setup(self):
+            # One encoder per worker (the per-process cache shares it with FRetShardFn).
+            self.corpus = pipeline_lib.read_corpus(self.corpus_path)
+            self.encoder = pipeline_lib.open_embedder(self.cfg.embedder, self.cfg.embed_max_length)
+
+        def process(self, element):
+            chunk, lo, hi = element
+            n = len(embeddings_lib.chunk_ranges(len(self.corpus)))
+            embeddings_lib.embed_chunk(self.out_dir, self.encoder, self.corpus.titles[lo:hi],
+                           self.corpus.texts[lo:hi], self.cfg.embedder_format, chunk, n)
+            yield chunk
+
+    return EmbedChunkFn()
+
+
 def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
-    """A DoFn over (shard index, corpus rows) that writes the shard and yields its index."""
+    """A DoFn over (shard index, corpus rows) that writes the shard and yields its index.
+
+    Its side input (the embedded chunk ids) makes Beam finish the embedding stage first.
+    """
     beam = _beam()
 
     class FRetShardFn(beam.DoFn):
@@ -47,13 +79,21 @@ def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
             self.worker = None
 
         def setup(self):
-            # Once per worker: prepare_run only re-reads (the driver wrote config.json).
-            t0 = time.time()
-            self.setup_ = pipeline_lib.prepare_run(self.cfg, self.corpus_path, self.out_dir)
-            self.worker = pipeline_lib.make_worker(self.setup_, self.cfg)
-            log.info("FRet worker ready in %.1fs", time.time() - t0)
+            # Read-only: the driver wrote config.json and removed partial files before the
+            # pipeline started; a worker never deletes anything (others write in flight).
+            self.setup_ = pipeline_lib.prepare_run(self.cfg, self.corpus_path, self.out_dir,
+                                         clean_partials=False)
 
-        def process(self, element):
+        def process(self, element, embedded_chunks):
+            del embedded_chunks  # only orders the stages
+            if self.worker is None:
+                t0 = time.time()
+                llm = pipeline_lib.open_teacher(self.cfg.teacher, self.cfg.max_batch)
+                encoder = pipeline_lib.open_embedder(self.cfg.embedder, self.cfg.embed_max_length)
+                emb = embeddings_lib.assemble(self.setup_.out_dir, len(self.setup_.corpus))
+                self.worker = pipeline_lib.ShardWorker(llm, encoder, self.setup_.corpus, emb,
+                                             self.setup_.prompts, self.cfg, self.setup_.identity)
+                log.info("FRet worker ready in %.1fs", time.time() - t0)
             shard, rows = element
             store = self.setup_.store
             if not store.is_done(shard):
@@ -66,27 +106,36 @@ def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
 
 def run_beam(cfg: pipeline_lib.FRetConfig, corpus_path, out_dir, pipeline_args: list[str] | None = None
              ) -> dict:
-    """Runs the pending shards on a Beam runner, then writes the manifest."""
+    """Runs the pending corpus-embedding chunks and shards on a Beam runner, then writes
+    the manifest.
+
+    pipeline_args: Beam options, e.g. ["--runner=DirectRunner", "--direct_num_workers=2",
+    "--direct_running_mode=multi_processing"] (default: the in-process DirectRunner).
+    """
     beam = _beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    setup = pipeline_lib.prepare_run(cfg, corpus_path, out_dir)
+    # The driver alone cleans up after a killed run, before any worker starts.
+    setup = pipeline_lib.prepare_run(cfg, corpus_path, out_dir, clean_partials=True)
     pending = setup.store.pending()
     t0 = time.time()
     if pending:
-        # Corpus vectors once, in the driver; workers load the .npy in setup().
-        pipeline_lib.corpus_embeddings(setup.out_dir, pipeline_lib.open_embedder(cfg.embedder, cfg.embed_max_length),
-                             setup.corpus, cfg.embedder_format)
+        chunks = embeddings_lib.pending_chunks(setup.out_dir, len(setup.corpus))
         args = list(pipeline_args or [])
         if not any(a.startswith("--runner") for a in args):
             args.append("--runner=DirectRunner")
         options = PipelineOptions(args)
+        corpus_path, run_dir = str(pathlib.Path(corpus_path)), str(setup.out_dir)
         with beam.Pipeline(options=options) as p:
+            embedded = (p
+                        | "Chunks" >> beam.Create(chunks)
+                        | "SpreadChunks" >> beam.Reshuffle()
+                        | "Embed" >> beam.ParDo(make_embed_fn(cfg, corpus_path, run_dir)))
             _ = (p
                  | "Shards" >> beam.Create([(i, setup.shards[i]) for i in pending])
                  | "Spread" >> beam.Reshuffle()
-                 | "FRet" >> beam.ParDo(make_shard_fn(cfg, str(pathlib.Path(corpus_path)),
-                                                      str(setup.out_dir))))
+                 | "FRet" >> beam.ParDo(make_shard_fn(cfg, corpus_path, run_dir),
+                                        beam.pvalue.AsList(embedded)))
     wall = time.time() - t0
     n = sum(len(setup.shards[i]) for i in pending)
     timing = {"wall_s_this_process": round(wall, 2), "passages_this_process": n,

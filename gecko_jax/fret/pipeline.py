@@ -216,20 +216,11 @@ def embed_queries(encoder, gens: list[generate_lib.Generated], fmt: str | None) 
 
 def corpus_embeddings(out_dir: pathlib.Path, encoder, corpus: Corpus, fmt: str | None
                       ) -> np.ndarray:
-    """The corpus vectors, computed once per run dir (atomic .npy) and reused on resume."""
-    path = out_dir / "corpus_embeddings.npy"
-    if path.exists():
-        emb = np.load(path)
-        if emb.shape[0] == len(corpus):
-            return emb
-    t0 = time.time()
-    emb = embed_documents(encoder, corpus, fmt)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, emb)
-    os.replace(tmp, path)
-    log.info("embedded %d corpus passages in %.1fs", len(corpus), time.time() - t0)
-    return emb
+    """The corpus vectors [N, d], computed once per run dir in fixed chunks (atomic .npy
+    files, reused on resume; see fret/corpus_embeddings.py)."""
+    from gecko_jax.fret import corpus_embeddings as embeddings_lib
+
+    return embeddings_lib.corpus_embeddings(out_dir, encoder, corpus, fmt)
 
 
 # -- one shard ---------------------------------------------------------------------------
@@ -323,8 +314,13 @@ class RunSetup:
     resumed: bool
 
 
-def prepare_run(cfg: FRetConfig, corpus_path, out_dir) -> RunSetup:
-    """Reads inputs, checks/writes the run identity, and lists the shards."""
+def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = True) -> RunSetup:
+    """Reads inputs, checks/writes the run identity, and lists the shards.
+
+    clean_partials: delete temporary files a killed run left behind. Only the process
+    that owns the run (the local runner, the Beam driver before its pipeline starts)
+    may: a Beam worker doing it would delete other workers' files in flight.
+    """
     corpus_path, out_dir = pathlib.Path(corpus_path), pathlib.Path(out_dir)
     prompts = prompts_lib.load_prompts(cfg.prompts_dir)
     corpus = read_corpus(corpus_path)
@@ -333,7 +329,7 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir) -> RunSetup:
     identity = cfg.identity(corpus_path, prompts)
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = record_shards.check_or_write_config(out_dir, identity)
-    if textio.remove_partials(out_dir):
+    if clean_partials and textio.remove_partials(out_dir):
         log.info("removed partial files of an interrupted run in %s", out_dir)
     shards = seed_shards(len(corpus), cfg.limit, cfg.shard_size, cfg.seed)
     store = record_shards.ShardStore(out_dir, len(shards))

@@ -14,7 +14,8 @@ A record (one JSON object per line) is a superset of what `gecko train` reads
 
 Run directory:
     config.json                    identity of the run (resume refuses a different one)
-    corpus_embeddings.npy          the initial embedder's corpus vectors (reused on resume)
+    corpus_embeddings/, corpus_embeddings.npy   the initial embedder's corpus vectors, in
+                                   chunks (fret/corpus_embeddings.py; reused on resume)
     shards/records-SSSSS-of-NNNNN.jsonl, shards/stats-SSSSS.json   (stats written last:
                                    a shard is done when its stats file exists)
     tfrecord/records-SSSSS-of-NNNNN.tfrecord   (tf.train.Example, for seqio)

@@ -3,7 +3,11 @@
 Shapes are static so XLA compiles each (batch, length) bucket once: batches are
 padded to a power of two (<= max_batch) and lengths to `LENGTH_BUCKETS`. Decoding
 runs `decode_chunk` steps per jitted call (a `lax.scan`), then Python checks stop
-strings and end-of-sequence between chunks.
+strings (in the new tokens only) and end-of-sequence between chunks; rows that
+finished are dropped from the batch (it shrinks to the next power of two), and the
+loop ends when every row is done. The leading block that every prompt of a batch
+shares (FRet's few-shot prompt) is prefilled once and cached like scoring's, so the
+rows of a batch, its retries and later batches only prefill their own tokens.
 
 Scoring (`score`) returns log P(continuation | prefix). Pairs are sorted so that
 shared leading tokens cluster; when every row of a batch shares at least
@@ -107,6 +111,37 @@ def _prefill(cfg, params, ids_bt, lengths_b, row_ids, base_key, temperature, top
     return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
 
 
+def _prefill_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, lengths_b, row_ids,
+                    base_key, temperature, top_p, *, cache_size, greedy, nucleus, dtype):
+    """Like `_prefill`, for rows that continue a shared block already in a KV cache.
+
+    shared_k, shared_v: [L, 1, S0, K, hd], the block's keys/values (slots >= n_shared are
+    padding, overwritten or hidden by the causal mask); ids_bt: the tokens after the
+    block; lengths_b: whole prompt lengths (block included).
+    """
+    b, t = ids_bt.shape
+    cache = _empty_cache(cfg, b, cache_size, dtype)
+    block = (shared_k.shape[0], b) + shared_k.shape[2:]
+    cache["k"] = jax.lax.dynamic_update_slice(
+        cache["k"], jnp.broadcast_to(shared_k, block).astype(dtype), (0, 0, 0, 0, 0))
+    cache["v"] = jax.lax.dynamic_update_slice(
+        cache["v"], jnp.broadcast_to(shared_v, block).astype(dtype), (0, 0, 0, 0, 0))
+    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    h, cache = dec.forward(cfg, params, ids_bt, pos, cache=cache,
+                           write_at=jnp.full((b,), n_shared, jnp.int32))
+    last = jnp.take_along_axis(h, (lengths_b - n_shared - 1)[:, None, None], axis=1)
+    logits = dec.lm_head(cfg, params, last)[:, 0]
+    keys = _row_keys(base_key, row_ids, 0)
+    return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
+
+
+def _take_rows(cache, tok_b, pos_b, row_ids, keep):
+    """The decode state of rows `keep` only (a smaller batch once rows have finished)."""
+    cache = dict(cache, k=cache["k"][:, keep], v=cache["v"][:, keep], pos=cache["pos"][keep],
+                 valid=cache["valid"][keep])
+    return cache, tok_b[keep], pos_b[keep], row_ids[keep]
+
+
 def _decode_chunk(cfg, params, cache, tok_b, pos_b, row_ids, base_key, step0, temperature,
                   top_p, *, n_steps, greedy, nucleus):
     """`n_steps` decode steps: feed tok_b at pos_b, emit the tokens fed, sample the next."""
@@ -177,16 +212,33 @@ class JaxEngine(LLM):
       tokenizer: its `LMTokenizer`.
       max_batch: rows per jitted call (batches are padded to powers of two up to it).
       decode_chunk: decode steps per jitted call between stop checks.
-      min_shared: shortest shared leading block worth caching once when scoring.
+      min_shared: shortest shared leading block worth caching once (scoring and
+        generation).
+      generate_prefix_reuse: generation prefills the batch's shared leading block once
+        (cached across calls, so retries and later shards reuse it) instead of per row.
+      compact_finished: while decoding, rows that finished are dropped from the batch
+        (it shrinks to the next power of two), so they stop costing compute.
+      mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
+        are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
+        (rows padded to a multiple of its size). None: one device.
     """
 
     def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
-                 dtype=jnp.float32, name: str = "jax"):
+                 generate_prefix_reuse: bool = True, compact_finished: bool = True,
+                 mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
+        self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
+        self.mesh = mesh
+        self._min_rows = int(mesh.shape.get("data", 1)) if mesh is not None else 1
+        if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
+            raise ValueError(f"the mesh's data axis ({self._min_rows} devices) must be a power "
+                             f"of two dividing max_batch ({max_batch})")
+        if mesh is not None:
+            self.params = shard_params(config, self.params, mesh)
         self.name = name
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
@@ -198,6 +250,9 @@ class JaxEngine(LLM):
                                donate_argnums=(1,))
         self._score_full = jax.jit(functools.partial(_score_full, cfg))
         self._prefill_shared = jax.jit(functools.partial(_prefill_shared, cfg, dtype=dtype))
+        self._prefill_extend = jax.jit(functools.partial(_prefill_extend, cfg, dtype=dtype),
+                                       static_argnames=("cache_size", "greedy", "nucleus"))
+        self._take_rows = jax.jit(_take_rows)
         self._score_extend = jax.jit(functools.partial(_score_extend, cfg))
         self._logits = jax.jit(functools.partial(dec.logits, cfg))
         self._shared_lru: collections.OrderedDict = collections.OrderedDict()
@@ -227,6 +282,17 @@ class JaxEngine(LLM):
         t = _length_bucket(len(ids))
         x = _pad_rows([list(ids)], t, self.tokenizer.pad_id)
         return np.asarray(self._logits(self.params, jnp.asarray(x)))[0, :len(ids)]
+
+    def _bucket_rows(self, n: int) -> int:
+        """Rows of a batch of n: a power of two <= max_batch, >= the data-axis size."""
+        return max(self._min_rows, batch_bucket(n, self.max_batch))
+
+    def _rows_in(self, x) -> jax.Array:
+        """A batch-leading array, split over the mesh's data axis (if any)."""
+        if self.mesh is None or "data" not in self.mesh.shape:
+            return jnp.asarray(x)
+        P = jax.sharding.PartitionSpec
+        return jax.device_put(np.asarray(x), jax.sharding.NamedSharding(self.mesh, P("data")))
 
     # ---------------------------------------------------------------- generate
 
@@ -261,33 +327,61 @@ class JaxEngine(LLM):
     def _generate_batch(self, rows, row_ids, max_new, temperature, top_p, stop, key, greedy,
                         nucleus):
         n = len(rows)
-        b = batch_bucket(n, self.max_batch)
+        b = self._bucket_rows(n)
         rows = rows + [rows[0]] * (b - n)  # padding rows: discarded
         lengths = np.array([len(r) for r in rows], np.int32)
-        t = _length_bucket(int(lengths.max()))
         chunk = self.decode_chunk
         steps = int(math.ceil(max_new / chunk)) * chunk
-        cache_size = _length_bucket(int(lengths.max()) + steps)
-        rid = jnp.asarray(list(row_ids) + [0] * (b - n), jnp.int32)
+        rid = self._rows_in(np.array(list(row_ids) + [0] * (b - n), np.int32))
         temp = jnp.float32(max(temperature, 1e-6))
         tp = jnp.float32(top_p)
-        cache, tok = self._prefill(self.params, jnp.asarray(_pad_rows(rows, t, self.tokenizer.pad_id)),
-                                   jnp.asarray(lengths), rid, key, temp, tp,
-                                   cache_size=cache_size, greedy=greedy, nucleus=nucleus)
-        pos = jnp.asarray(lengths)
+        pad = self.tokenizer.pad_id
+        # The shared leading block (the few-shot prompt) must end before every row's last
+        # token, whose hidden state gives the first new token.
+        shared = min(_common_prefix_len(rows), int(lengths.min()) - 1)
+        kv = None
+        if self.generate_prefix_reuse and shared >= self.min_shared:
+            # One prompt alone has nothing to share: only a block cached earlier is used.
+            # A retry's common prefix may run a few tokens past the cached few-shot block
+            # a cached block covering half of it is used.
+            kv = self._shared_kv(rows[0][:shared], create=n > 1, slack=shared // 2)
+        if kv is not None:
+            n_shared, sk, sv = kv
+            rest = [r[n_shared:] for r in rows]
+            t = _length_bucket(max(len(r) for r in rest))
+            cache_size = _length_bucket(max(sk.shape[2], n_shared + t, int(lengths.max()) + steps))
+            cache, tok = self._prefill_extend(
+                self.params, sk, sv, jnp.int32(n_shared), self._rows_in(_pad_rows(rest, t, pad)),
+                self._rows_in(lengths), rid, key, temp, tp, cache_size=cache_size, greedy=greedy,
+                nucleus=nucleus)
+            self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
+        else:
+            t = _length_bucket(int(lengths.max()))
+            cache_size = _length_bucket(int(lengths.max()) + steps)
+            cache, tok = self._prefill(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+                                       self._rows_in(lengths), rid, key, temp, tp,
+                                       cache_size=cache_size, greedy=greedy, nucleus=nucleus)
+            self.stats["prefill_tokens"] += sum(len(r) for r in rows[:n])
+        pos = self._rows_in(lengths)
         stop_ids = set(self.tokenizer.stop_ids)
+        # A stop string is looked for in the tokens of this chunk plus enough earlier ones
+        # to hold a stop string that straddles chunks (a token is >= 1 byte of text).
+        window = 4 * max((len(x) for x in stop), default=0) + 4 if stop else 0
         gen = [[] for _ in range(n)]
         done = [False] * n
+        live = list(range(b))  # batch slot -> row (>= n: padding)
         for c in range(steps // chunk):
             cache, tok, pos, emitted = self._decode(self.params, cache, tok, pos, rid, key,
                                                     jnp.int32(c * chunk), temp, tp,
                                                     n_steps=chunk, greedy=greedy, nucleus=nucleus)
             self.stats["decode_steps"] += chunk
+            self.stats["decode_row_steps"] += chunk * len(live)
             em = np.asarray(emitted)
-            for i in range(n):
-                if done[i]:
+            for slot, i in enumerate(live):
+                if i >= n or done[i]:
                     continue
-                for tkn in em[i]:
+                start = len(gen[i])
+                for tkn in em[slot]:
                     if tkn in stop_ids or len(gen[i]) >= max_new:
                         done[i] = True
                         break
@@ -295,22 +389,63 @@ class JaxEngine(LLM):
                 if len(gen[i]) >= max_new:
                     done[i] = True
                 if stop and not done[i]:
-                    done[i] = cut_at_stop(self.tokenizer.decode(gen[i]), stop)[1]
+                    tail = gen[i][max(0, start - window):]
+                    done[i] = cut_at_stop(self.tokenizer.decode(tail), stop)[1]
             if all(done):
                 break
+            alive = [slot for slot, i in enumerate(live) if i < n and not done[i]]
+            nb = self._bucket_rows(len(alive))
+            if self.compact_finished and nb < len(live):
+                keep = alive + [alive[0]] * (nb - len(alive))
+                cache, tok, pos, rid = self._take_rows(cache, tok, pos, rid,
+                                                       jnp.asarray(keep, jnp.int32))
+                live = [live[s_] for s_ in alive] + [n] * (nb - len(alive))
         if stop:
             gen = [self._cut_ids(g, stop) for g in gen]
         return gen
 
     def _cut_ids(self, ids, stop):
-        """The longest prefix of ids whose text lies before the first stop string."""
+        """The longest prefix of ids whose text lies before the first stop string
+        (bisection over prefix lengths: O(log n) decodes)."""
         text, found = cut_at_stop(self.tokenizer.decode(ids), stop)
         if not found:
             return ids
-        k = 0
-        while k < len(ids) and text.startswith(self.tokenizer.decode(ids[:k + 1])):
-            k += 1
-        return ids[:k]
+        lo, hi = 0, len(ids)  # decode(ids[:lo]) is a prefix of text; decode(ids[:hi]) is not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if text.startswith(self.tokenizer.decode(ids[:mid])):
+                lo = mid
+            else:
+                hi = mid
+        return ids[:lo]
+
+    def _shared_kv(self, ids, create: bool = True, slack: int = 0):
+        """(n, k, v): the KV cache [L, 1, S, K, hd] of the first n tokens of `ids`.
+
+        The longest cached block that is a prefix of `ids` and leaves at most `slack` of
+        its tokens uncovered is reused; otherwise all of `ids` is prefilled now and
+        cached (LRU of 8), or None is returned when `create` is False.
+        """
+        ids = tuple(ids)
+        best = None
+        for key in self._shared_lru:
+            if (len(key) <= len(ids) and len(key) + slack >= len(ids)
+                    and (best is None or len(key) > len(best)) and ids[:len(key)] == key):
+                best = key
+        if best is None and not create:
+            return None
+        if best is None:
+            x = _pad_rows([list(ids)], _length_bucket(len(ids)), self.tokenizer.pad_id)
+            self._shared_lru[ids] = self._prefill_shared(self.params, jnp.asarray(x))
+            if len(self._shared_lru) > 8:
+                self._shared_lru.popitem(last=False)
+            self.stats["shared_prefills"] += 1
+            best = ids
+        else:
+            self._shared_lru.move_to_end(best)
+            self.stats["shared_hits"] += 1
+        k, v = self._shared_lru[best]
+        return len(best), k, v
 
     # ------------------------------------------------------------------- score
 
@@ -323,10 +458,29 @@ class JaxEngine(LLM):
         return self.score_ids(p_ids, c_ids, per_token=per_token, reuse_prefix=reuse_prefix)
 
     def score_ids(self, prefix_ids, cont_ids, per_token=False, reuse_prefix=True):
-        """Like `score`, on token ids (each prefix must hold at least one token)."""
+        """Like `score`, on token ids (each prefix must hold at least one token).
+
+        Pairs with the same prefix and one-token continuations (relevance
+        classification's " yes" / " no") run as one row that reads every label's
+        log-prob at the same position.
+        """
         if any(len(p) == 0 for p in prefix_ids):
             raise ValueError("empty prefix: the first token has no context to be scored in")
-        full = [list(p) + list(c) for p, c in zip(prefix_ids, cont_ids)]
+        # Units of work: (row tokens, prediction positions, targets, pair indices).
+        units, merged = [], {}
+        for i, (p, c) in enumerate(zip(prefix_ids, cont_ids)):
+            p, c = list(p), list(c)
+            if len(c) == 1 and reuse_prefix:
+                key = tuple(p)
+                if key in merged:
+                    u = units[merged[key]]
+                    u[1].append(len(p) - 1)
+                    u[2].append(c[0])
+                    u[3].append(i)
+                    continue
+                merged[key] = len(units)
+            units.append((p + c, [len(p) - 1 + j for j in range(len(c))], c, [i]))
+        full = [u[0] for u in units]
         order = sorted(range(len(full)), key=lambda i: full[i])
         # Sorted rows that share >= min_shared leading tokens form a group; groups of one
         # are pooled into plain batches.
@@ -348,60 +502,51 @@ class JaxEngine(LLM):
         batches = [g[k:k + self.max_batch] for g in groups
                    for k in range(0, len(g), self.max_batch)]
         batches += [singles[k:k + self.max_batch] for k in range(0, len(singles), self.max_batch)]
-        out: list = [None] * len(full)
+        out: list = [None] * len(prefix_ids)
         for idx in batches:
-            res = self._score_batch([full[i] for i in idx], [len(prefix_ids[i]) for i in idx],
-                                    [len(cont_ids[i]) for i in idx], reuse_prefix)
-            for i, r in zip(idx, res):
-                out[i] = r if per_token else float(np.sum(r, dtype=np.float64))
+            res = self._score_batch([units[u][0] for u in idx], [units[u][1] for u in idx],
+                                    [units[u][2] for u in idx], reuse_prefix)
+            for u, r in zip(idx, res):
+                pairs = units[u][3]
+                parts = [r] if len(pairs) == 1 else [r[k:k + 1] for k in range(len(pairs))]
+                for i, part in zip(pairs, parts):
+                    out[i] = part if per_token else float(np.sum(part, dtype=np.float64))
         return out
 
-    def _score_batch(self, rows, plens, clens, reuse_prefix):
+    def _score_batch(self, rows, preds, targets, reuse_prefix):
+        """log p(target) [per row: len(preds[i])] at the given positions of each row."""
         n = len(rows)
-        b = batch_bucket(n, self.max_batch)
+        b = self._bucket_rows(n)
         rows = rows + [rows[0]] * (b - n)
-        plens = list(plens) + [plens[0]] * (b - n)
-        clens = list(clens) + [clens[0]] * (b - n)
+        preds = list(preds) + [preds[0]] * (b - n)
+        targets = list(targets) + [targets[0]] * (b - n)
         shared = _common_prefix_len(rows) if reuse_prefix else 0
-        # The shared block must end before every row's last prefix token, which predicts
-        # the first continuation token (its hidden state must be computed here).
-        shared = min(shared, min(plens) - 1)
-        c = _length_bucket(max(max(clens), 1))
-        j = np.arange(c)
+        # The shared block must end before every row's first prediction position (its
+        # hidden state must be computed here).
+        shared = min(shared, min(p[0] for p in preds))
+        c = _length_bucket(max(len(p) for p in preds))
         pad = self.tokenizer.pad_id
+        pred = _pad_rows(preds, c, 0)
+        tgt = _pad_rows(targets, c, 0)
         if shared >= self.min_shared:
-            key = tuple(rows[0][:shared])
-            kv = self._shared_lru.get(key)
-            if kv is None:
-                sb = _length_bucket(shared)
-                kv = self._prefill_shared(self.params, jnp.asarray(_pad_rows([list(key)], sb, pad)))
-                self._shared_lru[key] = kv
-                if len(self._shared_lru) > 4:
-                    self._shared_lru.popitem(last=False)
-                self.stats["shared_prefills"] += 1
-            else:
-                self._shared_lru.move_to_end(key)
+            shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
             rest = [r[shared:] for r in rows]
             t = _length_bucket(max(len(r) for r in rest))
-            pred = np.minimum(np.array(plens)[:, None] - shared - 1 + j, t - 1)
-            tgt_pos = np.minimum(pred + 1, t - 1)
-            ids = _pad_rows(rest, t, pad)
-            tgt = np.take_along_axis(ids, tgt_pos, axis=1)
-            lp = self._score_extend(self.params, kv[0], kv[1], jnp.int32(shared),
-                                    jnp.asarray(ids), jnp.asarray(pred, jnp.int32),
-                                    jnp.asarray(tgt))
+            pred = np.clip(pred - shared, 0, t - 1)
+            lp = self._score_extend(self.params, k_shared, v_shared, jnp.int32(shared),
+                                    self._rows_in(_pad_rows(rest, t, pad)),
+                                    self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = _length_bucket(max(len(r) for r in rows))
-            pred = np.minimum(np.array(plens)[:, None] - 1 + j, t - 1)
-            ids = _pad_rows(rows, t, pad)
-            tgt = np.take_along_axis(ids, np.minimum(pred + 1, t - 1), axis=1)
             lens = np.array([len(r) for r in rows], np.int32)
-            lp = self._score_full(self.params, jnp.asarray(ids), jnp.asarray(lens),
-                                  jnp.asarray(pred, jnp.int32), jnp.asarray(tgt))
+            lp = self._score_full(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+                                  self._rows_in(lens),
+                                  self._rows_in(np.minimum(pred, t - 1).astype(np.int32)),
+                                  self._rows_in(tgt))
             self.stats["full_tokens"] += sum(len(r) for r in rows[:n])
         lp = np.asarray(lp)
-        return [lp[i, :clens[i]].astype(np.float64) for i in range(n)]
+        return [lp[i, :len(preds[i])].astype(np.float64) for i in range(n)]
 
 
 def _common_prefix_len(rows: list[list[int]]) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gecko_jax.fret import generate as generate_lib
+from gecko_jax.fret import prompts as prompts_lib
 from gecko_jax.fret import relabel as relabel_lib
 
 from .conftest import tiny_config

@@ -1,0 +1,199 @@
+"""FRet throughput: passages per minute of `gecko fret` with the local JAX teacher vs the
+same run through a llama.cpp server (the alternative a user would pick for a small GGUF
+teacher), on the same passages and prompts.
+
+  python bench/fret.py            # 64 seed passages
+  python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
+
+The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
+Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
+16. Each side first runs its first shard once (JAX compiles its shapes; llama.cpp
+loads), then the timed run writes into a fresh folder; passages/min is the run's own
+figure (corpus embedding + stage 1 + stage 2 + writing, model loading excluded); also
+passages per CPU-minute (this process, plus the llama.cpp server's), which other load
+on a shared machine disturbs less.
+Sides: `jax` (this engine), `jax-before` (the engine with the generation speed-ups of
+issue 17 switched off: no few-shot prefix reuse in generation, finished rows kept in
+the batch; scoring's shared yes/no row stays on; --no-before skips it; for the whole
+previous engine run this script against the previous commit's tree:
+`git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
+--quick --no-before`), `llama.cpp` (llama-cpp-python's OpenAI-compatible
+server on 127.0.0.1, skipped with a message when it is not installed: bash
+scripts/build_llama_cpp.sh). The last line is `ratio <jax / llama.cpp passages/min>`
+(`ratio n/a` without llama.cpp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_corpus(folder: pathlib.Path, size: int) -> pathlib.Path:
+    """`gecko distill`'s FRet corpus: `size` evenly spaced Wikipedia-sample passages."""
+    import numpy as np
+
+    from gecko_jax.fret import corpus
+
+    rows = corpus.wikipedia_passages()
+    keep = np.unique(np.linspace(0, len(rows) - 1, size).round().astype(int))
+    path = folder / "corpus.jsonl"
+    corpus.write_corpus([rows[i] for i in keep], path)
+    return path
+
+
+def fret_config(teacher: str, limit: int):
+    from gecko_jax.fret.pipeline import FRetConfig
+    from gecko_jax.fret.relabel import RelabelConfig
+
+    return FRetConfig(teacher=teacher, limit=limit, shard_size=8, max_batch=16,
+                      embed_max_length=128, tfrecord=False, progress=False,
+                      relabel=RelabelConfig(num_neighbors=4))
+
+
+def cpu_seconds(server_pid: int | None = None) -> float:
+    """CPU time of this process (all threads), plus a server process's when given."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    total = u.ru_utime + u.ru_stime
+    if server_pid is not None:
+        fields = open(f"/proc/{server_pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path,
+             server_pid: int | None = None) -> dict:
+    """Warm-up on the first shard, then the timed run: passages per wall minute and per
+    CPU minute (the second is robust to other load on a shared machine)."""
+    from gecko_jax.fret.pipeline import run_local
+
+    t = time.perf_counter()
+    run_local(fret_config(teacher_spec, 8), corpus, work / f"{name}-warm", llm=llm,
+              encoder=encoder)
+    warm = time.perf_counter() - t
+    cpu0 = cpu_seconds(server_pid)
+    manifest = run_local(fret_config(teacher_spec, limit), corpus, work / name, llm=llm,
+                         encoder=encoder)
+    cpu = cpu_seconds(server_pid) - cpu0
+    ppm = manifest["timing"]["passages_per_min"]
+    c = manifest["counts"]
+    ppcm = 60 * c["passages"] / cpu
+    print(f"  {name}: {ppm:.2f} passages/min, {ppcm:.2f} passages/CPU-min ({c['records']} "
+          f"records of {c['passages']} passages; warm-up shard {warm:.0f}s)", file=sys.stderr,
+          flush=True)
+    return {"ppm": ppm, "ppcm": ppcm, "records": c["records"], "warm_s": warm}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llama_cpp_server(model: pathlib.Path, threads: int):
+    """`python -m llama_cpp.server` on 127.0.0.1; yields its base URL."""
+    import requests
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
+         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
+         "--model_alias", "smollm2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("llama.cpp server exited at start-up")
+            try:
+                if requests.get(url + "/models", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("llama.cpp server did not come up")
+            time.sleep(0.3)
+        yield url, proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="16 seed passages (default 64)")
+    ap.add_argument("--no-before", action="store_true", help="skip the jax-before side")
+    ap.add_argument("--no-llama-cpp", action="store_true")
+    args = ap.parse_args(argv)
+    limit = 16 if args.quick else 64
+
+    from gecko_jax.fret.pipeline import open_embedder
+    from gecko_jax.llm.jax_engine import JaxEngine
+    from gecko_jax.llm.loading import resolve
+
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores visible); SmolLM2-135M teacher; "
+          f"{limit} seed passages, 512-passage corpus, N=4", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_fret_") as tmp:
+        work = pathlib.Path(tmp)
+        corpus = write_corpus(work, 512)
+        encoder = open_embedder(None, 128)
+        engine = JaxEngine.load("smollm2", max_batch=16)
+        results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work)
+        if not args.no_before:
+            old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
+                            generate_prefix_reuse=False, compact_finished=False,
+                            name="smollm2")
+            results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
+                                             limit, work)
+        if not args.no_llama_cpp:
+            try:
+                import llama_cpp  # noqa: F401
+                import llama_cpp.server  # noqa: F401
+            except ImportError:
+                print("llama.cpp side skipped: llama-cpp-python[server] is not installed "
+                      "(bash scripts/build_llama_cpp.sh builds and installs it)", flush=True)
+            else:
+                from gecko_jax.llm.openai_compat import OpenAICompatLLM
+
+                with llama_cpp_server(resolve("smollm2"), os.cpu_count() or 1) as (url, pid):
+                    llm = OpenAICompatLLM(url)
+                    results["llama.cpp"] = run_side("llama.cpp", url, llm, encoder, corpus,
+                                                    limit, work, server_pid=pid)
+    print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
+    for name, r in results.items():
+        print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
+    if "jax-before" in results:
+        j, b = results["jax"], results["jax-before"]
+        print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
+              f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
+    if "llama.cpp" in results:
+        print(f"ratio {results['jax']['ppm'] / results['llama.cpp']['ppm']:.2f}")
+    else:
+        print("ratio n/a (no llama.cpp side)")
+
+
+if __name__ == "__main__":
+    main()

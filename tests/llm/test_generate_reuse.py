@@ -1,0 +1,89 @@
+"""Generation with the shared few-shot block prefilled once (and reused across calls), with
+finished rows dropped from the batch, gives the tokens of the plain path (greedy, 3
+prompts, both shipped teachers); sampling stays seeded and batch-independent."""
+
+import pytest
+
+FEW_SHOT = ("Write a search query that the passage answers.\n\n"
+            "Passage: Tea is an aromatic beverage prepared by pouring hot water over cured "
+            "leaves.\nQuery: how is tea made\n\n"
+            "Passage: The Moon is Earth's only natural satellite.\nQuery: how many moons does "
+            "earth have\n\n")
+PASSAGES = ["The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+            "Honey bees tell each other where flowers are by dancing.",
+            "Ada Lovelace wrote the first algorithm for Charles Babbage's Analytical Engine."]
+PROMPTS = [FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES]
+
+
+def _generate(engine, reuse, compact, **kw):
+    old = engine.generate_prefix_reuse, engine.compact_finished
+    engine.generate_prefix_reuse, engine.compact_finished = reuse, compact
+    try:
+        ids = engine.tokenizer.encode_batch(PROMPTS)
+        return engine.generate_ids(ids, **kw)
+    finally:
+        engine.generate_prefix_reuse, engine.compact_finished = old
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_prefix_reuse_gives_the_same_greedy_tokens(get_model, name):
+    engine = get_model("engine", name)
+    plain = _generate(engine, False, False, max_new_tokens=24)
+    before = dict(engine.stats)
+    reused = _generate(engine, True, True, max_new_tokens=24)
+    assert reused == plain
+    assert all(len(g) > 0 for g in plain)
+    # The few-shot block was prefilled once (or found cached), not once per row.
+    assert (engine.stats["shared_prefills"] + engine.stats["shared_hits"]
+            > before.get("shared_prefills", 0) + before.get("shared_hits", 0))
+    assert engine.stats["prefill_tokens"] - before.get("prefill_tokens", 0) < \
+        sum(len(engine.tokenizer.encode(p)) for p in PROMPTS) - 2 * len(FEW_SHOT) // 8
+    # A second call (a retry) hits the cache instead of prefilling the block again.
+    hits = engine.stats["shared_hits"]
+    assert _generate(engine, True, True, max_new_tokens=24) == plain
+    assert engine.stats["shared_hits"] == hits + 1
+
+
+def test_stop_strings_and_finished_rows(smollm2_engine):
+    """With a stop string rows finish at different steps; compaction drops them and the
+    texts equal the uncompacted ones (which are the plain cut of the full generation)."""
+    eng = smollm2_engine
+    full = _generate(eng, False, False, max_new_tokens=40)
+    steps0 = eng.stats["decode_row_steps"]
+    plain = _generate(eng, False, False, max_new_tokens=40, stop=["\n"])
+    steps1 = eng.stats["decode_row_steps"]
+    fast = _generate(eng, True, True, max_new_tokens=40, stop=["\n"])
+    steps2 = eng.stats["decode_row_steps"]
+    assert fast == plain
+    for f, p in zip(full, plain):
+        text = eng.tokenizer.decode(f)
+        assert eng.tokenizer.decode(p) == text.split("\n")[0]
+    assert steps2 - steps1 <= steps1 - steps0
+
+
+@pytest.mark.slow
+def test_sampling_with_reuse_is_seeded_and_batch_independent(smollm2_engine):
+    eng = smollm2_engine
+    kw = dict(max_new_tokens=16, temperature=0.8, top_p=0.95, seed=5)
+    a = eng.generate(PROMPTS, **kw)
+    assert eng.generate(PROMPTS, **kw) == a
+    assert eng.generate(PROMPTS[:1], **kw)[0] == a[0]
+
+
+def test_one_token_labels_of_one_prefix_share_a_row(smollm2_engine):
+    """Relevance classification scores " yes" and " no" after the same prompt: the pairs
+    run as one row (fewer tokens computed) with the log-probs of separate rows."""
+    import numpy as np
+
+    eng = smollm2_engine
+    prefixes = [FEW_SHOT + "Query: " + q + "\nPassage: " + p + "\nRelevant:"
+                for q, p in (("eiffel tower", PASSAGES[0]), ("bee dance", PASSAGES[1]))]
+    pre, conts = prefixes + prefixes, [" yes", " yes", " no", " no"]
+    t0 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    merged = eng.score(pre, conts)
+    t1 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    plain = eng.score(pre, conts, reuse_prefix=False)
+    t2 = eng.stats["extend_tokens"] + eng.stats["full_tokens"]
+    np.testing.assert_allclose(merged, plain, atol=1e-4, rtol=0)
+    assert t1 - t0 < (t2 - t1) / 2  # 2 rows after the cached block vs 4 whole rows
+    assert merged[0] != merged[2]
