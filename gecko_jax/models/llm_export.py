@@ -34,15 +34,10 @@ from gecko_jax.errors import GeckoError
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.models.llm_encoder import LLMEncoder, llm_encoder_from_params
+from gecko_jax.models.weights import GECKO_CONFIG, finish_st_folder, write_json
 from gecko_jax.tokenization import Tokenizer
 
-GECKO_CONFIG = "gecko_config.json"
 IDENTITY = "torch.nn.modules.linear.Identity"
-
-
-def _write_json(path: pathlib.Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------- tokenizer
@@ -68,7 +63,7 @@ def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike) -> 
         tok.post_processor = None
     tok.save(str(folder / "tokenizer.json"))
     name = lambda i: None if i is None else lm_tok.token(i)  # noqa: E731
-    _write_json(folder / "tokenizer_config.json", {
+    write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": bool(lm_tok.add_bos and bos),
         "add_eos_token": False, "bos_token": name(lm_tok.bos_id), "eos_token": name(lm_tok.eos_id),
         "pad_token": name(lm_tok.pad_id), "padding_side": "right",
@@ -126,14 +121,14 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
     state = {k.removeprefix("model."): np.ascontiguousarray(v, np.float32)
              for k, v in state.items() if k != "lm_head.weight"}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(tmp / "config.json", hf_text_config(cfg))
+    write_json(tmp / "config.json", hf_text_config(cfg))
     tokenizer.save(tmp)
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling",
                 "type": "sentence_transformers.models.Pooling"}]
     d = cfg.hidden_size
-    _write_json(tmp / "1_Pooling" / "config.json", {
+    write_json(tmp / "1_Pooling" / "config.json", {
         "word_embedding_dimension": d, "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": model.pooling == "mean", "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
@@ -145,30 +140,17 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
         kernel = _to_numpy(layer.kernel.get_value())  # [in, out]
         modules.append({"idx": i, "name": str(i), "path": path,
                         "type": "sentence_transformers.models.Dense"})
-        _write_json(tmp / path / "config.json", {
+        write_json(tmp / path / "config.json", {
             "in_features": din, "out_features": int(kernel.shape[1]), "bias": False,
             "activation_function": IDENTITY})
         save_file({"linear.weight": np.ascontiguousarray(kernel.T, np.float32)},
                   str(tmp / path / "model.safetensors"), metadata={"format": "pt"})
         din = int(kernel.shape[1])
-    i = len(modules)
-    modules.append({"idx": i, "name": str(i), "path": f"{i}_Normalize",
-                    "type": "sentence_transformers.models.Normalize"})
-    (tmp / f"{i}_Normalize").mkdir()
-    _write_json(tmp / "modules.json", modules)
-    _write_json(tmp / "sentence_bert_config.json",
-                {"max_seq_length": max_length, "do_lower_case": False})
-    prompts = ({"query": unified_format.query_prefix(default_task),
-                "document": unified_format.document_prefix(None)}
-               if prompt_format == "gecko" else {})
-    _write_json(tmp / "config_sentence_transformers.json", {
-        "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
-    _write_json(tmp / GECKO_CONFIG, {
-        "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
-        "embedding_dim": model.embedding_dim, "tower": "llm", "architecture": cfg.architecture,
-        "bidirectional": True, "pooling": model.pooling,
-        "query_template": unified_format.QUERY_TEMPLATE,
-        "document_template": unified_format.DOCUMENT_TEMPLATE})
+    finish_st_folder(tmp, modules, max_length=max_length, prompt_format=prompt_format,
+                     default_task=default_task,
+                     gecko_config={"embedding_dim": model.embedding_dim, "tower": "llm",
+                                   "architecture": cfg.architecture, "bidirectional": True,
+                                   "pooling": model.pooling})
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

@@ -145,9 +145,34 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     return model, tokenizer, read_meta(folder)
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
+def write_json(path: pathlib.Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def finish_st_folder(tmp: pathlib.Path, modules: list[dict], *, max_length: int,
+                     prompt_format: str, default_task: str, gecko_config: dict) -> None:
+    """The end of every exported folder (BERT or LLM tower): a Normalize module after
+    `modules`, modules.json, sentence_bert_config.json, the Gecko templates as the
+    sentence-transformers prompts, and gecko_config.json (format, templates, and the
+    tower's own `gecko_config` entries)."""
+    i = len(modules)
+    modules.append({"idx": i, "name": str(i), "path": f"{i}_Normalize",
+                    "type": "sentence_transformers.models.Normalize"})
+    (tmp / f"{i}_Normalize").mkdir()
+    write_json(tmp / "modules.json", modules)
+    write_json(tmp / "sentence_bert_config.json",
+                {"max_seq_length": max_length, "do_lower_case": False})
+    prompts = ({"query": unified_format.query_prefix(default_task),
+                "document": unified_format.document_prefix(None)}
+               if prompt_format == "gecko" else {})
+    write_json(tmp / "config_sentence_transformers.json", {
+        "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    write_json(tmp / GECKO_CONFIG, {
+        "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
+        **gecko_config,
+        "query_template": unified_format.QUERY_TEMPLATE,
+        "document_template": unified_format.DOCUMENT_TEMPLATE})
 
 
 def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
@@ -168,42 +193,28 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
                                           else np.asarray(p[...], np.float32))
                for name, p, t in _param_table(model)}
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(tmp / "config.json", model.backbone.cfg.to_hf_dict())
+    write_json(tmp / "config.json", model.backbone.cfg.to_hf_dict())
     tokenizer.save(tmp)
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     d = model.backbone.hidden_size
-    _write_json(tmp / "1_Pooling" / "config.json", {
+    write_json(tmp / "1_Pooling" / "config.json", {
         "word_embedding_dimension": d, "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False})
     if model.projection is not None:
         modules.append({"idx": 2, "name": "2", "path": DENSE_DIR,
                         "type": "sentence_transformers.models.Dense"})
-        _write_json(tmp / DENSE_DIR / "config.json", {
+        write_json(tmp / DENSE_DIR / "config.json", {
             "in_features": d, "out_features": model.projection_dim, "bias": True,
             "activation_function": "torch.nn.modules.linear.Identity"})
         save_file({"linear.weight": np.ascontiguousarray(np.asarray(model.projection.kernel[...]).T),
                    "linear.bias": np.asarray(model.projection.bias[...])},
                   str(tmp / DENSE_DIR / "model.safetensors"), metadata={"format": "pt"})
-    norm_path = f"{len(modules)}_Normalize"
-    modules.append({"idx": len(modules), "name": str(len(modules)), "path": norm_path,
-                    "type": "sentence_transformers.models.Normalize"})
-    (tmp / norm_path).mkdir()
-    _write_json(tmp / "modules.json", modules)
-    _write_json(tmp / "sentence_bert_config.json",
-                {"max_seq_length": max_length, "do_lower_case": False})
-    prompts = ({"query": unified_format.query_prefix(default_task),
-                "document": unified_format.document_prefix(None)}
-               if prompt_format == "gecko" else {})
-    _write_json(tmp / "config_sentence_transformers.json", {
-        "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
-    _write_json(tmp / GECKO_CONFIG, {
-        "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
-        "embedding_dim": model.embedding_dim,
-        "query_template": unified_format.QUERY_TEMPLATE,
-        "document_template": unified_format.DOCUMENT_TEMPLATE})
+    finish_st_folder(tmp, modules, max_length=max_length, prompt_format=prompt_format,
+                     default_task=default_task,
+                     gecko_config={"embedding_dim": model.embedding_dim})
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

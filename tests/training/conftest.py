@@ -25,6 +25,29 @@ def wiki_jsonl(tmp_path_factory, wiki_records):
     return path
 
 
+def tiny_gin_file(path, jsonl, steps: int, checkpoint_every: int, warmup: int,
+                  log_every: int, export: bool = True):
+    """A `gecko train` gin file: the fine-tuning run config with a tiny random BERT on
+    `jsonl` (batch 16, query/doc lengths 16/32)."""
+    path.write_text(f"""
+include 'gin_configs/runs/finetune.gin'
+train.model_fn = @random_model
+random_model.config = {TINY_BERT!r}
+random_model.tokenizer_folder = {str(assets.minilm_dir())!r}
+TRAIN_FILES = [{str(jsonl)!r}]
+BATCH_SIZE = 16
+TRAIN_STEPS = {steps}
+QUERY_LENGTH = 16
+DOC_LENGTH = 32
+LEARNING_RATE = 3e-4
+WARMUP_STEPS = {warmup}
+train.checkpoint_every = {checkpoint_every}
+train.log_every = {log_every}
+train.export = {export}
+""")
+    return path
+
+
 def tiny_model_fn(seed=0):
     from gecko_jax.training import trainer
 

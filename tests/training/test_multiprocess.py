@@ -19,8 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gecko_jax import assets
-from tests.training.conftest import TINY_BERT
+from tests.training.conftest import TINY_BERT, tiny_gin_file
 
 pytestmark = pytest.mark.slow      # ~2-4 min on 2 loaded cores (each process compiles)
 
@@ -31,23 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _gin_file(tmp_path, jsonl) -> pathlib.Path:
-    path = tmp_path / "tiny.gin"
-    path.write_text(f"""
-include 'gin_configs/runs/finetune.gin'
-train.model_fn = @random_model
-random_model.config = {TINY_BERT!r}
-random_model.tokenizer_folder = {str(assets.minilm_dir())!r}
-TRAIN_FILES = [{str(jsonl)!r}]
-BATCH_SIZE = 16
-TRAIN_STEPS = {STEPS}
-QUERY_LENGTH = 16
-DOC_LENGTH = 32
-LEARNING_RATE = 3e-4
-WARMUP_STEPS = 2
-train.checkpoint_every = {EVERY}
-train.log_every = 1
-""")
-    return path
+    return tiny_gin_file(tmp_path / "tiny.gin", jsonl, STEPS, EVERY, warmup=2, log_every=1)
 
 
 def _free_port() -> int:

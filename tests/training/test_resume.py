@@ -13,10 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gecko_jax import assets
 from gecko_jax.training import trainer
 from gecko_jax.errors import GeckoError
-from tests.training.conftest import TINY_BERT
+from tests.training.conftest import tiny_gin_file
 
 STEPS = 30
 EVERY = 5
@@ -24,24 +23,7 @@ GECKO = [sys.executable, "-m", "gecko_jax.cli"]
 
 
 def _gin_file(tmp_path, jsonl) -> pathlib.Path:
-    path = tmp_path / "tiny.gin"
-    path.write_text(f"""
-include 'gin_configs/runs/finetune.gin'
-train.model_fn = @random_model
-random_model.config = {TINY_BERT!r}
-random_model.tokenizer_folder = {str(assets.minilm_dir())!r}
-TRAIN_FILES = [{str(jsonl)!r}]
-BATCH_SIZE = 16
-TRAIN_STEPS = {STEPS}
-QUERY_LENGTH = 16
-DOC_LENGTH = 32
-LEARNING_RATE = 3e-4
-WARMUP_STEPS = 3
-train.checkpoint_every = {EVERY}
-train.log_every = {EVERY}
-train.export = False
-""")
-    return path
+    return tiny_gin_file(tmp_path / "tiny.gin", jsonl, STEPS, EVERY, warmup=3, log_every=EVERY, export=False)
 
 
 def _final_params(model_dir: pathlib.Path) -> dict:
