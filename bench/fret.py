@@ -37,15 +37,7 @@ import sys
 import tempfile
 import time
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_model
 
 
 def write_corpus(folder: pathlib.Path, size: int) -> pathlib.Path:

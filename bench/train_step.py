@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from machine import describe
+
 
 def _texts(n: int, words: int) -> list[str]:
     from gecko_jax.data import sources
@@ -210,6 +212,7 @@ def main() -> None:
             result = json.loads(line[-1][len("RESULT "):])
             if side not in results or result["step_s"] < results[side]["step_s"]:
                 results[side] = result
+    print(describe())
     print(f"batch {args.batch}, query {args.query_len} / doc {args.doc_len} tokens, "
           f"1 hard negative, AdamW, {STUDENTS[args.student]} (median of {args.steps} steps, "
           f"best of {args.rounds} alternating rounds)")
