@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import logging
 import os
 import pathlib
@@ -39,6 +40,18 @@ def batch_bucket(n: int, batch_size: int, multiple: int = 1) -> int:
     up to a multiple of `multiple` (the data shards), capped at batch_size."""
     rows = 1 << max(n - 1, 0).bit_length()
     return min(-(-rows // multiple) * multiple, batch_size)
+
+
+def truncate_keep_closing(ids: Sequence[int], max_length: int, closing: int) -> list[int]:
+    """The first max_length - closing ids and the `closing` last ones (a tokenizer's
+    appended special tokens), as transformers truncates before adding them."""
+    ids = list(ids)
+    if len(ids) <= max_length:
+        return ids
+    if closing >= max_length:
+        raise GeckoError(f"max_length {max_length} leaves no room for the text beside "
+                         f"{closing} closing special token(s)")
+    return ids[:max_length - closing] + ids[len(ids) - closing:]
 
 
 def pad_batch(ids_list: list[list[int]], length: int, pad_id: int = 0):
@@ -89,27 +102,34 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
 
+    @functools.cached_property
+    def closing_count(self) -> int:
+        """Special tokens the tokenizer appends after the text ([SEP] for BERT, EOS for
+        an LLM tokenizer that adds one, 0 for Gemma's BOS-only rule)."""
+        mask = self.backend.encode("a", add_special_tokens=True).special_tokens_mask
+        n = 0
+        while n < len(mask) and mask[len(mask) - 1 - n]:
+            n += 1
+        return n
+
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
-        """Token ids with special tokens, each cut to max_length (the final [SEP] kept)."""
+        """Token ids with special tokens, each cut to max_length.
+
+        As transformers truncates: the text is cut and the closing special tokens
+        ([SEP], or an LLM tokenizer's EOS) are kept, so a cut sequence ends as an
+        uncut one does (last-token pooling reads that token)."""
         encodings = self.backend.encode_batch(list(texts))
-        out, cut, special = [], 0, None
+        out, cut = [], 0
         for enc in encodings:
             ids = enc.ids
             if len(ids) > max_length:
                 cut += 1
-                special = self._special_ids() if special is None else special
-                # Keep a closing special token ([SEP]); texts without one (decoder
-                # LLM tokenizers) are cut at the end, as transformers truncates.
-                ids = (ids[:max_length - 1] + ids[-1:] if ids[-1] in special
-                       else ids[:max_length])
+                ids = truncate_keep_closing(ids, max_length, self.closing_count)
             out.append(ids)
         if cut:
             self.truncated_count += cut
             log.info("truncated %d of %d texts to %d tokens", cut, len(texts), max_length)
         return out
-
-    def _special_ids(self) -> set[int]:
-        return {i for i, tok in self.backend.get_added_tokens_decoder().items() if tok.special}
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes tokenizer.json (+ the vocab/config files that transformers reads)."""

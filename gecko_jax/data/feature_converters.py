@@ -12,7 +12,8 @@ Model features, every sequence trimmed/padded to its feature length:
     negative_ids [Ld]  negative_mask [Ld]
     query_text_id [], positive_text_id [], negative_text_id []
 
-Trimming keeps the closing special token ([SEP]), like
+Trimming keeps the tokenizer's closing special tokens ([SEP]; an LLM tokenizer's
+EOS if it appends one; none for Gemma's BOS-only rule), like
 gecko_jax.tokenization.Tokenizer.encode at inference. No packing: a dual
 encoder needs one text per row.
 """
@@ -28,11 +29,14 @@ SEQUENCE_FEATURES = ("query", "positive", "negative")
 TEXT_ID_FEATURES = ("query_text_id", "positive_text_id", "negative_text_id")
 
 
-def trim_keep_last(ids: tf.Tensor, length: int) -> tf.Tensor:
-    """ids [n] -> ids [min(n, length)]: the first length-1 tokens and the last one."""
+def trim_keep_last(ids: tf.Tensor, length: int, keep: int = 1) -> tf.Tensor:
+    """ids [n] -> ids [min(n, length)]: the first length-keep tokens and the last `keep`
+    (the tokenizer's closing special tokens; tokenization.truncate_keep_closing)."""
     n = tf.shape(ids)[0]
+    if keep == 0:
+        return ids[:length]
     return tf.cond(n > length,
-                   lambda: tf.concat([ids[:length - 1], ids[-1:]], axis=0),
+                   lambda: tf.concat([ids[:length - keep], ids[n - keep:]], axis=0),
                    lambda: ids)
 
 
@@ -62,12 +66,13 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
     }
     PACKING_FEATURE_DTYPES = {}
 
-    def __init__(self, pad_id: int = 0, **kwargs):
+    def __init__(self, pad_id: int = 0, keep_last: int = 1, **kwargs):
         kwargs.setdefault("pack", False)
         # Task features are longer than the lengths before trimming: trimming is ours.
         kwargs.setdefault("apply_length_check", False)
         super().__init__(**kwargs)
         self._pad_id = pad_id
+        self._keep_last = keep_last
 
     def _convert_features(self, ds: tf.data.Dataset,
                           task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
@@ -75,7 +80,7 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
             out = {}
             for f in SEQUENCE_FEATURES:
                 length = task_feature_lengths[f]
-                ids, mask = pad_to(trim_keep_last(ex[f], length), length, self._pad_id)
+                ids, mask = pad_to(trim_keep_last(ex[f], length, self._keep_last), length, self._pad_id)
                 out[f"{f}_ids"], out[f"{f}_mask"] = ids, mask
             for f in TEXT_ID_FEATURES:
                 out[f] = tf.cast(ex[f], tf.int32)

@@ -173,7 +173,10 @@ def load_examples(task_or_mixture: str, split: str, feature_lengths: Mapping[str
     task = seqio.get_mixture_or_task(task_or_mixture)
     ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=False,
                           use_cached=False, trim_output_features=False, num_epochs=1)
-    ds = DualEncoderFeatureConverter(pad_id=pad_id)(ds, dict(feature_lengths))
+    # Trim as the tokenizer truncates: its closing special tokens kept ([SEP], EOS).
+    vocab = task.output_features["query"].vocabulary
+    keep = vocab.tokenizer.closing_count if isinstance(vocab, HFTokenizerVocabulary) else 1
+    ds = DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(ds, dict(feature_lengths))
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in ds.batch(1024).as_numpy_iterator():
         for k, v in batch.items():

@@ -41,11 +41,13 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 # ----------------------------------------------------------------------- tokenizer
-def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike) -> pathlib.Path:
-    """tokenizer.json whose post-processor adds BOS as the LM does (Gemma: yes).
+def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike,
+                             append_eos: bool = False) -> pathlib.Path:
+    """tokenizer.json whose post-processor adds BOS as the LM does (Gemma: yes), and
+    EOS after the text with `append_eos` (what last-token pooling embedders read).
 
     The dual encoder's data pipeline and sentence-transformers both tokenise with
-    `add_special_tokens=True`, so the BOS rule must live in the tokenizer file.
+    `add_special_tokens=True`, so these rules must live in the tokenizer file.
     """
     import tokenizers
     from tokenizers import processors
@@ -56,30 +58,41 @@ def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike) -> 
     tok.no_padding()
     tok.no_truncation()
     bos = lm_tok.token(lm_tok.bos_id) if lm_tok.bos_id is not None else None
-    if lm_tok.add_bos and bos:
+    eos = lm_tok.token(lm_tok.eos_id) if append_eos and lm_tok.eos_id is not None else None
+    if append_eos and not eos:
+        raise GeckoError("append_eos: the LM tokenizer has no EOS token")
+    head = [bos] if lm_tok.add_bos and bos else []
+    tail = [eos] if eos else []
+    if head or tail:
+        specials = ([(bos, lm_tok.bos_id)] if head else []) + ([(eos, lm_tok.eos_id)] if tail else [])
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, lm_tok.bos_id)])
+            single=" ".join(head + ["$A"] + tail),
+            pair=" ".join(head + ["$A"] + tail + ["$B"] + tail), special_tokens=specials)
+        # (pair: "<bos> $A $B" without EOS, as before; with it, transformers' template)
     else:
         tok.post_processor = None
     tok.save(str(folder / "tokenizer.json"))
     name = lambda i: None if i is None else lm_tok.token(i)  # noqa: E731
     write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": bool(lm_tok.add_bos and bos),
-        "add_eos_token": False, "bos_token": name(lm_tok.bos_id), "eos_token": name(lm_tok.eos_id),
+        "add_eos_token": bool(eos), "bos_token": name(lm_tok.bos_id), "eos_token": name(lm_tok.eos_id),
         "pad_token": name(lm_tok.pad_id), "padding_side": "right",
         "model_max_length": 1_000_000})
     return folder
 
 
-def embedder_tokenizer(lm_tok: LMTokenizer, cache_dir: str | os.PathLike | None = None) -> Tokenizer:
+def embedder_tokenizer(lm_tok: LMTokenizer, cache_dir: str | os.PathLike | None = None,
+                       append_eos: bool = False) -> Tokenizer:
     """The LM's tokenizer as a gecko_jax Tokenizer (cached folder keyed by content)."""
     text = lm_tok.tokenizer.to_str() + f"|bos={lm_tok.bos_id}:{lm_tok.add_bos}|pad={lm_tok.pad_id}"
+    if append_eos:  # (the key of a tokenizer without EOS stays as it was)
+        text += f"|eos={lm_tok.eos_id}"
     key = hashlib.sha1(text.encode()).hexdigest()[:16]
     root = pathlib.Path(cache_dir or os.environ.get("GECKO_CACHE", "~/.cache/gecko_jax")).expanduser()
     folder = root / "embedder_tokenizers" / key
     if not (folder / "tokenizer_config.json").exists():
         tmp = folder.with_name(f"{key}.partial{os.getpid()}")
-        write_embedder_tokenizer(lm_tok, tmp)
+        write_embedder_tokenizer(lm_tok, tmp, append_eos=append_eos)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process won the race

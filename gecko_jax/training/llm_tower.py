@@ -3,6 +3,7 @@
     train.model_fn = @llm_model
     llm_model.source = "gemma3"          # shipped name, .gguf file or HF folder
     llm_model.dense_dims = (2560, 640)   # EmbeddingGemma-style head; () for none
+    llm_model.append_eos = False         # tokenizer appends EOS (for last-token pooling)
 
 Returns (LLMEncoder, Tokenizer) like trainer.pretrained_model, so the trainer,
 loss and data pipeline run unchanged. GGUF weights are dequantised to float32
@@ -21,7 +22,7 @@ from gecko_jax.errors import GeckoError
 
 @gin.configurable
 def llm_model(source: str | os.PathLike = gin.REQUIRED, pooling: str = "mean",
-              dense_dims: Sequence[int] = (), seed: int = 0):
+              dense_dims: Sequence[int] = (), seed: int = 0, append_eos: bool = False):
     """A bidirectional decoder LLM as the dual encoder tower.
 
     `source` may also be a folder that `export_llm_encoder` wrote (a fine-tuned
@@ -48,7 +49,7 @@ def llm_model(source: str | os.PathLike = gin.REQUIRED, pooling: str = "mean",
     cfg, state, lm_tok = load_decoder(source)
     model = llm_encoder_from_params(cfg, hf_to_params(cfg, state), pooling=pooling,
                                     dense_dims=dense_dims, seed=seed)
-    return model, embedder_tokenizer(lm_tok)
+    return model, embedder_tokenizer(lm_tok, append_eos=append_eos)
 
 
 @gin.configurable
