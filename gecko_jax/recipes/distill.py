@@ -29,6 +29,7 @@ import shutil
 from typing import Sequence
 
 from gecko_jax.recipes import runner
+from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, get_student
 from gecko_jax.recipes.runner import read_marker
 from gecko_jax.textio import atomic_write_json
 
@@ -44,10 +45,12 @@ INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
           "finetune_no_fret": ("prefinetune",),
           "finetune_seed_positive": ("fret", "prefinetune"),
           "eval_no_fret": ("finetune_no_fret",),
-          "eval_seed_positive": ("finetune_seed_positive",)}
+          "eval_seed_positive": ("finetune_seed_positive",),
+          "eval_prefinetuned": ("prefinetune",)}
 # Model names in results.json / the report, by evaluation stage.
 EVAL_MODELS = {"eval_base": "minilm (base)", "eval_distilled": "distilled",
-               "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive"}
+               "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive",
+               **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
 # Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
@@ -75,10 +78,12 @@ class DistillConfig:
     tasks: tuple[str, ...] = TASKS
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
     ablation: bool = False             # also fine-tune without FRet and with seed positives
+    student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return STAGES + (ABLATION_STAGES if self.ablation else ())
+        llm = tuple(LLM_EVAL_STAGES) if get_student(self.student).is_llm else ()
+        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm
 
 
 def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
@@ -91,6 +96,8 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
              "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
              "gin_bindings": train_bind}
+    if cfg.student != "minilm":  # (the MiniLM default's stage hashes stay as they were)
+        train["student"] = cfg.student
     ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,
           "max_length": cfg.eval_max_length}
     own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
@@ -101,7 +108,9 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
            "finetune_seed_positive": {**train, "steps": cfg.finetune_steps,
                                       "fret": "seed_positive"},
            "eval_no_fret": {**ev, "model": "finetune_no_fret"},
-           "eval_seed_positive": {**ev, "model": "finetune_seed_positive"}}
+           "eval_seed_positive": {**ev, "model": "finetune_seed_positive"},
+           "eval_raw": {**ev, "model": f"raw {cfg.student}"},
+           "eval_prefinetuned": {**ev, "model": "prefinetune"}}
     own = {name: own[name] for name in cfg.stages}
     return runner.chain_configs(own, {n: i for n, i in INPUTS.items() if n in own})
 
@@ -165,13 +174,17 @@ def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
 
 
 def run_prefinetune(conf: dict, stage_dir: pathlib.Path, progress: bool) -> dict:
-    files = ["gin_configs/models/minilm.gin", "gin_configs/runs/prefinetune.gin"]
+    files = [get_student(conf.get("student", "minilm")).gin_file,
+             "gin_configs/runs/prefinetune.gin"]
     return _train(stage_dir, files, _train_bindings(conf) + list(conf["gin_bindings"]), progress)
 
 
 def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
                  fret_files: Sequence[str], progress: bool) -> dict:
-    files = ["gin_configs/models/minilm.gin", "gin_configs/runs/finetune.gin",
+    from gecko_jax.recipes.distill_student import init_bindings
+
+    student = conf.get("student", "minilm")
+    files = [get_student(student).gin_file, "gin_configs/runs/finetune.gin",
              "gin_configs/mixtures/finetune_default.gin"]
     fret_files = [f for f in fret_files if pathlib.Path(f).stat().st_size > 0]
     num_fret = sum(len(pathlib.Path(f).read_text().splitlines()) for f in fret_files)
@@ -181,8 +194,7 @@ def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
     bindings = (_train_bindings(conf) + [f"FRET_FILES = {fret_files!r}",
                                          f"SINGLE_TASK_BATCHES = {single}"]
                 + list(conf["gin_bindings"])
-                + ["train.model_fn = @pretrained_model",
-                   f"pretrained_model.folder = {str(init_export)!r}"])
+                + init_bindings(student, init_export))
     summary = _train(stage_dir, files, bindings, progress)
     summary.update(fret_files=len(fret_files), fret_records=num_fret, single_task_batches=single)
     return summary
@@ -207,9 +219,10 @@ def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
     return [str(path)]
 
 
-def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Path,
-             progress: bool) -> dict:
-    """Scores one model on the local tasks; writes stage_dir/results.json."""
+def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: pathlib.Path,
+             progress: bool, encoder=None) -> dict:
+    """Scores one model (a folder, or an in-memory `encoder`) on the local tasks at the
+    dims it is wide enough for; writes stage_dir/results.json."""
     from tqdm.auto import tqdm
 
     from gecko_jax.encode import Encoder
@@ -217,13 +230,14 @@ def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Pat
     from gecko_jax.evaluation.local_tasks import CachedEncoder, get_task
 
     tasks = [get_task(t) for t in conf["tasks"]]
-    enc = Encoder.from_pretrained(folder, max_length=conf["max_length"], batch_size=32)
+    enc = encoder or Encoder.from_pretrained(folder, max_length=conf["max_length"], batch_size=32)
     cached = CachedEncoder(enc)
+    dims = [d for d in conf["dims"] if d <= enc.embedding_dim]
     bar = tqdm(total=len(tasks), desc=f"eval {name}", unit="task", disable=not progress)
-    res = evaluate_model(cached, name, tasks, [], conf["dims"], "local",
+    res = evaluate_model(cached, name, tasks, [], dims, "local",
                          limit=conf["limit"], progress=bar)["local"]
     bar.close()
-    info = {"path": str(folder), "format": cached.format, "embedding_dim": enc.embedding_dim,
+    info = {"path": str(folder or enc.meta.source), "format": cached.format, "embedding_dim": enc.embedding_dim,
             "max_length": enc.max_length}
     results = {t: {str(d): s for d, s in by_dim.items()} for t, by_dim in res.items()}
     atomic_write_json(stage_dir / "results.json", {"model": name, "info": info, "results": results})
@@ -233,7 +247,7 @@ def run_eval(conf: dict, folder: pathlib.Path, name: str, stage_dir: pathlib.Pat
 # ---------------------------------------------------------------- orchestration
 
 def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list[runner.Stage]:
-    """The stages of `gecko distill` (five, nine with the ablation) for the runner."""
+    """The stages of `gecko distill` (five; +4 with the ablation, +2 for an LLM student)."""
     from gecko_jax import assets
     from gecko_jax.training import trainer
 
@@ -267,13 +281,22 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
             return run_eval(own[stage], folder, EVAL_MODELS[stage], stage_dir, progress)
         return run
 
+    def eval_raw(stage_dir, _):
+        from gecko_jax.recipes.distill_student import raw_encoder
+
+        enc = raw_encoder(cfg.student, own["eval_raw"]["max_length"])
+        return run_eval(own["eval_raw"], None, EVAL_MODELS["eval_raw"], stage_dir, progress,
+                        encoder=enc)
+
     runs = {"fret": fret, "prefinetune": prefinetune, "finetune": finetune,
             "eval_base": evaluation("eval_base", None),
             "eval_distilled": evaluation("eval_distilled", "finetune"),
             "finetune_no_fret": finetune_no_fret,
             "finetune_seed_positive": finetune_seed_positive,
             "eval_no_fret": evaluation("eval_no_fret", "finetune_no_fret"),
-            "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive")}
+            "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive"),
+            "eval_raw": eval_raw,
+            "eval_prefinetuned": evaluation("eval_prefinetuned", "prefinetune")}
     strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
     return [runner.Stage(name, strip(own[name]), runs[name], INPUTS.get(name, ()))
             for name in cfg.stages]

@@ -80,6 +80,40 @@ def ablation_table(results: dict, tasks: dict) -> list[str]:
     return lines
 
 
+def student_table(results: dict, tasks: dict) -> list[str]:
+    """An LLM student's stages side by side (Gemini Embedding's direction: no training <
+    pre-finetuning < the full recipe), MiniLM as reference: main score [95% CI] per
+    (task, dim), and the paired intervals of each training stage's change. A model
+    narrower than the dim has no cell (-)."""
+    from gecko_jax.evaluation import bootstrap, intervals
+    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW
+
+    cols = ((RAW, "raw LLM (mean-pooled, no training)"), (PREFINETUNED, "pre-finetuned"),
+            (DISTILLED, "fine-tuned"), (BASE, "MiniLM (base, reference)"))
+    steps = ((PREFINETUNED, RAW, "pre-finetuned - raw"), (DISTILLED, PREFINETUNED,
+                                                          "fine-tuned - pre-finetuned"))
+    lines = ["| task | metric | dim | " + " | ".join(c for _, c in cols) + " | "
+             + " | ".join(c for *_, c in steps) + " |",
+             "|---|---|---:|" + "---:|" * (len(cols) + len(steps))]
+    for task, info in tasks.items():
+        metric, kind = info["main_score"], info["type"]
+        dims = sorted({int(d) for m in results.values() for d in m.get(task, {})}, reverse=True)
+        for dim in dims:
+            rows = {m: results.get(m, {}).get(task, {}).get(dim) for m, _ in cols}
+            cells = ["-" if rows[m] is None else f"{100 * rows[m][metric]:.2f}" + _ci(
+                intervals.score_interval(kind, metric, rows[m])) for m, _ in cols]
+            for new, old, _ in steps:
+                if rows[new] is None or rows[old] is None:
+                    cells.append("-")
+                    continue
+                change = intervals.change_interval(kind, metric, rows[old], rows[new])
+                sig = "" if change is None else f" ({bootstrap.significance(change)})"
+                delta = rows[new][metric] - rows[old][metric]
+                cells.append(f"{100 * delta:+.2f}{_ci(change, signed=True)}{sig}")
+            lines.append(f"| {task} | {metric} | {dim} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ci(iv, signed: bool = False) -> str:
     if iv is None:
         return " [n/a]"
@@ -143,6 +177,9 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     from gecko_jax.evaluation import intervals, report
     from gecko_jax.evaluation.local_tasks import get_task
 
+    from gecko_jax.recipes.distill_student import get_student
+
+    student = get_student(getattr(cfg, "student", "minilm"))
     results, models = _results(out, markers)
     tasks = {}
     for name in cfg.tasks:
@@ -163,7 +200,7 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
               else f"an evenly spaced {ev['limit']} articles")
     lines = [
         "# gecko distill report", "",
-        f"Teacher `{cfg.teacher}`, student all-MiniLM-L6-v2 (d=384). "
+        f"Teacher `{cfg.teacher}`, student {student.label}. "
         f"FRet: {fret['passages']} seed passages from a {cfg.fret_corpus_size}-passage "
         f"Wikipedia-sample corpus, {cfg.fret_neighbors} neighbours each -> {fret['records']} "
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
@@ -175,8 +212,8 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}. "
         f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
         f"Evaluation: local BBC tasks on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
-        "the base model encodes raw texts, the distilled one Gecko prompts "
-        "(`task: ... | query: ...`).", "",
+        "the base model" + (" and the raw LLM encode" if student.is_llm else " encodes")
+        + " raw texts, the trained ones Gecko prompts (`task: ... | query: ...`).", "",
         "## Stages", "",
         "| stage | wall time (s) | this run |", "|---|---:|---|"]
     for name, m in markers.items():
@@ -184,12 +221,17 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         lines.append(f"| {name} | {m['wall_s']:.0f} | {how} |")
     lines += [f"| **total** | **{total:.0f}** | |", ""]
     lines += split_note(ev["limit"])
-    lines += ["## Base vs distilled (main score x100)", "",
-              "Intervals: seeded bootstrap, 95%, over queries (retrieval), test items "
-              "(classification) or clustered items (clustering, clusterings held fixed); "
-              "the change's interval is a paired bootstrap on the same resamples. "
-              "\"not significant\": the change's interval contains 0 (within noise).", ""]
-    lines += before_after_table(results, tasks)
+    ci_note = ("Intervals: seeded bootstrap, 95%, over queries (retrieval), test items "
+               "(classification) or clustered items (clustering, clusterings held fixed); "
+               "the change's interval is a paired bootstrap on the same resamples. "
+               "\"not significant\": the change's interval contains 0 (within noise).")
+    if student.is_llm:
+        lines += ["## Raw LLM -> pre-finetuned -> fine-tuned, MiniLM as reference "
+                  "(main score x100)", "", ci_note, ""]
+        lines += student_table(results, tasks)
+    else:
+        lines += ["## Base vs distilled (main score x100)", "", ci_note, ""]
+        lines += before_after_table(results, tasks)
     if NO_FRET in results and SEED_POSITIVE in results:
         lines += ["", "## Ablation: what FRet's re-labelling adds (the paper's Table 3 "
                   "direction)", "",
