@@ -153,3 +153,63 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
     assert all(line.count("significant") == 2 for line in rows)
+
+
+# An LLM student (SmolLM2-135M from the shipped GGUF) through every stage at toy scale;
+# FRet is the default tiny run's (same FRet config: the stage is reused, not rerun).
+TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2",
+                                    "dims": (576, 384, 128), "learning_rate": 5e-5})
+
+
+def test_llm_student_stages_and_configs(tmp_path):
+    """The MiniLM default's stage configs carry no student key (its runs stay reusable);
+    an LLM student adds the raw and pre-finetuned evaluations."""
+    a = distill.stage_configs(TINY, tmp_path)
+    assert all("student" not in conf for conf in a.values())
+    b = distill.stage_configs(TINY_LLM, tmp_path)
+    assert TINY_LLM.stages == distill.STAGES + ("eval_raw", "eval_prefinetuned")
+    assert b["fret"] == a["fret"] and b["prefinetune"]["student"] == "smollm2"
+    assert set(b["eval_prefinetuned"]["inputs"]) == {"prefinetune"}
+    from gecko_jax.cli import build_parser
+    from gecko_jax.commands.distill import config_from_args
+    from gecko_jax.recipes.distill_student import LLM_DEFAULTS
+
+    cfg = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--student", "gemma3", "--batch-size", "4"]))
+    assert cfg.student == "gemma3" and cfg.batch_size == 4 and cfg.dims[0] == 640
+    assert cfg.finetune_steps == LLM_DEFAULTS["finetune_steps"]
+    assert cfg.eval_limit == LLM_DEFAULTS["eval_limit"]
+
+
+@pytest.mark.slow
+def test_llm_student_runs_every_stage_and_reports_each_row(tiny_run, tmp_path):
+    import shutil
+
+    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW
+
+    out, _ = tiny_run
+    shutil.copytree(out / "fret", tmp_path / "fret")
+    result = distill.distill(tmp_path, TINY_LLM, progress=False)
+    assert result["ran"] == [s for s in TINY_LLM.stages if s != "fret"]
+    results = result["results"]
+    assert set(results) == {RAW, PREFINETUNED, "distilled", "minilm (base)"}
+    for task in distill.TASKS:
+        assert set(results[RAW][task]) == set(results["distilled"][task]) == {576, 384, 128}
+        assert set(results["minilm (base)"][task]) == {384, 128}  # no 576-d MiniLM
+    text = result["report"].read_text()
+    assert "student SmolLM2-135M" in text
+    table = text.split("## Raw LLM -> pre-finetuned -> fine-tuned")[1].split("Full metrics")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
+    assert len(rows) == len(distill.TASKS) * 3
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all("[" in c for c in cells[3:6])             # raw, pre-finetuned, fine-tuned
+        assert ("[" in cells[6]) == (cells[2] != "576")      # MiniLM: no 576-d cell
+        assert all("significant" in c for c in cells[7:9])   # the two paired changes
+    # The fine-tuned LLM encodes with gecko's Encoder from OUT/model.
+    from gecko_jax.encode import Encoder
+
+    enc = Encoder.from_pretrained(result["model"], max_length=32)
+    assert enc.meta.prompt_format == "gecko" and enc.encode(["a text"]).shape == (1, 576)
+    pft = json.loads((tmp_path / "prefinetune" / "stage.json").read_text())
+    assert pft["config"]["student"] == "smollm2"
