@@ -9,6 +9,10 @@
     eval_distilled the fine-tuned model on the same tasks
     -> OUT/report.md (+ report.json, PNGs), OUT/model (the distilled model folder)
 
+`student="gemma3"` / `"smollm2"` (recipes/distill_student.py) trains a decoder LLM
+instead of MiniLM and adds eval_raw (the untrained LLM, mean-pooled) and
+eval_prefinetuned, so the report shows raw / pre-finetuned / fine-tuned / MiniLM.
+
 The stages run on the one recipe runner (recipes/runner.py): each in OUT/<stage>/
 with its marker OUT/<stage>/stage.json; a rerun skips done stages and resumes a
 running one (FRet keeps finished shards, training restores its last checkpoint).
