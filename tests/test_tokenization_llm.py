@@ -36,7 +36,10 @@ def _hf(name: str, append_eos: bool):
 
     tok = copy.deepcopy(_hf_gguf(name))
     if append_eos:
-        tok.add_eos_token = True   # transformers rebuilds its post-processor
+        # transformers rebuilds its post-processor from both flags: keep the BOS rule
+        # the GGUF tokenizer has (Gemma: BOS; SmolLM2: none), add EOS.
+        tok.add_bos_token = tok("a")["input_ids"][0] == tok.bos_token_id
+        tok.add_eos_token = True
     return tok
 
 
