@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import platform
 
+from gecko_jax.hardware import cpu_features, cpu_model, nominal_peak_gflops
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+__all__ = ["cpu_features", "cpu_model", "describe", "nominal_peak_gflops"]
 
 
 def describe() -> str:
-    return f"CPU: {cpu_model()} ({os.cpu_count()} cores visible)"
+    flags = sorted(cpu_features() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    return f"CPU: {cpu_model()} ({os.cpu_count()} cores visible; {' '.join(flags) or 'no AVX flags'})"
