@@ -5,15 +5,17 @@
                              1-based line number
     tfrecord_source(files)   FRet TFRecord shards (fret/record_shards.py, tf.train.Example)
 
-Preprocessors (in Task order):
+Preprocessors (in Task order), the first three on batches of PARSE_BATCH rows:
 
     parse_jsonl              JSON -> raw fields, validated by training_records.parse_record
                              on batches of lines (errors name file and line)
     fret_tfexample_fields    the TFRecord fields -> the same raw fields
-    tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory path)
-    tokenize_batched         the encoder's HF tokenizer on whole batches of texts
+    tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory
+                             path; its TF string ops are elementwise, so batches work)
+    tokenize_batches         the encoder's HF tokenizer on whole batches of texts
                              (HFTokenizerVocabulary.encode_tf on a [B] tensor: one
                              `tokenizers.encode_batch` call per feature and batch)
+    unbatch_rows             back to rows
     tasks.trim_sequences     each sequence cut to its length, closing [SEP] kept
 
 seqio then shards (by file when a host has at least one file, else by element:
@@ -38,7 +40,6 @@ from gecko_jax.errors import InputError
 RAW_STRING_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
                      "negative_text")
 PARSE_BATCH = 256
-TOKENIZE_BATCH = 256
 
 
 # --------------------------------------------------------------------------- sources
@@ -79,27 +80,20 @@ def parse_lines(files: np.ndarray, lines: np.ndarray, texts: np.ndarray):
     """Batch of JSONL lines -> raw record columns (numpy; runs in tf.numpy_function).
 
     Args:
-      files, lines, texts: [B] bytes / int64 / bytes.
+      files, lines, texts: [B] bytes / int64 / bytes (no blank lines).
     Returns:
-      6 string columns [B] (RAW_STRING_FIELDS), has_negative [B], symmetric [B], keep [B]
-      (False for blank lines). Raises InputError naming file and line.
+      6 string columns [B] (RAW_STRING_FIELDS), has_negative [B], symmetric [B].
+      Raises InputError naming file and line.
     """
     n = len(texts)
     cols = [np.empty(n, object) for _ in RAW_STRING_FIELDS]
-    has_neg, symmetric, keep = np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool)
+    has_neg, symmetric = np.zeros(n, bool), np.zeros(n, bool)
     for i in range(n):
         path, line = files[i].decode("utf-8", "replace"), int(lines[i])
         try:
-            text = texts[i].decode("utf-8")
+            obj = json.loads(texts[i].decode("utf-8"))
         except UnicodeDecodeError:
             raise InputError(path, "not valid UTF-8", line) from None
-        if not text.strip():
-            keep[i] = False
-            for c in cols:
-                c[i] = b""
-            continue
-        try:
-            obj = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(path, f"not valid JSON ({err.msg} at column {err.colno})",
                              line) from None
@@ -111,43 +105,46 @@ def parse_lines(files: np.ndarray, lines: np.ndarray, texts: np.ndarray):
             c[i] = v.encode("utf-8")
         has_neg[i] = neg is not None
         symmetric[i] = bool(obj.get("symmetric"))
-    return (*cols, has_neg, symmetric, keep)
+    return (*cols, has_neg, symmetric)
 
 
 def parse_jsonl(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """seqio preprocessor: {"file", "line", "text"} -> the raw fields of gecko_format."""
+    """seqio preprocessor: lines {"file", "line", "text"} -> batches [B] of the raw fields
+    of gecko_format (blank lines skipped). The following preprocessors work on batches
+    (one TF op or numpy call per batch, not per row) until unbatch_rows."""
 
     def parse(batch):
         outs = tf.numpy_function(parse_lines, [batch["file"], batch["line"], batch["text"]],
-                                 [tf.string] * len(RAW_STRING_FIELDS) + [tf.bool] * 3,
+                                 [tf.string] * len(RAW_STRING_FIELDS) + [tf.bool] * 2,
                                  stateful=False)
         out = {}
-        for name, t in zip(RAW_STRING_FIELDS + ("has_negative", "symmetric", "keep"), outs):
+        for name, t in zip(RAW_STRING_FIELDS + ("has_negative", "symmetric"), outs):
             t.set_shape([None])
             out[name] = t
         return out
 
-    ds = ds.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                   deterministic=True)
-    ds = ds.unbatch().filter(lambda ex: ex["keep"])
-    return ds.map(lambda ex: {k: v for k, v in ex.items() if k != "keep"})
+    ds = ds.filter(lambda ex: tf.strings.length(tf.strings.strip(ex["text"])) > 0)
+    return ds.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
 
 
 def fret_tfexample_fields(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """seqio preprocessor: FRet tf.train.Example fields -> the raw fields of gecko_format."""
+    """seqio preprocessor: FRet tf.train.Example rows -> batches [B] of the raw fields."""
 
     def fields(ex):
         out = {k: ex[k] for k in RAW_STRING_FIELDS}
         out["has_negative"] = tf.strings.length(tf.strings.strip(ex["negative_text"])) > 0
         return out
 
-    return ds.map(fields, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(PARSE_BATCH).map(fields, num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
 
 
 # --------------------------------------------------------------------------- tokens
-def tokenize_batched(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
+def tokenize_batches(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
                      ) -> tf.data.Dataset:
-    """seqio preprocessor: every output feature tokenised, TOKENIZE_BATCH texts per call."""
+    """seqio preprocessor on batches [B]: every output feature tokenised by one
+    HFTokenizerVocabulary.encode_tf call per batch (ragged [B, None] ids)."""
 
     def tok(batch):
         out = dict(batch)
@@ -155,9 +152,12 @@ def tokenize_batched(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Fe
             out[name] = feat.vocabulary.encode_tf(batch[name])
         return out
 
-    return (ds.batch(TOKENIZE_BATCH)
-            .map(tok, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .unbatch())
+    return ds.map(tok, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def unbatch_rows(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """seqio preprocessor: batches back to rows (what seqio's checks and shuffle expect)."""
+    return ds.unbatch()
 
 
 # --------------------------------------------------------------------------- tasks
@@ -187,6 +187,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name, source=source,
-        preprocessors=[parse, tasks_lib.gecko_format, tokenize_batched, tasks_lib.trim_sequences],
-        output_features=features, metric_fns=[], shuffle_buffer_size=4096)
+        preprocessors=[parse, tasks_lib.gecko_format, tokenize_batches, unbatch_rows,
+                       tasks_lib.trim_sequences],
+        output_features=features, metric_fns=[], shuffle_buffer_size=1024)
 

@@ -144,9 +144,10 @@ def _within_4_sigma(counts, n, p):
     assert np.all(np.abs(counts - n * p) <= 4 * sigma), (counts, n * p, sigma)
 
 
-def test_mixture_rates_and_single_task_batches(tmp_path, records):
+@pytest.mark.parametrize("steps", [200, pytest.param(1000, marks=pytest.mark.slow)])
+def test_mixture_rates_and_single_task_batches(tmp_path, records, steps):
     p, word = _mixture(tmp_path, records, {"alpha": 5.0, "beta": 3.0, "gamma": 2.0})
-    steps, b = 1000, 8
+    b = 8
     ds = stream_batches.host_dataset("t_mix", feature_lengths=LENGTHS, batch_size=b, seed=1)
     rows = np.concatenate([x["query_ids"][:, 3] for x in ds.take(steps).as_numpy_iterator()])
     _within_4_sigma(np.bincount([word[w] for w in rows], minlength=3), steps * b, p)
