@@ -14,7 +14,9 @@ Model features, every sequence trimmed/padded to its feature length:
 
 Trimming keeps the tokenizer's closing special tokens ([SEP]; an LLM tokenizer's
 EOS if it appends one; none for Gemma's BOS-only rule), like
-gecko_jax.tokenization.Tokenizer.encode at inference. No packing: a dual
+gecko_jax.tokenization.Tokenizer.encode at inference; the Tasks trim already
+(tasks.trim_sequences), so seqio's length checks hold. seqio's own `__call__`
+runs with all its checks: callers pass `task_feature_lengths(lengths)`. No packing: a dual
 encoder needs one text per row.
 """
 
@@ -68,8 +70,6 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
 
     def __init__(self, pad_id: int = 0, keep_last: int = 1, **kwargs):
         kwargs.setdefault("pack", False)
-        # Task features are longer than the lengths before trimming: trimming is ours.
-        kwargs.setdefault("apply_length_check", False)
         super().__init__(**kwargs)
         self._pad_id = pad_id
         self._keep_last = keep_last
@@ -90,24 +90,17 @@ class DualEncoderFeatureConverter(seqio.FeatureConverter):
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]
                                   ) -> Mapping[str, int]:
-        out = {}
+        out = {f: task_feature_lengths[f] for f in TEXT_ID_FEATURES}
         for f in SEQUENCE_FEATURES:
             out[f"{f}_ids"] = out[f"{f}_mask"] = task_feature_lengths[f]
         return out
 
-    def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]
-                 ) -> tf.data.Dataset:
-        """seqio's __call__ wants a length for every task feature, scalars included,
-        so this checks the task features itself and then converts."""
-        missing = [f for f in SEQUENCE_FEATURES if f not in task_feature_lengths]
-        if missing:
-            raise ValueError(f"feature lengths missing for {missing}")
-        spec = ds.element_spec
-        for name, want in self.TASK_FEATURES.items():
-            if name not in spec:
-                raise ValueError(f"dataset lacks task feature {name!r}: has {sorted(spec)}")
-            if spec[name].dtype != want.dtype or spec[name].shape.rank != want.rank:
-                raise ValueError(f"task feature {name!r} is {spec[name]}, want "
-                                 f"{want.dtype.name} of rank {want.rank}")
-        lengths = {f: task_feature_lengths[f] for f in SEQUENCE_FEATURES}
-        return self._convert_features(ds, lengths)
+
+def task_feature_lengths(lengths: Mapping[str, int]) -> dict[str, int]:
+    """{"query": Lq, "positive": Ld, "negative": Ld} -> the converter's task feature
+    lengths: seqio's checks want a length for every task feature, and the scalar text
+    ids get 1 (seqio skips the length check of rank-0 features)."""
+    missing = [f for f in SEQUENCE_FEATURES if f not in lengths]
+    if missing:
+        raise ValueError(f"feature lengths missing for {missing}")
+    return {**{f: int(lengths[f]) for f in SEQUENCE_FEATURES}, **{f: 1 for f in TEXT_ID_FEATURES}}

@@ -27,7 +27,8 @@ import seqio
 import tensorflow as tf
 
 from gecko_jax.data import training_records as records_lib
-from gecko_jax.data.feature_converters import DualEncoderFeatureConverter
+from gecko_jax.data.feature_converters import (DualEncoderFeatureConverter, task_feature_lengths,
+                                               trim_keep_last)
 from gecko_jax.data.vocab import HFTokenizerVocabulary
 from gecko_jax import unified_format
 from gecko_jax.losses import NO_ID
@@ -129,6 +130,31 @@ def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.map(fmt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def trim_sequences(ds: tf.data.Dataset, sequence_length: Mapping[str, int] | None,
+                   output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+    """seqio preprocessor: sequences longer than their length lose tokens before the last
+    ones (the tokenizer's closing special tokens stay, [SEP] or an appended EOS, as at
+    inference: tokenization.Tokenizer.encode), so
+    seqio's own trimming and the feature converter's length checks find nothing to cut."""
+    if not sequence_length:
+        return ds
+
+    def fn(ex):
+        out = dict(ex)
+        for name, feature in output_features.items():
+            if sequence_length.get(name):
+                out[name] = trim_keep_last(ex[name], sequence_length[name],
+                                           closing_count(feature.vocabulary))
+        return out
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def closing_count(vocab: seqio.Vocabulary) -> int:
+    """How many special tokens the vocabulary's tokenizer appends (1 for BERT's [SEP])."""
+    return vocab.tokenizer.closing_count if isinstance(vocab, HFTokenizerVocabulary) else 1
+
+
 @functools.lru_cache(maxsize=None)
 def vocabulary(tokenizer_folder: str) -> HFTokenizerVocabulary:
     return HFTokenizerVocabulary(tokenizer_folder)
@@ -159,7 +185,7 @@ def register_gecko_task(name: str, source: seqio.DataSource,
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
-        name, source=source, preprocessors=[gecko_format, seqio.preprocessors.tokenize],
+        name, source=source, preprocessors=[gecko_format, seqio.preprocessors.tokenize, trim_sequences],
         output_features=features, metric_fns=[])
 
 
@@ -172,11 +198,10 @@ def load_examples(task_or_mixture: str, split: str, feature_lengths: Mapping[str
     """
     task = seqio.get_mixture_or_task(task_or_mixture)
     ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=False,
-                          use_cached=False, trim_output_features=False, num_epochs=1)
-    # Trim as the tokenizer truncates: its closing special tokens kept ([SEP], EOS).
-    vocab = task.output_features["query"].vocabulary
-    keep = vocab.tokenizer.closing_count if isinstance(vocab, HFTokenizerVocabulary) else 1
-    ds = DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(ds, dict(feature_lengths))
+                          use_cached=False, num_epochs=1)
+    keep = closing_count(task.output_features["query"].vocabulary)
+    ds = DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(
+        ds, task_feature_lengths(feature_lengths))
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in ds.batch(1024).as_numpy_iterator():
         for k, v in batch.items():

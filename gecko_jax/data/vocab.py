@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -66,17 +67,30 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     def _decode(self, ids) -> str:
         return self._tokenizer.backend.decode([int(i) for i in ids], skip_special_tokens=True)
 
-    # --- tensorflow (py_function: the tokenizers library has no TF kernels) -----
-    def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-        def enc(x):
-            return tf.constant(self._encode(x.numpy().decode("utf-8")), dtype=tf.int32)
+    # --- tensorflow (numpy_function: the tokenizers library has no TF kernels) ---
+    def encode_batch(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B] bytes -> (ids [sum of lengths] int32, lengths [B] int64): one
+        `tokenizers.encode_batch` call (Rust, multi-threaded) for the whole batch."""
+        encs = self._tokenizer.backend.encode_batch(
+            [t.decode("utf-8") for t in texts.reshape(-1)], add_special_tokens=self._add_special)
+        lengths = np.array([len(e.ids) for e in encs], np.int64)
+        ids = np.fromiter((i for e in encs for i in e.ids), np.int32, int(lengths.sum()))
+        return ids, lengths
 
+    def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+        """[] -> ids [None]; [B] -> RaggedTensor [B, None] (one batched call)."""
         if s.shape.rank == 0:
-            out = tf.py_function(enc, [s], tf.int32)
-            out.set_shape([None])
-            return out
-        return tf.map_fn(self._encode_tf, s,
-                         fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
+            ids, _ = tf.numpy_function(self.encode_batch, [tf.reshape(s, [1])],
+                                       [tf.int32, tf.int64], stateful=False)
+            ids.set_shape([None])
+            return ids
+        if s.shape.rank != 1:
+            raise ValueError(f"encode_tf takes a scalar or a [B] string tensor, got {s.shape}")
+        ids, lengths = tf.numpy_function(self.encode_batch, [s], [tf.int32, tf.int64],
+                                         stateful=False)
+        ids.set_shape([None])
+        lengths.set_shape([None])
+        return tf.RaggedTensor.from_row_lengths(ids, lengths, validate=False)
 
     def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
         def dec(x):

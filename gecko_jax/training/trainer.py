@@ -41,6 +41,7 @@ from gecko_jax.training.partitioning import MeshSpec
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+DATA_POSITION_DIR = "data_position"   # per-process tf.data iterator states (streaming input)
 EXPORT_DIR = "export"
 
 
@@ -403,13 +404,19 @@ def train(
     task_name: str = "gecko_jsonl",
     progress: bool = True,
     data_fn: Callable[..., Any] | None = None,
+    streaming: bool = True,
 ) -> dict[str, Any]:
     """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
 
     Data: `train_files` (one JSONL task), or `data_fn` (e.g.
     gecko_jax.data.mixtures.mixture_data), called with tokenizer, feature_lengths,
     batch_size, seed, process_index, process_count and returning an object with
-    `.batch(step)` and `.num_examples` (a pure function of the step, for exact resume).
+    `.batch(step)` and `.num_examples` (a pure function of the step, for exact resume),
+    or with `.save_position(dir, step)` / `.restore_position(dir, step)` (a stream read in
+    step order whose position is saved beside each checkpoint).
+    streaming: `train_files` are streamed (data/streaming.py, data/stream_batches.py;
+    JSONL or FRet TFRecord shards, read per host); False reads them whole into memory
+    (data/tasks.load_examples, data/batching.py).
 
     Resumes from the latest checkpoint in MODEL_DIR/checkpoints when one exists.
     Writes MODEL_DIR/config.gin, TensorBoard events, checkpoints and, at the end,
@@ -437,8 +444,17 @@ def train(
                           process_count=jax.process_count())
     elif not train_files:
         raise GeckoError("train: no data; set train.train_files (JSONL) or train.data_fn")
+    elif streaming:
+        # seqio + TensorFlow: only the file data paths need them.
+        from gecko_jax.data import stream_batches, streaming as streaming_lib
+
+        streaming_lib.register_streaming_task(task_name, list(train_files), tokenizer.folder)
+        batches = stream_batches.stream_batches(
+            task_name, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
+            pad_id=tokenizer.pad_id, process_index=jax.process_index(),
+            process_count=jax.process_count())
     else:
-        from gecko_jax.data import tasks   # seqio + TensorFlow: only the JSONL data path needs them
+        from gecko_jax.data import tasks
 
         tasks.register_jsonl_task(task_name, {"train": list(train_files)}, tokenizer.folder)
         examples = tasks.load_examples(task_name, "train", feature_lengths, tokenizer.pad_id)
@@ -467,6 +483,8 @@ def train(
                                  "needs the same data, seed and batch size (or a new model_dir)")
         trainer.state = state
         start = int(position["step"])
+        if hasattr(batches, "restore_position"):
+            batches.restore_position(model_dir / DATA_POSITION_DIR, start)
         log.info("resumed from %s at step %d", ckpt.manager.directory, start)
 
     writer = metric_logging.create_writer(model_dir, just_logging=jax.process_index() > 0)
@@ -503,7 +521,12 @@ def train(
             done = step + 1
             steps_timed += 1
             if done % checkpoint_every == 0 or done == num_steps:
+                if hasattr(batches, "save_position"):   # before the state: never a state
+                    batches.save_position(model_dir / DATA_POSITION_DIR, done)  # without it
                 ckpt.save(done, trainer.state, {"step": done, **position_meta}, force=True)
+                if hasattr(batches, "prune_positions") and jax.process_index() == 0:
+                    batches.prune_positions(model_dir / DATA_POSITION_DIR,
+                                            set(ckpt.manager.all_steps()) | {done})
             if done % log_every == 0 or done == num_steps:
                 last = _scalar_metrics(metrics)
                 elapsed = time.perf_counter() - t0

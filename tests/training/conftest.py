@@ -26,9 +26,9 @@ def wiki_jsonl(tmp_path_factory, wiki_records):
 
 
 def tiny_gin_file(path, jsonl, steps: int, checkpoint_every: int, warmup: int,
-                  log_every: int, export: bool = True):
+                  log_every: int, export: bool = True, streaming: bool = True):
     """A `gecko train` gin file: the fine-tuning run config with a tiny random BERT on
-    `jsonl` (batch 16, query/doc lengths 16/32)."""
+    `jsonl` (batch 16, query/doc lengths 16/32); streaming=False reads it into memory."""
     path.write_text(f"""
 include 'gin_configs/runs/finetune.gin'
 train.model_fn = @random_model
@@ -44,6 +44,7 @@ WARMUP_STEPS = {warmup}
 train.checkpoint_every = {checkpoint_every}
 train.log_every = {log_every}
 train.export = {export}
+train.streaming = {streaming}
 """)
     return path
 

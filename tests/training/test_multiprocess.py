@@ -30,7 +30,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _gin_file(tmp_path, jsonl) -> pathlib.Path:
-    return tiny_gin_file(tmp_path / "tiny.gin", jsonl, STEPS, EVERY, warmup=2, log_every=1)
+    # In memory: N hosts then read exactly the rows of one (streams shard per host).
+    return tiny_gin_file(tmp_path / "tiny.gin", jsonl, STEPS, EVERY, warmup=2, log_every=1,
+                         streaming=False)
 
 
 def _free_port() -> int:

@@ -1,0 +1,193 @@
+"""Streaming seqio Tasks over sharded FRet files: read lazily, tokenised in batches.
+
+    jsonl_source(files)      FRet-format JSONL shards (training_records.py), one
+                             TextLineDataset per file, each line with its file and
+                             1-based line number
+    tfrecord_source(files)   FRet TFRecord shards (fret/record_shards.py, tf.train.Example)
+
+Preprocessors (in Task order), the first three on batches of PARSE_BATCH rows:
+
+    parse_jsonl              JSON -> raw fields, validated by training_records.parse_record
+                             on batches of lines (errors name file and line)
+    fret_tfexample_fields    the TFRecord fields -> the same raw fields
+    tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory
+                             path; its TF string ops are elementwise, so batches work)
+    tokenize_batches         the encoder's HF tokenizer on whole batches of texts
+                             (HFTokenizerVocabulary.encode_tf on a [B] tensor: one
+                             `tokenizers.encode_batch` call per feature and batch)
+    unbatch_rows             back to rows
+    tasks.trim_sequences     each sequence cut to its length, closing [SEP] kept
+
+seqio then shards (by file when a host has at least one file, else by element:
+seqio.Task.get_dataset with ShardInfo), shuffles with a seed, repeats; mixtures
+sample by the Mixture's rates (gecko_jax.data.stream_batches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from gecko_jax.data import tasks as tasks_lib
+from gecko_jax.data import training_records
+from gecko_jax.errors import InputError
+
+RAW_STRING_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
+                     "negative_text")
+PARSE_BATCH = 256
+
+
+# --------------------------------------------------------------------------- sources
+def _read_jsonl_lines(path: tf.Tensor) -> tf.data.Dataset:
+    """One file -> {"file", "line" (1-based), "text"} per line."""
+    lines = tf.data.TextLineDataset(path).enumerate(start=1)
+    return lines.map(lambda i, text: {"file": path, "line": i, "text": text})
+
+
+def _files(files: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    out = tuple(str(f) for f in files)
+    missing = [f for f in out if not os.path.isfile(f)]
+    if missing:
+        raise InputError(missing[0], "no such file")
+    return out
+
+
+def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+    """FRet JSONL shards, read lazily (seqio.FileDataSource: files interleaved)."""
+    return seqio.FileDataSource(
+        read_file_fn=_read_jsonl_lines,
+        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
+        caching_permitted=False)
+
+
+def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+    """FRet TFRecord shards of fret/record_shards.write_tfrecords."""
+    from gecko_jax.fret.record_shards import TF_FEATURES
+
+    return seqio.TFExampleDataSource(
+        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
+        feature_description={k: tf.io.FixedLenFeature([], tf.string, default_value="")
+                             for k in TF_FEATURES})
+
+
+# --------------------------------------------------------------------------- parsing
+def parse_lines(files: np.ndarray, lines: np.ndarray, texts: np.ndarray):
+    """Batch of JSONL lines -> raw record columns (numpy; runs in tf.numpy_function).
+
+    Args:
+      files, lines, texts: [B] bytes / int64 / bytes (no blank lines).
+    Returns:
+      6 string columns [B] (RAW_STRING_FIELDS), has_negative [B], symmetric [B].
+      Raises InputError naming file and line.
+    """
+    n = len(texts)
+    cols = [np.empty(n, object) for _ in RAW_STRING_FIELDS]
+    has_neg, symmetric = np.zeros(n, bool), np.zeros(n, bool)
+    for i in range(n):
+        path, line = files[i].decode("utf-8", "replace"), int(lines[i])
+        try:
+            obj = json.loads(texts[i].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(path, "not valid UTF-8", line) from None
+        except json.JSONDecodeError as err:
+            raise InputError(path, f"not valid JSON ({err.msg} at column {err.colno})",
+                             line) from None
+        rec = training_records.parse_record(obj, path, line)
+        neg = rec.negative
+        values = (rec.task, rec.query, rec.positive.title, rec.positive.text,
+                  neg.title if neg else "", neg.text if neg else "")
+        for c, v in zip(cols, values):
+            c[i] = v.encode("utf-8")
+        has_neg[i] = neg is not None
+        symmetric[i] = bool(obj.get("symmetric"))
+    return (*cols, has_neg, symmetric)
+
+
+def parse_jsonl(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """seqio preprocessor: lines {"file", "line", "text"} -> batches [B] of the raw fields
+    of gecko_format (blank lines skipped). The following preprocessors work on batches
+    (one TF op or numpy call per batch, not per row) until unbatch_rows."""
+
+    def parse(batch):
+        outs = tf.numpy_function(parse_lines, [batch["file"], batch["line"], batch["text"]],
+                                 [tf.string] * len(RAW_STRING_FIELDS) + [tf.bool] * 2,
+                                 stateful=False)
+        out = {}
+        for name, t in zip(RAW_STRING_FIELDS + ("has_negative", "symmetric"), outs):
+            t.set_shape([None])
+            out[name] = t
+        return out
+
+    ds = ds.filter(lambda ex: tf.strings.length(tf.strings.strip(ex["text"])) > 0)
+    return ds.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
+
+
+def fret_tfexample_fields(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """seqio preprocessor: FRet tf.train.Example rows -> batches [B] of the raw fields."""
+
+    def fields(ex):
+        out = {k: ex[k] for k in RAW_STRING_FIELDS}
+        out["has_negative"] = tf.strings.length(tf.strings.strip(ex["negative_text"])) > 0
+        return out
+
+    return ds.batch(PARSE_BATCH).map(fields, num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
+
+
+# --------------------------------------------------------------------------- tokens
+def tokenize_batches(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
+                     ) -> tf.data.Dataset:
+    """seqio preprocessor on batches [B]: every output feature tokenised by one
+    HFTokenizerVocabulary.encode_tf call per batch (ragged [B, None] ids)."""
+
+    def tok(batch):
+        out = dict(batch)
+        for name, feat in output_features.items():
+            out[name] = feat.vocabulary.encode_tf(batch[name])
+        return out
+
+    return ds.map(tok, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def unbatch_rows(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """seqio preprocessor: batches back to rows (what seqio's checks and shuffle expect)."""
+    return ds.unbatch()
+
+
+# --------------------------------------------------------------------------- tasks
+def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
+                            tokenizer_folder: str | os.PathLike, kind: str | None = None
+                            ) -> seqio.Task:
+    """(Re-)registers a streaming seqio Task over FRet JSONL or TFRecord shards.
+
+    Args:
+      files: the shards of the train split.
+      kind: "jsonl" or "tfrecord"; by default from the first file's suffix.
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise InputError(name, "no training files")
+    kind = kind or ("tfrecord" if files[0].endswith((".tfrecord", ".tfrecords")) else "jsonl")
+    if kind == "jsonl":
+        source, parse = jsonl_source({"train": files}), parse_jsonl
+    elif kind == "tfrecord":
+        source, parse = tfrecord_source({"train": files}), fret_tfexample_fields
+    else:
+        raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
+    vocab = tasks_lib.vocabulary(str(tokenizer_folder))
+    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
+                for f in ("query", "positive", "negative")}
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(
+        name, source=source,
+        preprocessors=[parse, tasks_lib.gecko_format, tokenize_batches, unbatch_rows,
+                       tasks_lib.trim_sequences],
+        output_features=features, metric_fns=[], shuffle_buffer_size=1024)
+
