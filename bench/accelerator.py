@@ -140,8 +140,9 @@ def make_trainer(row: Row, mesh):
     return trainer.Trainer(model, opt, mesh, loss_cfg, grad_cache=GradCache(row.chunk)), cfg
 
 
-def compile_seconds(tr, host_batch) -> float:
-    """Seconds to lower and compile `tr`'s train step (as Trainer.step jits it)."""
+def compile_seconds(tr, host_batch) -> tuple[float, float]:
+    """(wall, process CPU) seconds to lower and compile `tr`'s train step (as
+    Trainer.step jits it). XLA compiles on one thread: CPU seconds resist load."""
     import jax
 
     from gecko_jax.training import partitioning
@@ -149,9 +150,9 @@ def compile_seconds(tr, host_batch) -> float:
     batch = partitioning.host_to_global(host_batch, tr.mesh)
     fn = jax.jit(tr._train_step, in_shardings=(tr.state_shardings, tr.batch_shardings(host_batch)),
                  out_shardings=(tr.state_shardings, partitioning.replicated(tr.mesh)))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn.lower(tr.state, batch).compile()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_row(row: Row, mesh, steps: int) -> dict:
@@ -211,25 +212,38 @@ def device_peak_tflops(dtype: str, cache: dict) -> tuple[float, str]:
 
 # ------------------------------------------------------------------------------- peer
 
+def _peer_folder(folder: str) -> str:
+    """A random-init MiniLM-shaped BertModel with a stub WordPiece vocabulary, as a
+    folder SentenceTransformer loads (no asset package needed; ids are synthetic)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = os.path.join(folder, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                          + [f"w{i}" for i in range(100)]) + "\n")
+    BertTokenizerFast(vocab_file=vocab).save_pretrained(folder)
+    BertModel(BertConfig(**MINILM)).save_pretrained(folder)
+    return folder
+
+
 def theirs_examples_per_s(row: Row, steps: int) -> float | str:
-    """sentence-transformers MNRL on a MiniLM-shaped model (the shipped MiniLM's
-    architecture) on the same synthetic batch; a reason string when not possible."""
+    """sentence-transformers MNRL on a MiniLM-shaped model on the same synthetic
+    batch; a reason string when not possible."""
     try:
         import torch
         from sentence_transformers import SentenceTransformer, losses
     except ImportError:
         return "no peer installed"
+    import tempfile
+
     import numpy as np
 
-    from gecko_jax import assets
-
-    try:
-        folder = assets.minilm_dir()
-    except Exception as err:   # noqa: BLE001  (asset not installed on this machine)
-        return f"no MiniLM folder for the peer ({err})"
+    tmp = tempfile.TemporaryDirectory(prefix="bench_accel_peer_")
+    folder = _peer_folder(os.path.join(tmp.name, "minilm_shape"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    model = SentenceTransformer(str(folder), device=device)
+    model = SentenceTransformer(folder, device=device)   # Transformer + mean pooling
     model.train()
     loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
@@ -246,7 +260,7 @@ def theirs_examples_per_s(row: Row, steps: int) -> float | str:
         loss = loss_fn([dict(f) for f in feats], labels)
         loss.backward()
         opt.step()
-        return float(loss)   # a host sync, as ours
+        return float(loss.detach())   # a host sync, as ours
 
     step()
     times = []
@@ -263,8 +277,8 @@ def plan(args, platform: str) -> tuple[list[Row], list[Row]]:
     """(throughput rows, scan-vs-unrolled compile rows) for this backend and mode."""
     accel = platform != "cpu"
     if args.tiny:
-        rows = [Row("tiny", 8, 8, 16), Row("tiny", 8, 8, 16, chunk=4),
-                Row("tiny", 8, 8, 16, dtype="bfloat16", remat="full")]
+        rows = [Row("tiny", 8, 8, 16),
+                Row("tiny", 8, 8, 16, chunk=4, dtype="bfloat16", remat="full")]
         return rows, [Row("tiny", 8, 8, 16, scan=s) for s in (False, True)]
     if args.quick:
         b, q, d = (128, 64, 256) if accel else (8, 32, 64)
@@ -297,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests
     p.add_argument("--skip-llm", action="store_true", help="no Gemma-3-shaped rows")
     p.add_argument("--no-peer", action="store_true", help="skip the torch peer")
+    p.add_argument("--compile-only", action="store_true",
+                   help="only the scanned-vs-unrolled compile rows")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds; rows that would start later are skipped (default 270, "
                         "quick 50)")
@@ -314,6 +330,8 @@ def main(argv=None) -> int:
     print(f"JAX {jax.__version__}, backend {platform}: {len(devices)} x {devices[0].device_kind}")
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=len(devices)), devices=devices)
     rows, compile_rows = plan(args, platform)
+    if args.compile_only:
+        rows = []
     steps = 2 if (args.quick or args.tiny) else 3
     peaks: dict = {}
     print(f"{'tower':7s} {'batch':>5s} {'q/d':>7s}  {'variant':40s} {'step s':>8s} "
@@ -340,14 +358,15 @@ def main(argv=None) -> int:
             print(f"compile {row.tower} {row.label}: skipped (time budget)")
             continue
         tr, cfg = make_trainer(row, mesh)
-        secs = compile_seconds(tr, synthetic_batch(row.batch, row.query_len, row.doc_len,
-                                                   cfg.vocab_size))
+        wall, cpu = compile_seconds(tr, synthetic_batch(row.batch, row.query_len, row.doc_len,
+                                                        cfg.vocab_size))
         print(f"compile {row.tower} batch {row.batch} {row.query_len}/{row.doc_len} "
-              f"{'scanned' if row.scan else 'unrolled'} layers: {secs:.1f} s", flush=True)
+              f"{'scanned' if row.scan else 'unrolled'} layers: {wall:.1f} s wall, "
+              f"{cpu:.1f} s CPU", flush=True)
 
     plain = [r for r in results if r.tower in ("minilm", "tiny") and r.chunk == 0
              and r.dtype == "float32" and r.remat == "none"]
-    if args.no_peer or not plain or args.tiny:
+    if args.no_peer or args.tiny or not plain:
         print("ratio n/a (no peer run)")
         return 0
     row = max(plain, key=lambda r: r.batch)
