@@ -313,7 +313,10 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             x, _, _ = block(cfg, p, x, g, pos_bt, None, None, k_pos, k_valid, None, causal)
             return x
 
-        layers = to_compute(params["layers"], options.dtype)
+        # Matmul weights in the compute dtype; norm weights stay float32 (rms_norm
+        # computes in float32 and returns the activations' dtype).
+        layers = {k: v if k.endswith("norm") else to_compute(v, options.dtype)
+                  for k, v in params["layers"].items()}
         x = run_stack(layer_fn, x, (layers, flags), stacked=True, remat=options.remat,
                       scan=True if options.scan is None else options.scan)
         if options.dtype is not None:
