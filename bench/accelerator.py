@@ -311,6 +311,10 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests
     p.add_argument("--skip-llm", action="store_true", help="no Gemma-3-shaped rows")
     p.add_argument("--no-peer", action="store_true", help="skip the torch peer")
+    p.add_argument("--only", choices=("minilm", "gemma3"), help="rows of this tower only")
+    p.add_argument("--llm-vocab", type=int, default=None,
+                   help="vocabulary of the Gemma-3-shaped tower (default 262144; a smaller "
+                        "one fits a small CPU machine's memory)")
     p.add_argument("--compile-only", action="store_true",
                    help="only the scanned-vs-unrolled compile rows")
     p.add_argument("--budget", type=float, default=None,
@@ -332,6 +336,12 @@ def main(argv=None) -> int:
     rows, compile_rows = plan(args, platform)
     if args.compile_only:
         rows = []
+    if args.only:
+        rows = [r for r in rows if r.tower == args.only]
+        compile_rows = [r for r in compile_rows if r.tower == args.only]
+    if args.llm_vocab:
+        GEMMA3_270M["vocab_size"] = args.llm_vocab
+        print(f"Gemma-3-shaped tower with vocabulary {args.llm_vocab}")
     steps = 2 if (args.quick or args.tiny) else 3
     peaks: dict = {}
     print(f"{'tower':7s} {'batch':>5s} {'q/d':>7s}  {'variant':40s} {'step s':>8s} "
