@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gecko_jax.models.attention import attention
+from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,18 +98,36 @@ class BertLayer(nnx.Module):
         q_bhlk, k_bhlk, v_bhlk = (qkv_bl3hk[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         ctx_bhlk = attention(q_bhlk, k_bhlk, v_bhlk, mask_bl, 1.0 / math.sqrt(k))
         ctx_bld = ctx_bhlk.transpose(0, 2, 1, 3).reshape(b, l, d)
-        x_bld = self.attention_norm(x_bld + self.attention_out(ctx_bld))
+        x_bld = _norm(self.attention_norm, x_bld + _linear(self.attention_out, ctx_bld))
         act = _ACTIVATIONS[self.cfg.hidden_act]
-        return self.output_norm(x_bld + self.output(act(self.intermediate(x_bld))))
+        h_blf = act(_linear(self.intermediate, x_bld))
+        return _norm(self.output_norm, x_bld + _linear(self.output, h_blf))
+
+
+def _linear(lin: nnx.Linear, x):
+    """x @ W + b in x's dtype (the compute dtype; float32 weights are cast)."""
+    return x @ lin.kernel[...].astype(x.dtype) + lin.bias[...].astype(x.dtype)
+
+
+def _norm(ln: nnx.LayerNorm, x):
+    """Layer norm computed in the module's dtype (float32 unless built otherwise),
+    returned in x's dtype."""
+    return ln(x).astype(x.dtype)
 
 
 class BertEncoder(nnx.Module):
-    """BertModel without the pooler: token ids -> final hidden states [b, l, d]."""
+    """BertModel without the pooler: token ids -> final hidden states [b, l, d].
 
-    def __init__(self, cfg: BertConfig, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+    `options` (layer_stack.LayerOptions: remat, scan, compute dtype) changes how the
+    layers run, never the parameters; default: unrolled, no remat, `dtype`.
+    """
+
+    def __init__(self, cfg: BertConfig, dtype=jnp.float32, rngs: nnx.Rngs | None = None,
+                 options: LayerOptions = LayerOptions()):
         rngs = rngs or nnx.Rngs(0)
         d = cfg.hidden_size
         self.cfg = cfg
+        self.options = options
         emb = lambda n: nnx.Embed(n, d, dtype=dtype, rngs=rngs,
                                   embedding_init=_init(("vocab", "embed")))
         self.word_embeddings = emb(cfg.vocab_size)
@@ -127,7 +146,19 @@ class BertEncoder(nnx.Module):
             token_type_ids_bl = jnp.zeros_like(input_ids_bl)
         x_bld = (self.word_embeddings(input_ids_bl) + self.position_embeddings(positions_l)[None]
                  + self.token_type_embeddings(token_type_ids_bl))
-        x_bld = self.embedding_norm(x_bld)
-        for layer in self.layers:
-            x_bld = layer(x_bld, attention_mask_bl)
-        return x_bld
+        opts = self.options
+        x_bld = to_compute(self.embedding_norm(x_bld), opts.dtype)
+        if opts.remat == "none" and not opts.scan:
+            for layer in self.layers:       # the plain path
+                x_bld = layer(x_bld, attention_mask_bl)
+            return x_bld if opts.dtype is None else x_bld.astype(jnp.float32)
+        # Layers as pure functions of their parameters, for jax.checkpoint / lax.scan.
+        graphdef = nnx.graphdef(self.layers[0])
+        states = [nnx.state(layer) for layer in self.layers]
+
+        def layer_fn(x, state):
+            return nnx.merge(graphdef, state)(x, attention_mask_bl)
+
+        x_bld = run_stack(layer_fn, x_bld, states, scan=bool(opts.scan), remat=opts.remat,
+                          stacked=False)
+        return x_bld if opts.dtype is None else x_bld.astype(jnp.float32)

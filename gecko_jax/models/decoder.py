@@ -31,6 +31,7 @@ from flax import nnx
 
 from gecko_jax.models.attention import attention as shared_attention
 from gecko_jax.models.dual_encoder import mean_pool
+from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
 Array = jax.Array
 
@@ -286,26 +287,42 @@ def embed_tokens(cfg: DecoderConfig, params: dict, ids_bt: Array) -> Array:
 
 def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             cache: dict | None = None, write_at: Array | None = None,
-            valid_bt: Array | None = None, causal: bool = True) -> tuple[Array, dict | None]:
+            valid_bt: Array | None = None, causal: bool = True,
+            options: LayerOptions | None = None) -> tuple[Array, dict | None]:
     """Final hidden states [B, T, D] (after the final norm), and the updated cache.
 
     Without a cache the T tokens attend to themselves (`valid_bt` marks real tokens;
     default all). With a cache {"k","v": [L, B, S, K, hd], "pos", "valid": [B, S]},
     the new keys are first written at slot `write_at` [B] and the tokens attend to
     every valid slot; the caller updates "pos"/"valid" for the new slots beforehand.
+
+    `options` (layer_stack.LayerOptions; the cache-free path only): remat policy,
+    scan (default) or unrolled layers, compute dtype (hidden states come back
+    float32 when one is set).
     """
+    options = options or LayerOptions()
     x = embed_tokens(cfg, params, ids_bt)
     flags = jnp.asarray(cfg.global_layers())
     if cache is None:
         valid = jnp.ones(ids_bt.shape, bool) if valid_bt is None else valid_bt
         k_pos, k_valid = pos_bt, valid
+        x = to_compute(x, options.dtype)
 
-        def body(x, xs):
+        def layer_fn(x, xs):
             p, g = xs
             x, _, _ = block(cfg, p, x, g, pos_bt, None, None, k_pos, k_valid, None, causal)
-            return x, None
+            return x
 
-        x, _ = jax.lax.scan(body, x, (params["layers"], flags))
+        # Matmul weights in the compute dtype; norm weights stay float32 (rms_norm
+        # computes in float32 and returns the activations' dtype).
+        layers = {k: v if k.endswith("norm") else to_compute(v, options.dtype)
+                  for k, v in params["layers"].items()}
+        x = run_stack(layer_fn, x, (layers, flags), stacked=True, remat=options.remat,
+                      scan=True if options.scan is None else options.scan)
+        if options.dtype is not None:
+            x = rms_norm(x.astype(jnp.float32), params["final_norm"], cfg.rms_norm_eps,
+                         cfg.is_gemma)
+            return x, None
         new_cache = None
     else:
         def body(x, xs):
@@ -350,9 +367,11 @@ class Decoder(nnx.Module):
     """
 
     def __init__(self, config: DecoderConfig, *, causal: bool = True,
-                 dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+                 dtype=jnp.float32, rngs: nnx.Rngs | None = None,
+                 options: LayerOptions = LayerOptions()):
         self.config = config
         self.causal = causal
+        self.options = options  # remat / scan / compute dtype of forward's cache-free path
         c = config
         rngs = rngs or nnx.Rngs(0)
         init = jax.nn.initializers.normal(0.02)
@@ -400,13 +419,15 @@ class Decoder(nnx.Module):
         p = self.params()
         pos = jnp.broadcast_to(jnp.arange(ids_bt.shape[1]), ids_bt.shape)
         valid = None if mask_bt is None else mask_bt > 0
-        h, _ = forward(self.config, p, ids_bt, pos, valid_bt=valid, causal=self.causal)
+        h, _ = forward(self.config, p, ids_bt, pos, valid_bt=valid, causal=self.causal,
+                       options=self.options)
         return lm_head(self.config, p, h)
 
     def hidden_states(self, ids_bt: Array, mask_bt: Array) -> Array:
         p = self.params()
         pos = jnp.broadcast_to(jnp.arange(ids_bt.shape[1]), ids_bt.shape)
-        h, _ = forward(self.config, p, ids_bt, pos, valid_bt=mask_bt > 0, causal=self.causal)
+        h, _ = forward(self.config, p, ids_bt, pos, valid_bt=mask_bt > 0, causal=self.causal,
+                       options=self.options)
         return h
 
     def embed_text(self, ids_bt: Array, mask_bt: Array) -> Array:

@@ -33,6 +33,7 @@ from flax import nnx
 
 from gecko_jax import gin_files, losses
 from gecko_jax.errors import GeckoError
+from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.training import grad_cache as grad_cache_lib
 from gecko_jax.training import metric_logging, optimizers, partitioning
 from gecko_jax.training.grad_cache import GradCache
@@ -50,6 +51,7 @@ def _register_gin_externals():
 
     gin.external_configurable(MeshSpec, "MeshSpec")
     gin.external_configurable(GradCache, "GradCache")
+    gin.external_configurable(LayerOptions, "LayerOptions")
     gin.external_configurable(assets.minilm_dir, "minilm_dir")
 
 
@@ -396,6 +398,7 @@ def train(
     mesh_spec: MeshSpec = MeshSpec(),
     grad_accum_steps: int = 1,
     grad_cache: GradCache = GradCache(),
+    layer_options: LayerOptions = LayerOptions(),
     checkpoint_every: int = 500,
     keep_checkpoints: int = 3,
     log_every: int = 10,
@@ -436,6 +439,8 @@ def train(
     model_dir.mkdir(parents=True, exist_ok=True)
     _write_config(model_dir)
     model, tokenizer = model_fn()
+    if layer_options != LayerOptions():    # remat / scan / bf16 compute (models/layer_stack.py)
+        set_options(model, layer_options)
 
     # Data: read + validate + tokenise everything before any model compute.
     if data_fn is not None:

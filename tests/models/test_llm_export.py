@@ -89,11 +89,17 @@ def tiny_exported(tmp_path_factory):
     return model, tokenizer, folder
 
 
-def test_tiny_gemma_export_agrees_with_sentence_transformers(tiny_exported, bbc_articles):
+@pytest.mark.parametrize("scan", [None, False], ids=["scanned", "unrolled_remat"])
+def test_tiny_gemma_export_agrees_with_sentence_transformers(tiny_exported, bbc_articles, scan,
+                                                             monkeypatch):
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from gecko_jax.models.layer_stack import LayerOptions
+
     model, tokenizer, folder = tiny_exported
+    if scan is not None:   # layers unrolled with remat: same export, same embeddings
+        monkeypatch.setattr(model.backbone, "options", LayerOptions(scan=scan, remat="full"))
     st = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": torch.float32})
     texts = [" ".join(a.body.split()[:5 + 9 * i]) for i, a in enumerate(bbc_articles[::90][:12])]
     texts.append(max((a.body for a in bbc_articles), key=len))  # truncated to 256 on both sides

@@ -10,16 +10,21 @@ from flax import nnx
 
 from gecko_jax.encode import Encoder
 from gecko_jax.errors import GeckoError
+from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.models.weights import export_dual_encoder, load_dual_encoder
 
 TEXTS = ["A central bank raised interest rates.", "The striker scored twice in the final.",
          "New phone has a folding screen and a faster chip."]
 
 
-def test_export_round_trip_sentence_transformers(tmp_path, minilm_dir):
+@pytest.mark.parametrize("options", [None, LayerOptions(scan=True, remat="dots_no_batch")],
+                         ids=["unrolled", "scanned_remat"])
+def test_export_round_trip_sentence_transformers(tmp_path, minilm_dir, options):
     from sentence_transformers import SentenceTransformer
 
     model, tokenizer, _ = load_dual_encoder(minilm_dir)
+    if options is not None:   # the parameter layout is the same: export is unchanged
+        set_options(model, options)
     folder = export_dual_encoder(model, tokenizer, tmp_path / "export", prompt_format="raw",
                                  max_length=256)
     ours = Encoder(model, tokenizer, load_dual_encoder(folder)[2]).encode(TEXTS)

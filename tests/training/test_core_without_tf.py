@@ -101,3 +101,29 @@ def test_core_trains_and_exports_without_tensorflow(tmp_path):
     assert (tmp_path / "run" / "export" / "config.json").is_file()
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2]
+
+
+def test_accelerator_bench_runs_without_tensorflow(tmp_path):
+    """bench/accelerator.py (tiny shapes: the same code path as --quick) in a Python
+    where TensorFlow, seqio and tfds are not installed."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, str(_site_without_tensorflow(
+        tmp_path))]))
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "force_host_platform_device_count" not in f)
+    guard = ("import importlib.util, runpy, sys; "
+             "assert importlib.util.find_spec('tensorflow') is None; "
+             f"sys.argv = ['accelerator.py', '--tiny', '--budget', '1400']; "
+             f"sys.path.insert(0, {os.path.join(repo, 'bench')!r}); "
+             f"runpy.run_path({os.path.join(repo, 'bench', 'accelerator.py')!r}, "
+             "run_name='__main__')")
+    # About a minute of CPU (4 small compiles); the timeout allows for a loaded machine.
+    proc = subprocess.run([sys.executable, "-S", "-c", guard], capture_output=True, text=True,
+                          timeout=1500, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("CPU: ")
+    rows = [ln for ln in out if ln.startswith("tiny ")]
+    assert len(rows) == 2 and all("%" in ln for ln in rows), proc.stdout
+    assert sum("compile tiny" in ln for ln in out) == 2
+    assert out[-1].startswith("ratio ")

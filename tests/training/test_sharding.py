@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from gecko_jax import losses
 from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax.models.dual_encoder import l2_normalize
+from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.training import optimizers, partitioning, trainer
 from gecko_jax.training.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
@@ -17,8 +18,10 @@ STEPS = 5
 BATCH = 16
 
 
-def _run(examples, mesh, grad_accum_steps=1):
+def _run(examples, mesh, grad_accum_steps=1, layer_options=None):
     model, _ = tiny_model_fn()()
+    if layer_options is not None:
+        set_options(model, layer_options)
     schedule = optimizers.learning_rate_schedule(peak_value=3e-4, total_steps=STEPS,
                                                  warmup_steps=2)
     tr = trainer.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
@@ -56,6 +59,20 @@ def test_sharded_matches_single_device(single, wiki_examples, spec):
         assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // spec.model
     if spec.fsdp > 1:
         assert kernel.sharding.spec[0] == "fsdp"
+
+
+def test_scanned_remat_layers_shard_like_unsharded(single, wiki_examples):
+    """Scanned layers with remat on data=4 x model=2: the per-layer parameters keep
+    their logical names (so they still split over 'model') and the run equals the
+    plain single-device one."""
+    curve1, params1, _ = single
+    mesh = partitioning.make_mesh(MeshSpec(data=4, model=2))
+    curve8, params8, tr = _run(wiki_examples, mesh,
+                               layer_options=LayerOptions(scan=True, remat="dots_no_batch"))
+    np.testing.assert_allclose(curve8, curve1, atol=1e-5, rtol=0)
+    assert max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1) <= 1e-5
+    kernel = tr.state["params"]["backbone/layers/1/intermediate/kernel"]
+    assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // 2
 
 
 def test_positive_on_other_device_is_a_negative():
