@@ -11,6 +11,7 @@ order as float32 numpy. Given a mesh, each batch is split over its `data` axis.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -20,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gecko_jax import unified_format
+from gecko_jax import hardware, unified_format
 from gecko_jax.errors import GeckoError
+from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.tokenization import batch_bucket, bucket_length, pad_batch
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,17 @@ def _embed_fn(graphdef, micro_rows: int | None):
     return jax.jit(micro_batched(embed, micro_rows), compiler_options=options)
 
 
+def resolve_compute_dtype(name: str | None) -> str | None:
+    """'auto' -> 'bfloat16' on an accelerator or a CPU with AMX (bf16 matrix units),
+    else None (float32: without AMX, XLA:CPU's bf16 matmuls are slower than fp32, so a
+    machine without it must not get bf16; bench/matmul.py measures this)."""
+    if name != "auto":
+        return None if name in (None, "float32") else name
+    if jax.default_backend() != "cpu" or hardware.has_amx_bf16():
+        return "bfloat16"
+    return None
+
+
 class Encoder:
     """Encodes texts with a DualEncoder and its tokenizer.
 
@@ -105,12 +118,22 @@ class Encoder:
       mesh: optional jax Mesh with a `data` axis; batches are split over it.
       micro_batch: rows per device computed at once inside a batch (default: 4 on
         CPU, the whole batch elsewhere); results do not depend on it.
+      compute_dtype: None/'float32' (exact), 'bfloat16' (matmuls in bf16, norms,
+        softmax and pooling float32; min cosine to float32 >= 0.998 on MiniLM), or
+        'auto' (resolve_compute_dtype: bf16 only where the CPU has AMX or on an
+        accelerator).
     """
 
     def __init__(self, model, tokenizer, meta, max_length: int | None = None,
                  batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
-                 show_progress: bool | None = None, micro_batch: int | None = None):
+                 show_progress: bool | None = None, micro_batch: int | None = None,
+                 compute_dtype: str | None = None):
         self.tokenizer = tokenizer
+        self.compute_dtype = resolve_compute_dtype(compute_dtype)
+        if self.compute_dtype is not None:
+            set_options(model, dataclasses.replace(
+                getattr(getattr(model, "backbone", model), "options", None) or LayerOptions(),
+                compute_dtype=self.compute_dtype))
         self.meta = meta
         self.max_length = int(max_length or meta.max_length)
         self.embedding_dim = model.embedding_dim
