@@ -88,7 +88,7 @@ def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
             del embedded_chunks  # only orders the stages
             if self.worker is None:
                 t0 = time.time()
-                llm = pipeline_lib.open_teacher(self.cfg.teacher, self.cfg.max_batch)
+                llm = pipeline_lib.teacher_for(self.cfg)
                 encoder = pipeline_lib.open_embedder(self.cfg.embedder, self.cfg.embed_max_length)
                 emb = embeddings_lib.assemble(self.setup_.out_dir, len(self.setup_.corpus))
                 self.worker = pipeline_lib.ShardWorker(llm, encoder, self.setup_.corpus, emb,

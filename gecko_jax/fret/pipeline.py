@@ -50,6 +50,11 @@ class FRetConfig:
     embedder: initial embedder folder (None: the shipped MiniLM); embedder_format
       'raw' (plain texts, MiniLM) or 'gecko' (task/title prompts), None: the folder's.
     limit: seed passages drawn (None: all); shard_size: passages per shard.
+    teacher_mesh: the local teacher data-parallel over a device mesh, as mesh axis sizes
+      ("data=-1": every device; "data=8"; "data=4,model=2"); None: one device.
+      Scores agree with one device to float rounding, so it is not part of the identity.
+    teacher_dtype: "float32" or "bfloat16" compute for the local teacher (bfloat16
+      changes scores, so it joins the identity).
     """
     teacher: str = "smollm2"
     embedder: str | None = None
@@ -61,8 +66,10 @@ class FRetConfig:
     generate: generate_lib.GenerateConfig = generate_lib.GenerateConfig()
     relabel: relabel_lib.RelabelConfig = relabel_lib.RelabelConfig()
     filters: filters_lib.FilterConfig = filters_lib.FilterConfig()
+    teacher_dtype: str = "float32"
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
+    teacher_mesh: str | None = None
     embed_max_length: int = 256
     tfrecord: bool = True
     progress: bool = True
@@ -81,7 +88,36 @@ class FRetConfig:
             "embed_max_length": self.embed_max_length,
             # Only when on: runs without filters keep their identity (and resume).
             **({"filters": dataclasses.asdict(self.filters)} if self.filters.enabled else {}),
+            **({"teacher_dtype": self.teacher_dtype} if self.teacher_dtype != "float32" else {}),
         }
+
+    def __post_init__(self):
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype {self.teacher_dtype!r}: one of {TEACHER_DTYPES}")
+        if self.teacher_mesh is not None:
+            parse_mesh(self.teacher_mesh)
+
+
+TEACHER_DTYPES = ("float32", "bfloat16")
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """'data=4,model=2' -> {'data': 4, 'model': 2} (axes data, fsdp, model; -1: the rest)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if name not in ("data", "fsdp", "model") or name in out or not (size >= 1 or size == -1):
+            raise ValueError(f"teacher mesh {text!r}: expected axis=size pairs over data, "
+                             f"fsdp, model (size >= 1 or -1), e.g. 'data=-1' or 'data=4,model=2'")
+        out[name] = size
+    if not out:
+        raise ValueError(f"teacher mesh {text!r} names no axis (e.g. 'data=-1')")
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -177,19 +213,37 @@ def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
 _CACHE: dict = {}
 
 
-def open_teacher(spec: str, max_batch: int = 16):
-    """The teacher LLM (cached per process: a Beam worker loads it once)."""
-    key = ("teacher", spec, max_batch)
+def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
+                 dtype: str = "float32"):
+    """The teacher LLM (cached per process: a Beam worker loads it once). mesh, dtype:
+    FRetConfig.teacher_mesh / teacher_dtype (local teachers only)."""
+    key = ("teacher", spec, max_batch, mesh, dtype)
     if key not in _CACHE:
         if spec.startswith(("http://", "https://")):
+            if mesh is not None or dtype != "float32":
+                raise InputError(f"teacher {spec}: teacher_mesh / teacher_dtype apply to a "
+                                 "local teacher only (the server decides its own)")
             from gecko_jax.llm.openai_compat import OpenAICompatLLM
 
             _CACHE[key] = OpenAICompatLLM(spec)
         else:
+            import jax.numpy as jnp
+
             from gecko_jax.llm.jax_engine import JaxEngine
 
-            _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch)
+            device_mesh = None
+            if mesh is not None:
+                from gecko_jax.training.partitioning import MeshSpec, make_mesh
+
+                device_mesh = make_mesh(MeshSpec(**parse_mesh(mesh)))
+            _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch, mesh=device_mesh,
+                                         dtype=jnp.dtype(dtype))
     return _CACHE[key]
+
+
+def teacher_for(cfg: FRetConfig):
+    """The run's teacher (FRetConfig's teacher, max_batch, teacher_mesh, teacher_dtype)."""
+    return open_teacher(cfg.teacher, cfg.max_batch, cfg.teacher_mesh, cfg.teacher_dtype)
 
 
 def open_embedder(folder: str | None, max_length: int = 256):
@@ -340,7 +394,7 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
 
 
 def make_worker(setup: RunSetup, cfg: FRetConfig, llm=None, encoder=None) -> ShardWorker:
-    llm = llm if llm is not None else open_teacher(cfg.teacher, cfg.max_batch)
+    llm = llm if llm is not None else teacher_for(cfg)
     encoder = encoder if encoder is not None else open_embedder(cfg.embedder,
                                                                 cfg.embed_max_length)
     emb = corpus_embeddings(setup.out_dir, encoder, setup.corpus, cfg.embedder_format)
