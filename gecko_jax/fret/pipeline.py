@@ -170,13 +170,23 @@ class Corpus:
         return len(self.ids)
 
 
-def read_corpus(path: str | os.PathLike) -> Corpus:
-    """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
+def iter_corpus(path: str | os.PathLike, rows: tuple[int, int] | None = None,
+                check_ids: bool = True):
+    """Yields (row, id, title, text) of a JSONL corpus, streaming (one line in memory).
+
+    rows: only rows [first, end) (lines before are parsed for the row count only
+    when `check_ids` is off; it stops after `end`). check_ids: refuse duplicate ids
+    (keeps every id seen in a set).
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(path, "corpus file does not exist")
-    ids, titles, texts, seen = [], [], [], set()
+    lo, hi = rows if rows is not None else (0, None)
+    seen: set[str] = set()
+    row = 0
     for line, obj in textio.read_jsonl(path):
+        if hi is not None and row >= hi:
+            return
         pid, text, title = obj.get("id"), obj.get("text"), obj.get("title") or ""
         if not isinstance(text, str) or not text.strip():
             raise InputError(path, 'each line needs a non-empty string "text"', line)
@@ -185,15 +195,46 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         if not isinstance(title, str):
             raise InputError(path, '"title" must be a string', line)
         pid = str(pid)
-        if pid in seen:
-            raise InputError(path, f"duplicate id {pid!r}", line)
-        seen.add(pid)
+        if check_ids:
+            if pid in seen:
+                raise InputError(path, f"duplicate id {pid!r}", line)
+            seen.add(pid)
+        if row >= lo:
+            yield row, pid, title, text
+        row += 1
+
+
+def read_corpus(path: str | os.PathLike) -> Corpus:
+    """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
+    ids, titles, texts = [], [], []
+    for _, pid, title, text in iter_corpus(path):
         ids.append(pid)
         titles.append(title)
         texts.append(text)
     if not ids:
         raise InputError(path, "the corpus is empty")
     return Corpus(ids, titles, texts)
+
+
+def count_corpus(path: str | os.PathLike) -> int:
+    """Rows of a JSONL corpus, each line checked as `read_corpus` does, streaming (no
+    texts kept; duplicate ids are left to the readers of the texts)."""
+    n = sum(1 for _ in iter_corpus(path, check_ids=False))
+    if not n:
+        raise InputError(path, "the corpus is empty")
+    return n
+
+
+def read_corpus_rows(path: str | os.PathLike, first: int, end: int
+                     ) -> tuple[list[str], list[str]]:
+    """(titles, texts) of rows [first, end), streaming (the Beam embedding stage)."""
+    titles, texts = [], []
+    for _, _, title, text in iter_corpus(path, (first, end), check_ids=False):
+        titles.append(title)
+        texts.append(text)
+    if len(texts) != end - first:
+        raise InputError(path, f"rows {first}..{end} asked, the corpus has fewer")
+    return titles, texts
 
 
 def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
@@ -360,7 +401,8 @@ class ShardWorker:
 @dataclasses.dataclass
 class RunSetup:
     out_dir: pathlib.Path
-    corpus: Corpus
+    corpus: Corpus | None  # None when prepared without texts (the Beam driver)
+    num_rows: int
     prompts: prompts_lib.PromptSet
     identity: dict
     shards: list[list[int]]
@@ -368,8 +410,12 @@ class RunSetup:
     resumed: bool
 
 
-def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = True) -> RunSetup:
+def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = True,
+                read_texts: bool = True) -> RunSetup:
     """Reads inputs, checks/writes the run identity, and lists the shards.
+
+    read_texts: False only counts the corpus rows (streaming; `corpus` is None): the
+    Beam driver, whose stages read the texts they need.
 
     clean_partials: delete temporary files a killed run left behind. Only the process
     that owns the run (the local runner, the Beam driver before its pipeline starts)
@@ -377,7 +423,8 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
     """
     corpus_path, out_dir = pathlib.Path(corpus_path), pathlib.Path(out_dir)
     prompts = prompts_lib.load_prompts(cfg.prompts_dir)
-    corpus = read_corpus(corpus_path)
+    corpus = read_corpus(corpus_path) if read_texts else None
+    num_rows = len(corpus) if corpus is not None else count_corpus(corpus_path)
     if cfg.embedder_format not in (None, "raw", "gecko"):
         raise GeckoError(f"embedder format {cfg.embedder_format!r}: use raw or gecko")
     identity = cfg.identity(corpus_path, prompts)
@@ -385,12 +432,12 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
     resumed = record_shards.check_or_write_config(out_dir, identity)
     if clean_partials and textio.remove_partials(out_dir):
         log.info("removed partial files of an interrupted run in %s", out_dir)
-    shards = seed_shards(len(corpus), cfg.limit, cfg.shard_size, cfg.seed)
+    shards = seed_shards(num_rows, cfg.limit, cfg.shard_size, cfg.seed)
     store = record_shards.ShardStore(out_dir, len(shards))
     if resumed:
         log.info("resuming %s: %d of %d shards done", out_dir,
                  len(shards) - len(store.pending()), len(shards))
-    return RunSetup(out_dir, corpus, prompts, identity, shards, store, resumed)
+    return RunSetup(out_dir, corpus, num_rows, prompts, identity, shards, store, resumed)
 
 
 def make_worker(setup: RunSetup, cfg: FRetConfig, llm=None, encoder=None) -> ShardWorker:
