@@ -4,6 +4,7 @@ teacher), on the same passages and prompts.
 
   python bench/fret.py            # 64 seed passages
   python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
+  python bench/fret.py --limit 8 --warm 4 --no-before --no-llama-cpp   # one side, smaller
 
 The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
 Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
@@ -79,13 +80,13 @@ def cpu_seconds(server_pid: int | None = None) -> float:
 
 
 def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path,
-             server_pid: int | None = None) -> dict:
+             server_pid: int | None = None, warm: int = 8) -> dict:
     """Warm-up on the first shard, then the timed run: passages per wall minute and per
     CPU minute (the second is robust to other load on a shared machine)."""
     from gecko_jax.fret.pipeline import run_local
 
     t = time.perf_counter()
-    run_local(fret_config(teacher_spec, 8), corpus, work / f"{name}-warm", llm=llm,
+    run_local(fret_config(teacher_spec, warm), corpus, work / f"{name}-warm", llm=llm,
               encoder=encoder)
     warm = time.perf_counter() - t
     cpu0 = cpu_seconds(server_pid)
@@ -147,6 +148,8 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 seed passages (default 64)")
     ap.add_argument("--no-before", action="store_true", help="skip the jax-before side")
+    ap.add_argument("--limit", type=int, help="seed passages (overrides --quick's 16)")
+    ap.add_argument("--warm", type=int, default=8, help="warm-up passages (default 8)")
     ap.add_argument("--no-llama-cpp", action="store_true")
     ap.add_argument("--no-jax", action="store_true", help="skip the jax side")
     ap.add_argument("--llama-cpp-site", default=os.environ.get("GECKO_LLAMA_CPP_SITE"),
@@ -154,7 +157,7 @@ def main(argv=None):
                          "has none")
     ap.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    limit = 16 if args.quick else 64
+    limit = args.limit or (16 if args.quick else 64)
 
     from gecko_jax.fret.pipeline import open_embedder
     from gecko_jax.llm.jax_engine import JaxEngine
@@ -169,13 +172,14 @@ def main(argv=None):
         encoder = open_embedder(None, 128)
         engine = JaxEngine.load("smollm2", max_batch=16)
         if not args.no_jax:
-            results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work)
+            results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work,
+                                      warm=args.warm)
         if not args.no_before:
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
                             score_fine_batching=False, name="smollm2")
             results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
-                                             limit, work)
+                                             limit, work, warm=args.warm)
         if not args.no_llama_cpp:
             if args.llama_cpp_site:
                 sys.path.append(args.llama_cpp_site)  # after the venv: its numpy wins
@@ -196,7 +200,8 @@ def main(argv=None):
                     llm = LlamaCppTeacher(OpenAICompatLLM(url),
                                           LlamaCppScorer(gguf, n_threads=args.llama_threads))
                     results["llama.cpp"] = run_side("llama.cpp", "smollm2", llm, encoder, corpus,
-                                                    limit, work, server_pid=pid)
+                                                    limit, work, server_pid=pid,
+                                                    warm=args.warm)
     print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
     for name, r in results.items():
         print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
