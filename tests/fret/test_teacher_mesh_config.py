@@ -52,6 +52,7 @@ def _numbers(x, path=""):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_teacher_mesh_from_config_equals_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
