@@ -205,7 +205,7 @@ def main(argv=None):
     print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
     for name, r in results.items():
         print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
-    if "jax-before" in results:
+    if "jax-before" in results and "jax" in results:
         j, b = results["jax"], results["jax-before"]
         print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
               f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
