@@ -4,6 +4,7 @@ teacher), on the same passages and prompts.
 
   python bench/fret.py            # 64 seed passages
   python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
+  python bench/fret.py --limit 8 --warm 4 --no-before --no-llama-cpp   # one side, smaller
 
 The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
 Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
@@ -14,13 +15,19 @@ passages per CPU-minute (this process, plus the llama.cpp server's), which other
 on a shared machine disturbs less.
 Sides: `jax` (this engine), `jax-before` (the engine with the generation speed-ups of
 issue 17 switched off: no few-shot prefix reuse in generation, finished rows kept in
-the batch; scoring's shared yes/no row stays on; --no-before skips it; for the whole
+the batch, scoring's earlier batching (token order, coarse buckets); scoring's shared
+yes/no row stays on; --no-before skips it; for the whole
 previous engine run this script against the previous commit's tree:
 `git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
---quick --no-before`), `llama.cpp` (llama-cpp-python's OpenAI-compatible
-server on 127.0.0.1, skipped with a message when it is not installed: bash
-scripts/build_llama_cpp.sh). The last line is `ratio <jax / llama.cpp passages/min>`
-(`ratio n/a` without llama.cpp).
+--quick --no-before`), `llama.cpp` (the same SmolLM2 GGUF file: stage 1 through
+llama-cpp-python's OpenAI-compatible server on 127.0.0.1 via our OpenAICompatLLM
+client; stage 2 scored by the same libllama in process, because the server's only
+prompt-log-prob route, echo + logprobs, is wrong for SmolLM2 and sorts the vocabulary
+in Python per token; see bench/llama_cpp_teacher.py). llama-cpp-python is looked up in
+the venv, else in --llama-cpp-site (a `pip install --target` folder of the cached
+wheel: scripts/build_llama_cpp.sh builds it); without it the side is skipped with a
+message. The last line is `ratio <jax / llama.cpp passages/min>` (`ratio n/a` without
+llama.cpp).
 """
 
 from __future__ import annotations
@@ -73,13 +80,13 @@ def cpu_seconds(server_pid: int | None = None) -> float:
 
 
 def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path,
-             server_pid: int | None = None) -> dict:
+             server_pid: int | None = None, warm: int = 8) -> dict:
     """Warm-up on the first shard, then the timed run: passages per wall minute and per
     CPU minute (the second is robust to other load on a shared machine)."""
     from gecko_jax.fret.pipeline import run_local
 
     t = time.perf_counter()
-    run_local(fret_config(teacher_spec, 8), corpus, work / f"{name}-warm", llm=llm,
+    run_local(fret_config(teacher_spec, warm), corpus, work / f"{name}-warm", llm=llm,
               encoder=encoder)
     warm = time.perf_counter() - t
     cpu0 = cpu_seconds(server_pid)
@@ -102,17 +109,21 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(model: pathlib.Path, threads: int):
-    """`python -m llama_cpp.server` on 127.0.0.1; yields its base URL."""
+def llama_cpp_server(model: pathlib.Path, threads: int, site: str | None = None):
+    """`python -m llama_cpp.server` on 127.0.0.1 (generation only: no logits_all);
+    yields its base URL and process id. `site`: a folder put first on its PYTHONPATH."""
     import requests
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
+    env = dict(os.environ)
+    if site:
+        env["PYTHONPATH"] = os.pathsep.join([site] + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
          "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
-         "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--model_alias", "smollm2", "--logits_all", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         deadline = time.time() + 180
         while True:
@@ -137,9 +148,16 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 seed passages (default 64)")
     ap.add_argument("--no-before", action="store_true", help="skip the jax-before side")
+    ap.add_argument("--limit", type=int, help="seed passages (overrides --quick's 16)")
+    ap.add_argument("--warm", type=int, default=8, help="warm-up passages (default 8)")
     ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--no-jax", action="store_true", help="skip the jax side")
+    ap.add_argument("--llama-cpp-site", default=os.environ.get("GECKO_LLAMA_CPP_SITE"),
+                    help="a folder holding llama_cpp (pip install --target) when the venv "
+                         "has none")
+    ap.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    limit = 16 if args.quick else 64
+    limit = args.limit or (16 if args.quick else 64)
 
     from gecko_jax.fret.pipeline import open_embedder
     from gecko_jax.llm.jax_engine import JaxEngine
@@ -153,14 +171,18 @@ def main(argv=None):
         corpus = write_corpus(work, 512)
         encoder = open_embedder(None, 128)
         engine = JaxEngine.load("smollm2", max_batch=16)
-        results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work)
+        if not args.no_jax:
+            results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work,
+                                      warm=args.warm)
         if not args.no_before:
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
-                            name="smollm2")
+                            score_fine_batching=False, name="smollm2")
             results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
-                                             limit, work)
+                                             limit, work, warm=args.warm)
         if not args.no_llama_cpp:
+            if args.llama_cpp_site:
+                sys.path.append(args.llama_cpp_site)  # after the venv: its numpy wins
             try:
                 import llama_cpp  # noqa: F401
                 import llama_cpp.server  # noqa: F401
@@ -168,20 +190,26 @@ def main(argv=None):
                 print("llama.cpp side skipped: llama-cpp-python[server] is not installed "
                       "(bash scripts/build_llama_cpp.sh builds and installs it)", flush=True)
             else:
+                from llama_cpp_teacher import LlamaCppScorer, LlamaCppTeacher
+
                 from gecko_jax.llm.openai_compat import OpenAICompatLLM
 
-                with llama_cpp_server(resolve("smollm2"), os.cpu_count() or 1) as (url, pid):
-                    llm = OpenAICompatLLM(url)
-                    results["llama.cpp"] = run_side("llama.cpp", url, llm, encoder, corpus,
-                                                    limit, work, server_pid=pid)
+                gguf = resolve("smollm2")
+                with llama_cpp_server(gguf, args.llama_threads, args.llama_cpp_site) as (url,
+                                                                                       pid):
+                    llm = LlamaCppTeacher(OpenAICompatLLM(url),
+                                          LlamaCppScorer(gguf, n_threads=args.llama_threads))
+                    results["llama.cpp"] = run_side("llama.cpp", "smollm2", llm, encoder, corpus,
+                                                    limit, work, server_pid=pid,
+                                                    warm=args.warm)
     print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
     for name, r in results.items():
         print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
-    if "jax-before" in results:
+    if "jax-before" in results and "jax" in results:
         j, b = results["jax"], results["jax-before"]
         print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
               f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
-    if "llama.cpp" in results:
+    if "llama.cpp" in results and "jax" in results:
         print(f"ratio {results['jax']['ppm'] / results['llama.cpp']['ppm']:.2f}")
     else:
         print("ratio n/a (no llama.cpp side)")

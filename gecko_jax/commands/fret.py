@@ -41,6 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--rrf-k", type=float, help="reciprocal rank fusion k (default 0)")
     p.add_argument("--prompts", help="folder with qg.json, ql.json, rc.json")
     p.add_argument("--max-batch", type=int, help="teacher rows per batch (default 16)")
+    p.add_argument("--teacher-mesh", help="data-parallel local teacher over a device mesh: "
+                                          "data=-1 (all devices), data=8, data=4,model=2")
+    p.add_argument("--teacher-dtype", choices=("float32", "bfloat16"),
+                   help="local teacher compute dtype (default float32)")
     p.add_argument("--runner", choices=("local", "beam"), default="local")
     p.add_argument("--beam-arg", action="append", default=[],
                    help="Beam pipeline option, e.g. --beam-arg=--runner=DirectRunner")
@@ -83,7 +87,8 @@ def build_config(args):
     top = {"teacher": args.teacher, "embedder": args.embedder,
            "embedder_format": args.embedder_format, "limit": args.limit,
            "shard_size": args.shard_size, "seed": args.seed, "prompts_dir": args.prompts,
-           "max_batch": args.max_batch}
+           "max_batch": args.max_batch, "teacher_mesh": args.teacher_mesh,
+           "teacher_dtype": args.teacher_dtype}
     rel = {"num_neighbors": args.num_neighbors, "negative": args.negative, "rrf_k": args.rrf_k}
     try:
         relabel = dataclasses.replace(cfg.relabel, **{k: v for k, v in rel.items() if v is not None})

@@ -1,11 +1,14 @@
 """The FRet stages as an Apache Beam pipeline (DirectRunner here; Dataflow, Flink or
 Spark unchanged through `--runner` and their usual pipeline options).
 
-    corpus chunks -> Reshuffle -> ParDo(EmbedChunkFn) -> embedded chunk ids --+ (side input)
-    shards (fixed composition) -> Reshuffle -> ParDo(FRetShardFn) <----------+ -> shard ids
+    chunk row ranges -> Reshuffle -> ParDo(ReadChunkFn) -> ParDo(EmbedChunkFn)
+        -> embedded chunk ids ------------------------------------------+ (side input)
+    shards (fixed composition) -> Reshuffle -> ParDo(FRetShardFn) <----+ -> shard ids
 
-`EmbedChunkFn` embeds fixed chunks of corpus rows (one encoder per worker) into
-chunk files; the side input makes the shard stage wait for them. A worker loads the
+`ReadChunkFn` reads one chunk's rows of the corpus (streaming); `EmbedChunkFn`
+embeds them (one encoder per worker) into chunk files; the side input makes the
+shard stage wait for them. The driver never holds the corpus texts: it counts the
+rows (streaming, each line checked) to fix the shards and chunks. A worker loads the
 teacher, the embedder and the assembled corpus vectors once; `process` runs
 `pipeline.ShardWorker.process_shard`, the same function the local runner calls,
 and writes the shard atomically (a retried bundle rewrites identical files, so
@@ -41,25 +44,36 @@ def _beam():
     return beam
 
 
-def make_embed_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
-    """A DoFn over (chunk, first row, end row) that writes the chunk's corpus vectors."""
+def make_read_fn(corpus_path: str):
+    """A DoFn over (chunk, first row, end row, chunks) -> (chunk, chunks, titles, texts)."""
+    beam = _beam()
+
+    class ReadChunkFn(beam.DoFn):
+        def process(self, element):
+            chunk, lo, hi, n = element
+            titles, texts = pipeline_lib.read_corpus_rows(corpus_path, lo, hi)
+            yield chunk, n, titles, texts
+
+    return ReadChunkFn()
+
+
+def make_embed_fn(cfg: pipeline_lib.FRetConfig, out_dir: str):
+    """A DoFn over (chunk, chunks, titles, texts) that writes the chunk's corpus vectors."""
     beam = _beam()
 
     class EmbedChunkFn(beam.DoFn):
         def __init__(self):
             super().__init__()
-            self.cfg, self.corpus_path, self.out_dir = cfg, corpus_path, out_dir
+            self.cfg, self.out_dir = cfg, out_dir
 
         def setup(self):
             # One encoder per worker (the per-process cache shares it with FRetShardFn).
-            self.corpus = pipeline_lib.read_corpus(self.corpus_path)
             self.encoder = pipeline_lib.open_embedder(self.cfg.embedder, self.cfg.embed_max_length)
 
         def process(self, element):
-            chunk, lo, hi = element
-            n = len(embeddings_lib.chunk_ranges(len(self.corpus)))
-            embeddings_lib.embed_chunk(self.out_dir, self.encoder, self.corpus.titles[lo:hi],
-                           self.corpus.texts[lo:hi], self.cfg.embedder_format, chunk, n)
+            chunk, n, titles, texts = element
+            embeddings_lib.embed_chunk(self.out_dir, self.encoder, titles, texts,
+                                       self.cfg.embedder_format, chunk, n)
             yield chunk
 
     return EmbedChunkFn()
@@ -88,7 +102,7 @@ def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
             del embedded_chunks  # only orders the stages
             if self.worker is None:
                 t0 = time.time()
-                llm = pipeline_lib.open_teacher(self.cfg.teacher, self.cfg.max_batch)
+                llm = pipeline_lib.teacher_for(self.cfg)
                 encoder = pipeline_lib.open_embedder(self.cfg.embedder, self.cfg.embed_max_length)
                 emb = embeddings_lib.assemble(self.setup_.out_dir, len(self.setup_.corpus))
                 self.worker = pipeline_lib.ShardWorker(llm, encoder, self.setup_.corpus, emb,
@@ -115,12 +129,16 @@ def run_beam(cfg: pipeline_lib.FRetConfig, corpus_path, out_dir, pipeline_args: 
     beam = _beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    # The driver alone cleans up after a killed run, before any worker starts.
-    setup = pipeline_lib.prepare_run(cfg, corpus_path, out_dir, clean_partials=True)
+    # The driver alone cleans up after a killed run, before any worker starts. It
+    # counts the corpus rows; the stages read the texts.
+    setup = pipeline_lib.prepare_run(cfg, corpus_path, out_dir, clean_partials=True,
+                                     read_texts=False)
     pending = setup.store.pending()
     t0 = time.time()
     if pending:
-        chunks = embeddings_lib.pending_chunks(setup.out_dir, len(setup.corpus))
+        n_chunks = len(embeddings_lib.chunk_ranges(setup.num_rows))
+        chunks = [(c, lo, hi, n_chunks)
+                  for c, lo, hi in embeddings_lib.pending_chunks(setup.out_dir, setup.num_rows)]
         args = list(pipeline_args or [])
         if not any(a.startswith("--runner") for a in args):
             args.append("--runner=DirectRunner")
@@ -130,7 +148,8 @@ def run_beam(cfg: pipeline_lib.FRetConfig, corpus_path, out_dir, pipeline_args: 
             embedded = (p
                         | "Chunks" >> beam.Create(chunks)
                         | "SpreadChunks" >> beam.Reshuffle()
-                        | "Embed" >> beam.ParDo(make_embed_fn(cfg, corpus_path, run_dir)))
+                        | "ReadCorpus" >> beam.ParDo(make_read_fn(corpus_path))
+                        | "Embed" >> beam.ParDo(make_embed_fn(cfg, run_dir)))
             _ = (p
                  | "Shards" >> beam.Create([(i, setup.shards[i]) for i in pending])
                  | "Spread" >> beam.Reshuffle()

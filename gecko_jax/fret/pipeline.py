@@ -50,6 +50,11 @@ class FRetConfig:
     embedder: initial embedder folder (None: the shipped MiniLM); embedder_format
       'raw' (plain texts, MiniLM) or 'gecko' (task/title prompts), None: the folder's.
     limit: seed passages drawn (None: all); shard_size: passages per shard.
+    teacher_mesh: the local teacher data-parallel over a device mesh, as mesh axis sizes
+      ("data=-1": every device; "data=8"; "data=4,model=2"); None: one device.
+      Scores agree with one device to float rounding, so it is not part of the identity.
+    teacher_dtype: "float32" or "bfloat16" compute for the local teacher (bfloat16
+      changes scores, so it joins the identity).
     """
     teacher: str = "smollm2"
     embedder: str | None = None
@@ -61,8 +66,10 @@ class FRetConfig:
     generate: generate_lib.GenerateConfig = generate_lib.GenerateConfig()
     relabel: relabel_lib.RelabelConfig = relabel_lib.RelabelConfig()
     filters: filters_lib.FilterConfig = filters_lib.FilterConfig()
+    teacher_dtype: str = "float32"
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
+    teacher_mesh: str | None = None
     embed_max_length: int = 256
     tfrecord: bool = True
     progress: bool = True
@@ -81,7 +88,36 @@ class FRetConfig:
             "embed_max_length": self.embed_max_length,
             # Only when on: runs without filters keep their identity (and resume).
             **({"filters": dataclasses.asdict(self.filters)} if self.filters.enabled else {}),
+            **({"teacher_dtype": self.teacher_dtype} if self.teacher_dtype != "float32" else {}),
         }
+
+    def __post_init__(self):
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype {self.teacher_dtype!r}: one of {TEACHER_DTYPES}")
+        if self.teacher_mesh is not None:
+            parse_mesh(self.teacher_mesh)
+
+
+TEACHER_DTYPES = ("float32", "bfloat16")
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """'data=4,model=2' -> {'data': 4, 'model': 2} (axes data, fsdp, model; -1: the rest)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if name not in ("data", "fsdp", "model") or name in out or not (size >= 1 or size == -1):
+            raise ValueError(f"teacher mesh {text!r}: expected axis=size pairs over data, "
+                             f"fsdp, model (size >= 1 or -1), e.g. 'data=-1' or 'data=4,model=2'")
+        out[name] = size
+    if not out:
+        raise ValueError(f"teacher mesh {text!r} names no axis (e.g. 'data=-1')")
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,13 +170,23 @@ class Corpus:
         return len(self.ids)
 
 
-def read_corpus(path: str | os.PathLike) -> Corpus:
-    """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
+def iter_corpus(path: str | os.PathLike, rows: tuple[int, int] | None = None,
+                check_ids: bool = True):
+    """Yields (row, id, title, text) of a JSONL corpus, streaming (one line in memory).
+
+    rows: only rows [first, end) (lines before are parsed for the row count only
+    when `check_ids` is off; it stops after `end`). check_ids: refuse duplicate ids
+    (keeps every id seen in a set).
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(path, "corpus file does not exist")
-    ids, titles, texts, seen = [], [], [], set()
+    lo, hi = rows if rows is not None else (0, None)
+    seen: set[str] = set()
+    row = 0
     for line, obj in textio.read_jsonl(path):
+        if hi is not None and row >= hi:
+            return
         pid, text, title = obj.get("id"), obj.get("text"), obj.get("title") or ""
         if not isinstance(text, str) or not text.strip():
             raise InputError(path, 'each line needs a non-empty string "text"', line)
@@ -149,15 +195,46 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         if not isinstance(title, str):
             raise InputError(path, '"title" must be a string', line)
         pid = str(pid)
-        if pid in seen:
-            raise InputError(path, f"duplicate id {pid!r}", line)
-        seen.add(pid)
+        if check_ids:
+            if pid in seen:
+                raise InputError(path, f"duplicate id {pid!r}", line)
+            seen.add(pid)
+        if row >= lo:
+            yield row, pid, title, text
+        row += 1
+
+
+def read_corpus(path: str | os.PathLike) -> Corpus:
+    """A JSONL corpus: one {"id", "title" (optional), "text"} per line, ids unique."""
+    ids, titles, texts = [], [], []
+    for _, pid, title, text in iter_corpus(path):
         ids.append(pid)
         titles.append(title)
         texts.append(text)
     if not ids:
         raise InputError(path, "the corpus is empty")
     return Corpus(ids, titles, texts)
+
+
+def count_corpus(path: str | os.PathLike) -> int:
+    """Rows of a JSONL corpus, each line checked as `read_corpus` does, streaming (no
+    texts kept; duplicate ids are left to the readers of the texts)."""
+    n = sum(1 for _ in iter_corpus(path, check_ids=False))
+    if not n:
+        raise InputError(path, "the corpus is empty")
+    return n
+
+
+def read_corpus_rows(path: str | os.PathLike, first: int, end: int
+                     ) -> tuple[list[str], list[str]]:
+    """(titles, texts) of rows [first, end), streaming (the Beam embedding stage)."""
+    titles, texts = [], []
+    for _, _, title, text in iter_corpus(path, (first, end), check_ids=False):
+        titles.append(title)
+        texts.append(text)
+    if len(texts) != end - first:
+        raise InputError(path, f"rows {first}..{end} asked, the corpus has fewer")
+    return titles, texts
 
 
 def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
@@ -177,19 +254,37 @@ def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
 _CACHE: dict = {}
 
 
-def open_teacher(spec: str, max_batch: int = 16):
-    """The teacher LLM (cached per process: a Beam worker loads it once)."""
-    key = ("teacher", spec, max_batch)
+def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
+                 dtype: str = "float32"):
+    """The teacher LLM (cached per process: a Beam worker loads it once). mesh, dtype:
+    FRetConfig.teacher_mesh / teacher_dtype (local teachers only)."""
+    key = ("teacher", spec, max_batch, mesh, dtype)
     if key not in _CACHE:
         if spec.startswith(("http://", "https://")):
+            if mesh is not None or dtype != "float32":
+                raise InputError(f"teacher {spec}: teacher_mesh / teacher_dtype apply to a "
+                                 "local teacher only (the server decides its own)")
             from gecko_jax.llm.openai_compat import OpenAICompatLLM
 
             _CACHE[key] = OpenAICompatLLM(spec)
         else:
+            import jax.numpy as jnp
+
             from gecko_jax.llm.jax_engine import JaxEngine
 
-            _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch)
+            device_mesh = None
+            if mesh is not None:
+                from gecko_jax.training.partitioning import MeshSpec, make_mesh
+
+                device_mesh = make_mesh(MeshSpec(**parse_mesh(mesh)))
+            _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch, mesh=device_mesh,
+                                         dtype=jnp.dtype(dtype))
     return _CACHE[key]
+
+
+def teacher_for(cfg: FRetConfig):
+    """The run's teacher (FRetConfig's teacher, max_batch, teacher_mesh, teacher_dtype)."""
+    return open_teacher(cfg.teacher, cfg.max_batch, cfg.teacher_mesh, cfg.teacher_dtype)
 
 
 def open_embedder(folder: str | None, max_length: int = 256):
@@ -306,7 +401,8 @@ class ShardWorker:
 @dataclasses.dataclass
 class RunSetup:
     out_dir: pathlib.Path
-    corpus: Corpus
+    corpus: Corpus | None  # None when prepared without texts (the Beam driver)
+    num_rows: int
     prompts: prompts_lib.PromptSet
     identity: dict
     shards: list[list[int]]
@@ -314,8 +410,12 @@ class RunSetup:
     resumed: bool
 
 
-def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = True) -> RunSetup:
+def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = True,
+                read_texts: bool = True) -> RunSetup:
     """Reads inputs, checks/writes the run identity, and lists the shards.
+
+    read_texts: False only counts the corpus rows (streaming; `corpus` is None): the
+    Beam driver, whose stages read the texts they need.
 
     clean_partials: delete temporary files a killed run left behind. Only the process
     that owns the run (the local runner, the Beam driver before its pipeline starts)
@@ -323,7 +423,8 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
     """
     corpus_path, out_dir = pathlib.Path(corpus_path), pathlib.Path(out_dir)
     prompts = prompts_lib.load_prompts(cfg.prompts_dir)
-    corpus = read_corpus(corpus_path)
+    corpus = read_corpus(corpus_path) if read_texts else None
+    num_rows = len(corpus) if corpus is not None else count_corpus(corpus_path)
     if cfg.embedder_format not in (None, "raw", "gecko"):
         raise GeckoError(f"embedder format {cfg.embedder_format!r}: use raw or gecko")
     identity = cfg.identity(corpus_path, prompts)
@@ -331,16 +432,16 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
     resumed = record_shards.check_or_write_config(out_dir, identity)
     if clean_partials and textio.remove_partials(out_dir):
         log.info("removed partial files of an interrupted run in %s", out_dir)
-    shards = seed_shards(len(corpus), cfg.limit, cfg.shard_size, cfg.seed)
+    shards = seed_shards(num_rows, cfg.limit, cfg.shard_size, cfg.seed)
     store = record_shards.ShardStore(out_dir, len(shards))
     if resumed:
         log.info("resuming %s: %d of %d shards done", out_dir,
                  len(shards) - len(store.pending()), len(shards))
-    return RunSetup(out_dir, corpus, prompts, identity, shards, store, resumed)
+    return RunSetup(out_dir, corpus, num_rows, prompts, identity, shards, store, resumed)
 
 
 def make_worker(setup: RunSetup, cfg: FRetConfig, llm=None, encoder=None) -> ShardWorker:
-    llm = llm if llm is not None else open_teacher(cfg.teacher, cfg.max_batch)
+    llm = llm if llm is not None else teacher_for(cfg)
     encoder = encoder if encoder is not None else open_embedder(cfg.embedder,
                                                                 cfg.embed_max_length)
     emb = corpus_embeddings(setup.out_dir, encoder, setup.corpus, cfg.embedder_format)

@@ -43,8 +43,17 @@ LENGTH_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 30
                   6144, 8192, 12288, 16384, 24576, 32768)
 
 
+# Scoring rows are long and many (FRet stage 2: a passage per row), so padding costs
+# real compute there: finer steps of 32 tokens up to 512.
+SCORE_BUCKETS = tuple(range(32, 513, 32)) + tuple(b for b in LENGTH_BUCKETS if b > 512)
+
+
 def _length_bucket(n: int) -> int:
     return bucket_length(n, buckets=LENGTH_BUCKETS)
+
+
+def _score_bucket(n: int, fine: bool) -> int:
+    return bucket_length(n, buckets=SCORE_BUCKETS) if fine else _length_bucket(n)
 
 
 def shard_params(cfg: dec.DecoderConfig, params: dict, mesh: jax.sharding.Mesh,
@@ -218,6 +227,10 @@ class JaxEngine(LLM):
         (cached across calls, so retries and later shards reuse it) instead of per row.
       compact_finished: while decoding, rows that finished are dropped from the batch
         (it shrinks to the next power of two), so they stop costing compute.
+      score_fine_batching: scoring batches rows of similar length (sorted by length
+        within a shared-prefix group), pads to steps of 32 tokens (`SCORE_BUCKETS`), and
+        caches a group's shared block once (not each batch's longer common prefix).
+        False: the earlier batching (rows in token order, coarse buckets).
       mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
         are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
         (rows padded to a multiple of its size). None: one device.
@@ -226,12 +239,13 @@ class JaxEngine(LLM):
     def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
                  generate_prefix_reuse: bool = True, compact_finished: bool = True,
-                 mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
+                 score_fine_batching: bool = True, mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
         self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
+        self.score_fine_batching = score_fine_batching
         self.mesh = mesh
         self._min_rows = int(mesh.shape.get("data", 1)) if mesh is not None else 1
         if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
@@ -484,7 +498,7 @@ class JaxEngine(LLM):
         order = sorted(range(len(full)), key=lambda i: full[i])
         # Sorted rows that share >= min_shared leading tokens form a group; groups of one
         # are pooled into plain batches.
-        groups, singles = [], []
+        groups, singles = [], []  # groups: (members, shared leading tokens of all)
         if reuse_prefix:
             group, common = [order[0]], len(full[order[0]])
             for i in order[1:]:
@@ -493,19 +507,29 @@ class JaxEngine(LLM):
                     group.append(i)
                     common = k
                 else:
-                    (groups if len(group) > 1 else singles).append(group)
+                    if len(group) > 1:
+                        groups.append((group, common))
+                    else:
+                        singles += group
                     group, common = [i], len(full[i])
-            (groups if len(group) > 1 else singles).append(group)
-            singles = [i for g in singles for i in g]
+            if len(group) > 1:
+                groups.append((group, common))
+            else:
+                singles += group
         else:
             singles = order
-        batches = [g[k:k + self.max_batch] for g in groups
+        fine = self.score_fine_batching
+        if fine:  # similar lengths share a batch: less padding
+            groups = [(sorted(g, key=lambda u: len(full[u])), c) for g, c in groups]
+            singles = sorted(singles, key=lambda u: len(full[u]))
+        batches = [(g[k:k + self.max_batch], c if fine else None) for g, c in groups
                    for k in range(0, len(g), self.max_batch)]
-        batches += [singles[k:k + self.max_batch] for k in range(0, len(singles), self.max_batch)]
+        batches += [(singles[k:k + self.max_batch], None)
+                    for k in range(0, len(singles), self.max_batch)]
         out: list = [None] * len(prefix_ids)
-        for idx in batches:
+        for idx, group_shared in batches:
             res = self._score_batch([units[u][0] for u in idx], [units[u][1] for u in idx],
-                                    [units[u][2] for u in idx], reuse_prefix)
+                                    [units[u][2] for u in idx], reuse_prefix, group_shared)
             for u, r in zip(idx, res):
                 pairs = units[u][3]
                 parts = [r] if len(pairs) == 1 else [r[k:k + 1] for k in range(len(pairs))]
@@ -513,14 +537,21 @@ class JaxEngine(LLM):
                     out[i] = part if per_token else float(np.sum(part, dtype=np.float64))
         return out
 
-    def _score_batch(self, rows, preds, targets, reuse_prefix):
-        """log p(target) [per row: len(preds[i])] at the given positions of each row."""
+    def _score_batch(self, rows, preds, targets, reuse_prefix, group_shared=None):
+        """log p(target) [per row: len(preds[i])] at the given positions of each row.
+
+        group_shared: leading tokens shared by the whole group the batch came from; the
+        cached block stops there (one block for all of the group's batches and calls).
+        """
         n = len(rows)
         b = self._bucket_rows(n)
         rows = rows + [rows[0]] * (b - n)
         preds = list(preds) + [preds[0]] * (b - n)
         targets = list(targets) + [targets[0]] * (b - n)
         shared = _common_prefix_len(rows) if reuse_prefix else 0
+        if group_shared is not None:
+            shared = min(shared, group_shared)
+        fine = self.score_fine_batching
         # The shared block must end before every row's first prediction position (its
         # hidden state must be computed here).
         shared = min(shared, min(p[0] for p in preds))
@@ -531,20 +562,22 @@ class JaxEngine(LLM):
         if shared >= self.min_shared:
             shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
             rest = [r[shared:] for r in rows]
-            t = _length_bucket(max(len(r) for r in rest))
+            t = _score_bucket(max(len(r) for r in rest), fine)
             pred = np.clip(pred - shared, 0, t - 1)
             lp = self._score_extend(self.params, k_shared, v_shared, jnp.int32(shared),
                                     self._rows_in(_pad_rows(rest, t, pad)),
                                     self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
-            t = _length_bucket(max(len(r) for r in rows))
+            t = _score_bucket(max(len(r) for r in rows), fine)
             lens = np.array([len(r) for r in rows], np.int32)
             lp = self._score_full(self.params, self._rows_in(_pad_rows(rows, t, pad)),
                                   self._rows_in(lens),
                                   self._rows_in(np.minimum(pred, t - 1).astype(np.int32)),
                                   self._rows_in(tgt))
             self.stats["full_tokens"] += sum(len(r) for r in rows[:n])
+        self.stats["score_rows"] += n
+        self.stats["score_padded_tokens"] += b * t
         lp = np.asarray(lp)
         return [lp[i, :len(preds[i])].astype(np.float64) for i in range(n)]
 

@@ -110,3 +110,32 @@ def test_sigkill_of_beam_job_then_rerun_gives_same_records(tmp_path, finished_ru
     assert len(store.pending()) == 1  # killed between the two shards
     manifest = run_beam(tiny_config(tfrecord=True), tiny_corpus, out, MULTI_PROCESS)
     _assert_same_records(out, manifest, local_dir, local_manifest)
+
+
+def test_driver_counts_the_corpus_and_stages_read_their_rows(tmp_path, tiny_corpus,
+                                                            monkeypatch):
+    """The Beam driver prepares a run without the corpus texts (streaming row count:
+    same shards and chunks); the reading stage's rows equal `read_corpus`'s; bad lines
+    are still refused with file and line."""
+    from gecko_jax.errors import InputError
+    from gecko_jax.fret import beam as beam_lib
+    from gecko_jax.fret import pipeline as pipeline_lib
+
+    cfg = tiny_config()
+    full = pipeline_lib.prepare_run(cfg, tiny_corpus, tmp_path / "a")
+    lean = pipeline_lib.prepare_run(cfg, tiny_corpus, tmp_path / "b", read_texts=False)
+    assert lean.corpus is None and lean.num_rows == full.num_rows == len(full.corpus) == 24
+    assert lean.shards == full.shards and lean.identity == full.identity
+    for lo, hi in ((0, 10), (10, 20), (20, 24)):
+        titles, texts = pipeline_lib.read_corpus_rows(tiny_corpus, lo, hi)
+        assert titles == full.corpus.titles[lo:hi] and texts == full.corpus.texts[lo:hi]
+    assert list(beam_lib.make_read_fn(str(tiny_corpus)).process((1, 10, 20, 3))) == [
+        (1, 3, full.corpus.titles[10:20], full.corpus.texts[10:20])]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(tiny_corpus.read_text() + '{"id": "x", "text": ""}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:25: each line needs"):
+        pipeline_lib.count_corpus(bad)
+    # The driver of run_beam never calls read_corpus.
+    monkeypatch.setattr(pipeline_lib, "read_corpus", None)
+    setup = pipeline_lib.prepare_run(cfg, tiny_corpus, tmp_path / "c", read_texts=False)
+    assert setup.num_rows == 24
