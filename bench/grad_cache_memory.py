@@ -42,6 +42,12 @@ def _texts(n: int, words: int, stride: int) -> list[str]:
     raise SystemExit(f"only {len(out)} windows of {words} words; lower --stride")
 
 
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) * 1024 / GIB
+
+
 def _side(args) -> dict:
     import jax
 
@@ -76,10 +82,14 @@ def _side(args) -> dict:
            "xla_output_gib": mem.output_size_in_bytes / GIB,
            "xla_temp_gib": mem.temp_size_in_bytes / GIB,
            "tokens": {k: int(v.sum()) for k, v in batch.items() if k.endswith("mask")}}
-    if args.side == "grad_cache":
-        if out["xla_temp_gib"] > args.max_temp_gib:
-            raise SystemExit(f"GradCache temporaries {out['xla_temp_gib']:.1f} GiB > "
-                             f"--max-temp-gib {args.max_temp_gib}: not run (lower --chunk)")
+    print("ANALYSIS " + json.dumps(out), flush=True)
+    if args.side == "grad_cache" and args.steps:
+        # A shared machine: never start a step whose buffers do not fit what is free.
+        limit = args.max_temp_gib or 0.8 * _available_gib()
+        if out["xla_temp_gib"] + out["xla_argument_gib"] > limit:
+            raise SystemExit(f"GradCache buffers {out['xla_temp_gib']:.1f} GiB > {limit:.1f} GiB "
+                             "(--max-temp-gib, default 80% of MemAvailable): not run; "
+                             "lower --chunk")
         tr._step_fn = compiled
         times, losses = [], []
         for _ in range(args.steps):
@@ -102,8 +112,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=32, help="GradCache.chunk_size")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--stride", type=int, default=64, help="words between text windows")
-    p.add_argument("--max-temp-gib", type=float, default=14.0,
-                   help="do not run the GradCache step if XLA wants more temporaries")
+    p.add_argument("--max-temp-gib", type=float, default=None,
+                   help="do not run the GradCache step if its XLA buffers exceed this "
+                        "(default: 80%% of MemAvailable)")
     p.add_argument("--side", choices=("plain", "grad_cache"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
@@ -118,6 +129,9 @@ def main() -> None:
     for side in ("plain", "grad_cache"):
         proc = subprocess.run([sys.executable, __file__, "--side", side] + common,
                               capture_output=True, text=True, env=env)
+        for ln in proc.stdout.splitlines():
+            if ln.startswith("ANALYSIS "):
+                print(ln, flush=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
             sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
@@ -130,7 +144,10 @@ def main() -> None:
     print(f"plain step      XLA temporaries {pl['xla_temp_gib']:8.1f} GiB + arguments "
           f"{pl['xla_argument_gib']:.2f} GiB (compiled only, not run)")
     print(f"GradCache {gc['chunk']:<5d} XLA temporaries {gc['xla_temp_gib']:8.1f} GiB + arguments "
-          f"{gc['xla_argument_gib']:.2f} GiB; ran {len(gc['step_s'])} steps: "
+          f"{gc['xla_argument_gib']:.2f} GiB")
+    if not args.steps:
+        return
+    print(f"GradCache {gc['chunk']:<5d} ran {len(gc['step_s'])} steps: "
           f"{', '.join(f'{s:.0f}' for s in gc['step_s'])} s/step (compiled before: "
           f"{gc['compile_s']:.0f} s), losses "
           f"{', '.join(f'{x:.4f}' for x in gc['losses'])}, peak RSS {gc['peak_rss_gib']:.1f} GiB")
