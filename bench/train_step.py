@@ -78,8 +78,9 @@ def run_ours(args) -> dict:
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
     loss_cfg = trainer.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
                                   mask_duplicates=False)
+    chunk = args.our_chunk or args.grad_cache
     tr = trainer.Trainer(model, opt, mesh, loss_cfg,
-                         grad_cache=trainer.GradCache(chunk_size=args.grad_cache))
+                         grad_cache=trainer.GradCache(chunk_size=chunk))
     batch = {}
     for name, texts, length in (("query", queries, args.query_len),
                                 ("positive", positives, args.doc_len),
@@ -95,6 +96,11 @@ def run_ours(args) -> dict:
             tr._train_step, in_shardings=(tr.state_shardings, tr.batch_shardings(batch)),
             out_shardings=(tr.state_shardings, partitioning.replicated(mesh)),
             donate_argnums=(0,)).lower(tr.state, gbatch).compile()
+        mem = tr._step_fn.memory_analysis()
+        need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2 ** 30
+        if need > 0.8 * _available_gib():   # a shared machine: do not start what cannot fit
+            raise SystemExit(f"ours needs {need:.1f} GiB of XLA buffers, more than 80% of "
+                             f"the {_available_gib():.1f} GiB available; lower --our-chunk")
     compile_s = time.perf_counter() - t0
     times, cpu = [], []
     for _ in range(args.steps):
@@ -105,6 +111,12 @@ def run_ours(args) -> dict:
     return {"compile_s": compile_s, "step_s": float(np.median(times)),
             "step_cpu_s": float(np.median(cpu)),
             "tokens": {k: int(v.sum()) for k, v in batch.items() if k.endswith("mask")}}
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) / 2 ** 20
 
 
 def run_theirs(args) -> dict:
@@ -191,6 +203,9 @@ def main() -> None:
     p.add_argument("--grad-cache", type=int, default=None,
                    help="chunk / mini-batch size: ours GradCache.chunk_size, theirs "
                         "CachedMultipleNegativesRankingLoss(mini_batch_size); 0 = plain step")
+    p.add_argument("--our-chunk", type=int, default=0,
+                   help="our GradCache.chunk_size when it differs from --grad-cache (the "
+                        "gradient is the same for any chunk: only memory and speed change)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="time every step (ours compiled ahead of time; default with --large)")
     p.add_argument("--batch", type=int, default=None)
@@ -228,7 +243,8 @@ def main() -> None:
     # load from other processes on a shared machine cannot favour either side.
     common = ["--batch", str(args.batch), "--query-len", str(args.query_len),
               "--doc-len", str(args.doc_len), "--steps", str(args.steps),
-              "--student", args.student, "--grad-cache", str(args.grad_cache)]
+              "--student", args.student, "--grad-cache", str(args.grad_cache),
+              "--our-chunk", str(args.our_chunk)]
     common += [] if args.warmup else ["--no-warmup"]
     tmp = None
     if args.student == "gemma3":
@@ -257,7 +273,7 @@ def main() -> None:
           f"best of {args.rounds} alternating rounds)")
     names = (("ours", "gecko_jax (jit)"), ("theirs", "sentence-transformers MNRL"))
     if args.grad_cache:
-        names = (("ours", f"gecko_jax GradCache {args.grad_cache}"),
+        names = (("ours", f"gecko_jax GradCache {args.our_chunk or args.grad_cache}"),
                  ("theirs", f"s-t CachedMNRL {args.grad_cache}"))
     def first_label(side):
         return "first step" if args.warmup else ("compile" if side == "ours" else "setup")
