@@ -9,6 +9,13 @@ Each side runs in its own subprocess so its peak RSS is its own.
     python bench/train_step.py            # full: batch 32, q64 / d256, 3 timed steps, 2 rounds
     python bench/train_step.py --quick    # batch 8, q32 / d128, 2 timed steps (< 1 min)
     python bench/train_step.py --quick --student gemma3
+    python bench/train_step.py --large    # batch 256, q64 / d256: GradCache (chunk 32) vs
+                                          # CachedMultipleNegativesRankingLoss (mini-batch 32)
+
+`--large`: a contrastive batch too big for a plain step on this machine; ours runs
+the exact full-batch gradient with GradCache (`--grad-cache 32`: towers 32 rows at
+a time), theirs sentence-transformers' `CachedMultipleNegativesRankingLoss` with
+`mini_batch_size=32` (the same GradCache algorithm, same batch and loss).
 
 `--student gemma3`: the shipped Gemma-3-270M as a bidirectional tower with
 EmbeddingGemma's dense head (640 -> 2560 -> 640), exported once in EmbeddingGemma's
@@ -71,7 +78,9 @@ def run_ours(args) -> dict:
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
     loss_cfg = trainer.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
                                   mask_duplicates=False)
-    tr = trainer.Trainer(model, opt, mesh, loss_cfg)
+    chunk = args.our_chunk or args.grad_cache
+    tr = trainer.Trainer(model, opt, mesh, loss_cfg,
+                         grad_cache=trainer.GradCache(chunk_size=chunk))
     batch = {}
     for name, texts, length in (("query", queries, args.query_len),
                                 ("positive", positives, args.doc_len),
@@ -79,15 +88,35 @@ def run_ours(args) -> dict:
         ids, mask = pad_batch(tok.encode(texts, length), length, tok.pad_id)
         batch[f"{name}_ids"], batch[f"{name}_mask"] = ids, mask
     t0 = time.perf_counter()
-    jax.block_until_ready(tr.step(batch))          # compile + first step
+    if args.warmup:
+        jax.block_until_ready(tr.step(batch))          # compile + first step
+    else:                                              # compile only: every step is timed
+        gbatch = partitioning.host_to_global(batch, mesh)
+        tr._step_fn = jax.jit(
+            tr._train_step, in_shardings=(tr.state_shardings, tr.batch_shardings(batch)),
+            out_shardings=(tr.state_shardings, partitioning.replicated(mesh)),
+            donate_argnums=(0,)).lower(tr.state, gbatch).compile()
+        mem = tr._step_fn.memory_analysis()
+        need = (mem.temp_size_in_bytes + mem.argument_size_in_bytes) / 2 ** 30
+        if need > 0.8 * _available_gib():   # a shared machine: do not start what cannot fit
+            raise SystemExit(f"ours needs {need:.1f} GiB of XLA buffers, more than 80% of "
+                             f"the {_available_gib():.1f} GiB available; lower --our-chunk")
     compile_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         float(tr.step(batch)["loss"])
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"compile_s": compile_s, "step_s": float(np.median(times)),
+            "step_cpu_s": float(np.median(cpu)),
             "tokens": {k: int(v.sum()) for k, v in batch.items() if k.endswith("mask")}}
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) / 2 ** 20
 
 
 def run_theirs(args) -> dict:
@@ -102,7 +131,11 @@ def run_theirs(args) -> dict:
     folder = args.folder if args.student == "gemma3" else assets.minilm_dir()
     model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": torch.float32})
     model.train()
-    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    if args.grad_cache:
+        loss_fn = losses.CachedMultipleNegativesRankingLoss(model, scale=20.0,
+                                                            mini_batch_size=args.grad_cache)
+    else:
+        loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
 
     def features(texts, length):
@@ -121,14 +154,17 @@ def run_theirs(args) -> dict:
         return float(loss)
 
     t0 = time.perf_counter()
-    step()
+    if args.warmup:
+        step()
     first_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"compile_s": first_s, "step_s": float(np.median(times)),
+            "step_cpu_s": float(np.median(cpu)),
             "tokens": {n: int(f["attention_mask"].sum()) for n, f in
                        zip(("query", "positive", "negative"), feats)},
             "threads": torch.get_num_threads()}
@@ -162,6 +198,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batch and lengths (< 1 min)")
+    p.add_argument("--large", action="store_true",
+                   help="batch 256 with GradCache chunk 32 vs CachedMultipleNegativesRankingLoss")
+    p.add_argument("--grad-cache", type=int, default=None,
+                   help="chunk / mini-batch size: ours GradCache.chunk_size, theirs "
+                        "CachedMultipleNegativesRankingLoss(mini_batch_size); 0 = plain step")
+    p.add_argument("--our-chunk", type=int, default=0,
+                   help="our GradCache.chunk_size when it differs from --grad-cache (the "
+                        "gradient is the same for any chunk: only memory and speed change)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="time every step (ours compiled ahead of time; default with --large)")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--query-len", type=int, default=None)
     p.add_argument("--doc-len", type=int, default=None)
@@ -174,6 +220,13 @@ def main() -> None:
     p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
     q = args.quick
+    if args.large:
+        args.batch = args.batch or 256
+        args.steps = args.steps or 1
+        args.rounds = args.rounds or 1
+        args.grad_cache = 32 if args.grad_cache is None else args.grad_cache
+        args.warmup = False   # a step takes minutes here: no untimed warm-up step
+    args.grad_cache = args.grad_cache or 0
     args.batch = args.batch or (8 if q else 32)
     args.query_len = args.query_len or (32 if q else 64)
     args.doc_len = args.doc_len or (128 if q else 256)
@@ -190,7 +243,9 @@ def main() -> None:
     # load from other processes on a shared machine cannot favour either side.
     common = ["--batch", str(args.batch), "--query-len", str(args.query_len),
               "--doc-len", str(args.doc_len), "--steps", str(args.steps),
-              "--student", args.student]
+              "--student", args.student, "--grad-cache", str(args.grad_cache),
+              "--our-chunk", str(args.our_chunk)]
+    common += [] if args.warmup else ["--no-warmup"]
     tmp = None
     if args.student == "gemma3":
         import tempfile
@@ -216,12 +271,22 @@ def main() -> None:
     print(f"batch {args.batch}, query {args.query_len} / doc {args.doc_len} tokens, "
           f"1 hard negative, AdamW, {STUDENTS[args.student]} (median of {args.steps} steps, "
           f"best of {args.rounds} alternating rounds)")
-    for side, name in (("ours", "gecko_jax (jit)"), ("theirs", "sentence-transformers MNRL")):
+    names = (("ours", "gecko_jax (jit)"), ("theirs", "sentence-transformers MNRL"))
+    if args.grad_cache:
+        names = (("ours", f"gecko_jax GradCache {args.our_chunk or args.grad_cache}"),
+                 ("theirs", f"s-t CachedMNRL {args.grad_cache}"))
+    def first_label(side):
+        return "first step" if args.warmup else ("compile" if side == "ours" else "setup")
+
+    for side, name in names:
         r = results[side]
         print(f"{name:28s} {r['examples_per_s']:7.2f} examples/s  step {r['step_s']:.2f}s  "
-              f"first step {r['compile_s']:.1f}s  process CPU {r['cpu_s_total']:.0f}s  "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB  "
+              f"{first_label(side)} {r['compile_s']:.1f}s  process CPU {r['cpu_s_total']:.0f}s  "
+              f"step CPU {r['step_cpu_s']:.0f}s  peak RSS {r['peak_rss_mib']:.0f} MiB  "
               f"tokens {r['tokens']}")
+    print("load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    cpu_ratio = results['theirs']['step_cpu_s'] / results['ours']['step_cpu_s']
+    print(f"CPU-seconds per step, theirs / ours: {cpu_ratio:.2f} (less load-sensitive)")
     print(f"ratio {results['ours']['examples_per_s'] / results['theirs']['examples_per_s']:.2f}")
 
 

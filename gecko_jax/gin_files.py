@@ -4,6 +4,7 @@ Gin files (and their `include`s) are looked up as given, then from the repositor
 root, then under gin_configs/; configs include each other as
 'gin_configs/runs/finetune.gin'. Callers import the modules that register their
 configurables before parsing (unknown names fail here, before any compute).
+A gin file may also be a URI (gs://, memory://): gin reads it through etils.epath.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import pathlib
 from typing import Sequence
 
+from gecko_jax import paths
 from gecko_jax.errors import GeckoError
 
 GIN_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
@@ -24,6 +26,10 @@ class _DropGinPathNotFound(logging.Filter):
 
 def resolve(name: str) -> pathlib.Path:
     """A gin file as given, else under the repository root, else under gin_configs/."""
+    if paths.is_remote(name):
+        if not paths.as_path(name).is_file():
+            raise GeckoError(f"{name}: gin file not found")
+        return paths.as_path(name)
     path = pathlib.Path(name)
     for base in (GIN_CONFIGS.parent, GIN_CONFIGS):
         if not path.is_file() and (base / name).is_file():
@@ -33,11 +39,21 @@ def resolve(name: str) -> pathlib.Path:
     return path
 
 
+def _open_uri(name: str):
+    return paths.as_path(name).open("r")
+
+
+def _is_uri_file(name: str) -> bool:
+    return paths.is_remote(name) and paths.as_path(name).is_file()
+
+
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     """Clears gin, then parses files + bindings (unknown configurables or parameters fail)."""
     import gin
 
     gin.clear_config()
+    # URIs (and their includes): read with epath; local files keep gin's own `open`.
+    gin.config.register_file_reader(_open_uri, _is_uri_file)
     # Not a bare 'runs/...' include: gin would try to import a package named 'runs'.
     for path in (pathlib.Path.cwd(), GIN_CONFIGS.parent):
         gin.add_config_file_search_path(str(path))

@@ -1,6 +1,8 @@
 """File helpers at the bottom of the package: reading text inputs (JSONL or one-text-per-line
 .txt) with errors that name file and line, and atomic writes (a killed process leaves
-the old file or the new one, never half of one)."""
+the old file or the new one, never half of one). Paths may be local or URIs (gs://,
+memory://): they go through etils.epath (gecko_jax/paths.py, which also says how a
+write is atomic on an object store)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import json
 import os
 import pathlib
 
+from gecko_jax import paths
 from gecko_jax.errors import InputError
 
 
-def _lines(path: pathlib.Path):
+def _lines(path):
     """(line number, decoded line without newline); invalid UTF-8 names its line."""
     try:
         data = path.read_bytes()
@@ -30,7 +33,7 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()):
     Every object must be a JSON object holding the `required` keys; any failure
     (missing file, invalid UTF-8, bad JSON, missing key) names the file and line.
     """
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     if not path.is_file():
         raise InputError(path, "no such JSONL file")
     for number, line in _lines(path):
@@ -53,7 +56,7 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[str | None]]:
 
     A .txt file gives one text per line (titles all None); blank JSONL lines are skipped.
     """
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     if not path.is_file():
         raise InputError(path, "input file does not exist")
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
@@ -72,15 +75,8 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[str | None]]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to a temporary sibling, fsyncs it and renames it over `path`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Local: a temporary sibling, fsync, rename over `path`. URI: one object upload."""
+    paths.write_bytes_atomic(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -95,7 +91,10 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def remove_partials(folder: pathlib.Path) -> int:
-    """Deletes the temporary files of atomic writes a killed process left; returns how many."""
+    """Deletes the temporary files of atomic writes a killed process left; returns how many.
+    (Only local writes use temporary files.)"""
+    if paths.is_remote(folder):
+        return 0
     n = 0
     for p in pathlib.Path(folder).rglob(".*.tmp*"):
         p.unlink(missing_ok=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Sequence
 
+from gecko_jax import paths
 from gecko_jax.errors import GeckoError, InputError
 from gecko_jax.textio import read_jsonl
 
@@ -20,19 +20,20 @@ class RetrievalData:
 
 
 
-def _read_jsonl(path: pathlib.Path, required: Sequence[str]) -> list[dict]:
+def _read_jsonl(path, required: Sequence[str]) -> list[dict]:
     if not path.is_file():
         raise InputError(path, "file not found (a BEIR folder holds corpus.jsonl, "
                                "queries.jsonl and qrels/<split>.tsv)")
     return [row for _, row in read_jsonl(path, tuple(required))]
 
 
-def read_qrels(path: pathlib.Path) -> dict[str, dict[str, int]]:
+def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """BEIR qrels TSV: optional header `query-id corpus-id score`, then rows."""
+    path = paths.as_path(path)
     if not path.is_file():
         raise InputError(path, "qrels file not found")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
+    with path.open("r") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n\r")
             if not line.strip():
@@ -58,7 +59,7 @@ def load_beir(folder: str | os.PathLike, split: str = "test",
     With `limit`, keeps that many judged queries and the documents they judge
     plus the first `limit * 10` other documents as distractors.
     """
-    folder = pathlib.Path(folder)
+    folder = paths.as_path(folder)
     if not folder.is_dir():
         raise GeckoError(f"{folder}: BEIR folder does not exist")
     corpus_rows = _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))

@@ -11,15 +11,15 @@ prepared TFDS data_dir. gecko_jax.data.mixtures turns them into seqio tasks.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import dataclasses
 import hashlib
 import html
 import os
-import pathlib
 import re
 import xml.etree.ElementTree as ET
 
-from gecko_jax import assets
+from gecko_jax import assets, paths
 from gecko_jax.errors import InputError
 
 BBC_CATEGORIES = ("business", "entertainment", "politics", "sport", "tech")
@@ -39,7 +39,7 @@ def read_bbc_news(folder: str | os.PathLike | None = None, dedup: bool = True) -
     With dedup, an article whose headline+body repeats an earlier one is dropped
     (the corpus holds exact duplicates that would corrupt retrieval labels).
     """
-    folder = pathlib.Path(folder) if folder else assets.bbc_news_dir()
+    folder = paths.as_path(folder) if folder else paths.as_path(assets.bbc_news_dir())
     out, seen = [], set()
     for category in BBC_CATEGORIES:
         category_dir = folder / category
@@ -149,11 +149,11 @@ def _sections(wikitext: str) -> list[WikiSection]:
 
 def read_wikipedia(path: str | os.PathLike | None = None, min_words: int = 20) -> list[WikiArticle]:
     """Articles (namespace 0, no redirects) of a MediaWiki XML dump (.xml or .xml.bz2)."""
-    path = pathlib.Path(path) if path else assets.wikipedia_sample()
-    opener = bz2.open if path.suffix == ".bz2" else open
+    path = paths.as_path(path) if path else paths.as_path(assets.wikipedia_sample())
     articles = []
     try:
-        with opener(path, "rb") as f:
+        with path.open("rb") as raw, (bz2.open(raw, "rb") if path.suffix == ".bz2"
+                                      else contextlib.nullcontext(raw)) as f:
             for _, elem in ET.iterparse(f):
                 if not elem.tag.endswith("}page") and elem.tag != "page":
                     continue

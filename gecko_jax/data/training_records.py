@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
+import posixpath
 from typing import Iterable, Iterator, Sequence
 
 from gecko_jax.errors import InputError
@@ -83,7 +83,7 @@ def parse_record(obj, path: str | os.PathLike, line: int) -> FRetRecord:
     negative = _document(obj.get("negative"), path, line, "negative")
     task = _string(obj.get("task"), path, line, "task").strip() or DEFAULT_TASK
     rid = obj.get("id")
-    rid = f"{pathlib.Path(path).name}:{line}" if rid is None else str(rid)
+    rid = f"{posixpath.basename(os.fspath(path))}:{line}" if rid is None else str(rid)
     return FRetRecord(id=rid, task=task, query=query, positive=positive, negative=negative)
 
 
@@ -97,11 +97,13 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iter
 
 
 def write_records(path: str | os.PathLike, records: Iterable[FRetRecord]) -> int:
-    """Writes JSONL; returns the number of records."""
-    path = pathlib.Path(path)
+    """Writes JSONL (local or a URI, through etils.epath); returns the number of records."""
+    from gecko_jax import paths as paths_lib
+
+    path = paths_lib.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(path, "w", encoding="utf-8") as f:
+    with path.open("w") as f:
         for rec in records:
             f.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
             n += 1

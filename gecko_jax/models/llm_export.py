@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gecko_jax import unified_format
+from gecko_jax import paths, unified_format
 from gecko_jax.errors import GeckoError
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.models.llm_encoder import LLMEncoder, llm_encoder_from_params
-from gecko_jax.models.weights import GECKO_CONFIG, finish_st_folder, write_json
+from gecko_jax.models.weights import GECKO_CONFIG, export_staging, finish_st_folder, write_json
 from gecko_jax.tokenization import Tokenizer
 
 IDENTITY = "torch.nn.modules.linear.Identity"
@@ -120,15 +120,12 @@ def hf_text_config(cfg: dec.DecoderConfig) -> dict:
 
 def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
                        prompt_format: str = "gecko", max_length: int = 2048,
-                       default_task: str = unified_format.DEFAULT_TASK) -> pathlib.Path:
+                       default_task: str = unified_format.DEFAULT_TASK):
     """Writes the EmbeddingGemma sentence-transformers layout (see the module doc)."""
     from safetensors.numpy import save_file
 
     cfg = model.config
-    folder = pathlib.Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = export_staging(folder)      # local; published below (local or a URI)
     state = dec.params_to_hf(cfg, jax.tree.map(_to_numpy, model.backbone.params()))
     # The bare text model's names (Gemma3TextModel / LlamaModel): no "model." prefix.
     state = {k.removeprefix("model."): np.ascontiguousarray(v, np.float32)
@@ -164,10 +161,7 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
                      gecko_config={"embedding_dim": model.embedding_dim, "tower": "llm",
                                    "architecture": cfg.architecture, "bidirectional": True,
                                    "pooling": model.pooling})
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    return paths.publish_folder(tmp, folder)
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -184,7 +178,7 @@ def _read_json(path: pathlib.Path) -> dict:
 
 def is_llm_folder(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds a decoder-LLM tower (Gemma-3 / Llama config.json)."""
-    path = pathlib.Path(folder) / "config.json"
+    path = paths.as_path(folder) / "config.json"
     if not path.is_file():
         return False
     try:
@@ -197,7 +191,7 @@ def load_llm_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     """An exported LLM embedder folder -> (LLMEncoder, Tokenizer, gecko_config dict)."""
     from safetensors.numpy import load_file
 
-    folder = pathlib.Path(folder)
+    folder = paths.local_folder(folder)      # URIs: a local copy
     for name in ("config.json", "model.safetensors", "modules.json", "tokenizer.json"):
         if not (folder / name).is_file():
             raise GeckoError(f"{folder}: no {name} (not an exported LLM embedder)")

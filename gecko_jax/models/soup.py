@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from gecko_jax import paths
 from gecko_jax.errors import GeckoError
 
 SOUP_RECORD = "soup.json"
@@ -87,7 +88,7 @@ def _tensor_files(folder: pathlib.Path) -> list[str]:
 
 
 def soup_folders(folders: Sequence[str | os.PathLike], output: str | os.PathLike,
-                 weights: Sequence[float] | None = None) -> pathlib.Path:
+                 weights: Sequence[float] | None = None):
     """Average exported model folders into `output` (same layout as the inputs).
 
     Raises GeckoError when the folders differ in architecture (config.json /
@@ -95,7 +96,16 @@ def soup_folders(folders: Sequence[str | os.PathLike], output: str | os.PathLike
     """
     from safetensors.numpy import load_file, save_file
 
-    folders = [pathlib.Path(f) for f in folders]
+    names = [f if paths.is_remote(f) else str(pathlib.Path(f)) for f in map(os.fspath, folders)]
+    output_name = os.fspath(output)
+    if output_name in names or (not paths.is_remote(output) and any(
+            not paths.is_remote(f) and pathlib.Path(f).resolve() == pathlib.Path(output).resolve()
+            for f in names)):
+        raise GeckoError(f"soup: the output {output} is one of the inputs")
+    for f in names:
+        if not paths.as_path(f).is_dir():
+            raise GeckoError(f"soup: {f}: no such model folder")
+    folders = [paths.local_folder(f) for f in names]      # URIs: local copies
     w = soup_weights(len(folders), weights)
     for f in folders:
         if not f.is_dir():
@@ -121,19 +131,15 @@ def soup_folders(folders: Sequence[str | os.PathLike], output: str | os.PathLike
                                               json.loads(a.read_text()) != json.loads(b.read_text())):
                 raise GeckoError(f"soup: {f}/{name} differs from {folders[0]}/{name}: "
                                  "the models do not share an architecture")
-    output = pathlib.Path(output)
-    if output.resolve() in [f.resolve() for f in folders]:
-        raise GeckoError(f"soup: the output {output} is one of the inputs")
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from gecko_jax.models.weights import export_staging
+
+    tmp = export_staging(output)
+    shutil.rmtree(tmp)
     shutil.copytree(folders[0], tmp, ignore=shutil.ignore_patterns("*.safetensors", SOUP_RECORD))
     for rel, mean in means.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in mean.items()}, str(tmp / rel),
                   metadata={"format": "pt"})
     (tmp / SOUP_RECORD).write_text(json.dumps(
-        {"ingredients": [str(f) for f in folders], "weights": [float(x) for x in w]}, indent=2) + "\n")
-    if output.exists():
-        shutil.rmtree(output)
-    tmp.rename(output)
-    return output
+        {"ingredients": names, "weights": [float(x) for x in w]}, indent=2) + "\n")
+    return paths.publish_folder(tmp, output)

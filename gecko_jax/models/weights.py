@@ -3,6 +3,8 @@
 A folder we export loads with `transformers.AutoModel.from_pretrained` and with
 `sentence_transformers.SentenceTransformer`, and carries `gecko_config.json`
 recording the prompt format the model expects (see gecko_jax.encode).
+Folders may be local or URIs (gs://, memory://): read through a local copy, written
+locally then published (gecko_jax/paths.py).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gecko_jax import unified_format
+from gecko_jax import paths, unified_format
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.bert import BertConfig, BertEncoder
 from gecko_jax.models.dual_encoder import DualEncoder
@@ -96,7 +99,8 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     """
     from safetensors.numpy import load_file
 
-    folder = pathlib.Path(folder)
+    source = os.fspath(folder) if paths.is_remote(folder) else str(pathlib.Path(folder))
+    folder = paths.local_folder(folder)      # URIs: a local copy
     if not folder.is_dir():
         raise GeckoError(f"{folder}: model folder does not exist")
     if not (folder / "config.json").is_file():
@@ -142,7 +146,9 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     if dense is not None:
         model.projection.kernel.set_value(jnp.asarray(dense["linear.weight"].T))
         model.projection.bias.set_value(jnp.asarray(dense["linear.bias"]))
-    return model, tokenizer, read_meta(folder)
+    meta = read_meta(folder)
+    meta.source = source
+    return model, tokenizer, meta
 
 
 def write_json(path: pathlib.Path, obj) -> None:
@@ -177,7 +183,7 @@ def finish_st_folder(tmp: pathlib.Path, modules: list[dict], *, max_length: int,
 
 def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | os.PathLike,
                         prompt_format: str = "gecko", max_length: int = 512,
-                        default_task: str = unified_format.DEFAULT_TASK) -> pathlib.Path:
+                        default_task: str = unified_format.DEFAULT_TASK):
     """Writes a folder that transformers and sentence-transformers both load.
 
     The sentence-transformers prompts hold the Gecko templates with the default
@@ -185,10 +191,7 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
     """
     from safetensors.numpy import save_file
 
-    folder = pathlib.Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = export_staging(folder)
     tensors = {name: np.ascontiguousarray(np.asarray(p[...], np.float32).T if t
                                           else np.asarray(p[...], np.float32))
                for name, p, t in _param_table(model)}
@@ -215,7 +218,16 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
     finish_st_folder(tmp, modules, max_length=max_length, prompt_format=prompt_format,
                      default_task=default_task,
                      gecko_config={"embedding_dim": model.embedding_dim})
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    return paths.publish_folder(tmp, folder)
+
+
+def export_staging(folder: str | os.PathLike) -> pathlib.Path:
+    """A fresh local folder to build an export of `folder` in (paths.publish_folder
+    moves it into place): a sibling for local folders, a temporary one for URIs."""
+    if paths.is_remote(folder):
+        return pathlib.Path(tempfile.mkdtemp(prefix="gecko_export_"))
+    folder = pathlib.Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp

@@ -16,22 +16,28 @@ from typing import Sequence
 
 import numpy as np
 
+from gecko_jax import paths
 from gecko_jax.errors import GeckoError
 from gecko_jax.models import soup
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
     """An orbax step folder written by the trainer: RUN/checkpoints/<step>/state."""
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     return (path / "state").is_dir() and path.parent.name == "checkpoints" and path.name.isdigit()
 
 
-def checkpoint_params(step_dir: pathlib.Path) -> dict[str, np.ndarray]:
+def _absolute(path: str | os.PathLike):
+    """Local paths made absolute (orbax wants that); URIs (gs://) as epath."""
+    return paths.as_path(path) if paths.is_remote(path) else pathlib.Path(path).resolve()
+
+
+def checkpoint_params(step_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The flat {'backbone/...': array} parameters of one checkpoint (host numpy)."""
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore((step_dir / "state").absolute())
+        state = ckptr.restore(_absolute(step_dir) / "state")
     return {k: np.asarray(v) for k, v in state["params"].items()}
 
 
@@ -44,8 +50,8 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
 
     from gecko_jax.training import partitioning, trainer
 
-    step_dirs = [pathlib.Path(s) for s in step_dirs]
-    runs = {s.parent.parent.resolve() for s in step_dirs}
+    step_dirs = [_absolute(s) for s in step_dirs]
+    runs = {s.parent.parent for s in step_dirs}
     if len(runs) != 1:
         raise GeckoError(f"soup: checkpoints must come from one run, got {sorted(map(str, runs))}")
     run_dir = runs.pop()
@@ -56,7 +62,7 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
     mean = soup.average_tensors(states, w, [str(s) for s in step_dirs])
 
     gin.clear_config()
-    gin.parse_config_files_and_bindings([str(run_dir / "config.gin")], [], skip_unknown=True)
+    gin.parse_config((run_dir / "config.gin").read_text(), skip_unknown=True)
     model, tokenizer = gin.query_parameter("train.model_fn").scoped_configurable_fn()
     params = nnx.state(model, nnx.Param)
     pairs = []

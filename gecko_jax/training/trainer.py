@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gecko_jax import gin_files, losses
+from gecko_jax import gin_files, losses, paths
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.training import grad_cache as grad_cache_lib
@@ -311,13 +311,16 @@ class Trainer:
 class Checkpointer:
     """orbax CheckpointManager: train state + data position, keep N, every K steps."""
 
-    def __init__(self, directory: pathlib.Path, every: int, keep: int):
+    def __init__(self, directory: str | os.PathLike, every: int, keep: int):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.every = every
+        # orbax writes arrays with tensorstore: local folders and gs:// (not memory://).
+        directory = (paths.as_path(directory) if paths.is_remote(directory)
+                     else pathlib.Path(directory).absolute())
         self.manager = ocp.CheckpointManager(
-            directory.absolute(),
+            directory,
             # We decide when to save (every K steps and the last); orbax's own interval
             # logic would also save the very first step.
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1,
@@ -367,7 +370,7 @@ def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | 
 
 
 # --------------------------------------------------------------------------- the loop
-def _write_config(model_dir: pathlib.Path) -> None:
+def _write_config(model_dir) -> None:
     if jax.process_index() == 0:
         (model_dir / "config.gin").write_text(gin.config_str())
 
@@ -408,6 +411,7 @@ def train(
     progress: bool = True,
     data_fn: Callable[..., Any] | None = None,
     streaming: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
 
@@ -421,7 +425,9 @@ def train(
     JSONL or FRet TFRecord shards, read per host); False reads them whole into memory
     (data/tasks.load_examples, data/batching.py).
 
-    Resumes from the latest checkpoint in MODEL_DIR/checkpoints when one exists.
+    Resumes from the latest checkpoint in MODEL_DIR/checkpoints (or `checkpoint_dir`)
+    when one exists. MODEL_DIR may be local or a URI (gs://, memory://; gecko_jax/paths.py);
+    orbax checkpoints need a local or gs:// folder.
     Writes MODEL_DIR/config.gin, TensorBoard events, checkpoints and, at the end,
     MODEL_DIR/export (a model folder that `gecko embed --model` reads).
 
@@ -435,8 +441,9 @@ def train(
     # First: jax.distributed.initialize() (MeshSpec.distributed) must run before
     # anything touches the backend, jax.process_index() included.
     mesh = partitioning.make_mesh(mesh_spec)
-    model_dir = pathlib.Path(model_dir)
+    model_dir = paths.as_path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = paths.as_path(checkpoint_dir or model_dir / CHECKPOINT_DIR)
     _write_config(model_dir)
     model, tokenizer = model_fn()
     if layer_options != LayerOptions():    # remat / scan / bf16 compute (models/layer_stack.py)
@@ -476,7 +483,7 @@ def train(
     trainer = Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
                       grad_accum_steps=grad_accum_steps, schedule=schedule,
                       grad_cache=grad_cache)
-    ckpt = Checkpointer(model_dir / CHECKPOINT_DIR, checkpoint_every, keep_checkpoints)
+    ckpt = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     start = 0
     latest = ckpt.latest_step()
     if latest is not None:
@@ -514,13 +521,13 @@ def train(
                     f"process {jax.process_index()} of {jax.process_count()}: step {step + 1} "
                     f"failed ({type(err).__name__}: {str(err)[:300]}); most likely another "
                     "process died or lost its connection. Rerun every process to resume "
-                    f"from the last checkpoint in {model_dir / CHECKPOINT_DIR}") from err
+                    f"from the last checkpoint in {checkpoint_dir}") from err
             if not math.isfinite(loss):
                 ckpt.wait()
                 good = ckpt.latest_step()
                 raise TrainingDiverged(
                     f"loss is {loss} at step {step + 1}; stopped. Last good checkpoint: "
-                    f"{'none' if good is None else f'step {good}'} in {model_dir / CHECKPOINT_DIR}"
+                    f"{'none' if good is None else f'step {good}'} in {checkpoint_dir}"
                     " (lower the learning rate or check the data, then rerun to resume)")
             losses_seen.append(loss)
             done = step + 1
