@@ -170,12 +170,23 @@ class ShardStore:
     def pending(self) -> list[int]:
         return [i for i in range(self.num_shards) if not self.is_done(i)]
 
-    def write(self, i: int, records: list[dict], counts: dict) -> None:
-        """Records first, stats last: the stats file marks the shard done."""
+    def write(self, i: int, records: list[dict], counts: dict,
+              filtered: list[dict] = ()) -> None:
+        """Records first, stats last: the stats file marks the shard done. `filtered`:
+        the queries the quality filters dropped (fret/filters.py), kept for stats."""
         text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.records_path(i), text)
         atomic_write_json(self.stats_path(i), {"shard": i, "records": len(records),
-                                               "counts": dict(sorted(counts.items()))})
+                                               "counts": dict(sorted(counts.items())),
+                                               "filtered": list(filtered)})
+
+    def read_filtered(self) -> list[dict]:
+        """The dropped queries of every finished shard, in shard order."""
+        out = []
+        for i in range(self.num_shards):
+            if self.stats_path(i).exists():
+                out += json.loads(self.stats_path(i).read_text()).get("filtered", [])
+        return out
 
     def read_records(self) -> Iterator[dict]:
         yield from read_jsonl_records(self.records_path(i) for i in range(self.num_shards))
