@@ -216,24 +216,49 @@ def write_manifest(out_dir: pathlib.Path, identity: dict, counts: dict, files: d
         "models": {"teacher": identity["teacher"], "embedder": identity["embedder"]},
         "config": identity,
         "config_sha": config_sha(identity),
-        "counts": {
-            "passages": c["passages"],
-            "generated": c["generated"],
-            "parse_failures": c["parse_failures"],
-            "records": c["records"],
-            "relabelled": c["relabelled"],
-            "relabel_rate": round(c["relabelled"] / c["records"], 4) if c["records"] else 0.0,
-            "teacher_errors": c["teacher_errors"],
-            "invalid_scores": c["invalid_scores"],
-            "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
-                        if k.startswith("dropped:")},
-            "detail": dict(sorted(c.items())),
-        },
+        "counts": summarise_counts(c),
         "files": files,
         **(extra or {}),
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def summarise_counts(c: collections.Counter) -> dict:
+    """The manifest's counts block from the summed shard counters."""
+    c = collections.Counter(c)
+    return {
+        "passages": c["passages"],
+        "generated": c["generated"],
+        "parse_failures": c["parse_failures"],
+        "records": c["records"],
+        "relabelled": c["relabelled"],
+        "relabel_rate": round(c["relabelled"] / c["records"], 4) if c["records"] else 0.0,
+        "teacher_errors": c["teacher_errors"],
+        "invalid_scores": c["invalid_scores"],
+        "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                    if k.startswith("dropped:")},
+        "detail": dict(sorted(c.items())),
+    }
+
+
+def partial_manifest(out_dir: str | os.PathLike) -> dict:
+    """A manifest-like view of an unfinished run: its config and the finished shards
+    (a shard is finished when its stats file exists; `partial` says how many)."""
+    out_dir = pathlib.Path(out_dir)
+    cfg_path = out_dir / "config.json"
+    if not cfg_path.exists():
+        raise GeckoError(f"{out_dir}: not a FRet run folder (no config.json)")
+    total, done = collections.Counter(), []
+    num = None
+    for path in sorted((out_dir / "shards").glob("records-*-of-*.jsonl")):
+        i, num = (int(x) for x in path.stem.split("-")[1::2])
+        st = out_dir / "shards" / f"stats-{i:05d}.json"
+        if st.exists():
+            total.update(json.loads(st.read_text())["counts"])
+            done.append(str(path.relative_to(out_dir)))
+    return {"config": json.loads(cfg_path.read_text()), "counts": summarise_counts(total),
+            "files": {"jsonl": done}, "partial": f"{len(done)} of {num or '?'} shards done"}
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:

@@ -28,8 +28,11 @@ def kept_example(rec: dict) -> dict:
 def collect(out_dir) -> dict:
     """Statistics of a finished run from its manifest and records."""
     out_dir = pathlib.Path(out_dir)
-    manifest = record_shards.read_manifest(out_dir)
-    recs = list(record_shards.read_jsonl_records(record_shards.record_paths(out_dir)))
+    if (out_dir / "manifest.json").exists():
+        manifest = record_shards.read_manifest(out_dir)
+    else:  # a run still going (or interrupted): its finished shards
+        manifest = record_shards.partial_manifest(out_dir)
+    recs = list(record_shards.read_jsonl_records(out_dir / p for p in manifest["files"]["jsonl"]))
     tasks = collections.Counter(r["task"] for r in recs)
     lengths = [len(r["query"].split()) for r in recs]
     hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)
@@ -44,6 +47,7 @@ def collect(out_dir) -> dict:
         if len(by_filter[f["filter"]]) < EXAMPLES:
             by_filter[f["filter"]].append({k: f[k] for k in ("query", "task", "value")})
     return {
+        "partial": manifest.get("partial"),
         "counts": manifest["counts"],
         "filters": manifest.get("config", {}).get("filters"),
         "prompt_style": manifest.get("config", {}).get("prompt_style", "completion"),
@@ -77,7 +81,8 @@ def filter_line(counts: dict) -> str:
 
 def format_stats(s: dict) -> str:
     c = s["counts"]
-    lines = [f"passages {c['passages']}  generated {c['generated']}  parse failures "
+    lines = ([f"UNFINISHED RUN: {s['partial']}"] if s.get("partial") else []) + [
+             f"passages {c['passages']}  generated {c['generated']}  parse failures "
              f"{c['parse_failures']}  records {s['records']}  teacher errors {c['teacher_errors']}",
              f"dropped: {c['dropped'] or 'none'}",
              f"prompt style: {s.get('prompt_style', 'completion')}  filters: "
