@@ -9,7 +9,9 @@ A run resumes when restarted with the same options (finished shards are kept);
 different options into the same --output are refused. --runner beam runs the same
 stages as an Apache Beam pipeline (pass runner options with --beam-arg, e.g.
 --beam-arg=--runner=FlinkRunner). Options may also come from gin: bind
-FRetConfig.*, GenerateConfig.* and RelabelConfig.* (flags win over gin).
+FRetConfig.*, GenerateConfig.*, RelabelConfig.* and FilterConfig.* (flags win over
+gin). Prompts are chat turns for a chat teacher (SmolLM2-Instruct) and completion text
+for a base one (Gemma-3-270M); --prompt-style overrides.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--negative", help="hard negative: lowest | rank:K | random | none")
     p.add_argument("--rrf-k", type=float, help="reciprocal rank fusion k (default 0)")
     p.add_argument("--prompts", help="folder with qg.json, ql.json, rc.json")
+    p.add_argument("--prompt-style", choices=("auto", "chat", "completion"),
+                   help="chat turns or completion text (default auto: chat for a teacher "
+                        "with a chat template)")
     p.add_argument("--max-batch", type=int, help="teacher rows per batch (default 16)")
     p.add_argument("--teacher-mesh", help="data-parallel local teacher over a device mesh: "
                                           "data=-1 (all devices), data=8, data=4,model=2")
@@ -87,6 +92,7 @@ def build_config(args):
     top = {"teacher": args.teacher, "embedder": args.embedder,
            "embedder_format": args.embedder_format, "limit": args.limit,
            "shard_size": args.shard_size, "seed": args.seed, "prompts_dir": args.prompts,
+           "prompt_style": args.prompt_style,
            "max_batch": args.max_batch, "teacher_mesh": args.teacher_mesh,
            "teacher_dtype": args.teacher_dtype}
     rel = {"num_neighbors": args.num_neighbors, "negative": args.negative, "rrf_k": args.rrf_k}

@@ -25,10 +25,12 @@ come from the same task and format).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
 import os
+import pathlib
 from typing import Callable, Mapping, Sequence
 
 import gin
@@ -143,11 +145,39 @@ def _overlaps(ex: Example, held: splits.HeldOutTexts) -> bool:
 
 
 @gin.configurable
-def beir_examples(folder: str = gin.REQUIRED, split: str = "train", task: str = BEIR_TASK,
-                  limit: int | None = None) -> list[Example]:
-    """Every judged-relevant (query, document) pair of a BEIR folder, in-batch negatives only."""
-    out = [Example(f"beir:{qid}:{i}", task, query, training_records.Document(text=text, title=title))
-           for i, (qid, query, (title, text)) in enumerate(sources.beir_pairs(folder, split))]
+def beir_examples(folder: str = gin.REQUIRED, split: str = splits.BEIR_TRAIN_SPLIT,
+                  task: str = BEIR_TASK, limit: int | None = None,
+                  exclude_eval_test: bool = True) -> list[Example]:
+    """Every judged-relevant (query, document) pair of a BEIR folder, in-batch negatives only.
+
+    exclude_eval_test drops the pairs that touch the folder's evaluated split
+    (evaluation/splits.py: the queries of qrels/test.tsv and every document they
+    judge, by id and by normalised text), and refuses to train on that split.
+    """
+    data = sources.read_beir(folder, split)
+    held = None
+    if exclude_eval_test:
+        if split == splits.BEIR_EVAL_SPLIT:
+            raise GeckoError(f"{folder}: qrels/{split}.tsv is the split evaluation scores "
+                             f"(evaluation/splits.py); train on another split, or pass "
+                             f"exclude_eval_test=False")
+        if (pathlib.Path(folder) / "qrels" / f"{splits.BEIR_EVAL_SPLIT}.tsv").is_file():
+            ev = sources.read_beir(folder, splits.BEIR_EVAL_SPLIT)
+            held = splits.beir_held_out(ev.queries, ev.corpus, ev.qrels)
+    out, dropped = [], collections.Counter()
+    pairs = [(qid, did) for qid, docs in data.qrels.items() for did, g in docs.items() if g >= 1]
+    for i, (qid, did) in enumerate(pairs):  # ids as sources.beir_pairs numbers them
+        title, text = data.corpus[did]
+        why = held.excludes(qid, data.queries[qid], did, text) if held else None
+        if why:
+            dropped[why] += 1
+            continue
+        out.append(Example(f"beir:{qid}:{i}", task, data.queries[qid],
+                           training_records.Document(text=text, title=title)))
+    if dropped:
+        log.info("beir_examples: dropped %d of %d pairs of %s that touch the evaluated split "
+                 "(%s; evaluation/splits.py)", sum(dropped.values()),
+                 len(out) + sum(dropped.values()), folder, dict(dropped))
     return _limit(out, limit)
 
 

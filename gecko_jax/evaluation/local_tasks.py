@@ -251,8 +251,10 @@ def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
 # BEIR folders.
 
 def beir_task(folder: str | os.PathLike, gecko_task: str = "search result",
-              split: str = "test") -> LocalTask:
-    """A retrieval task over a BEIR folder; the files are read (and checked) now."""
+              split: str = splits.BEIR_EVAL_SPLIT) -> LocalTask:
+    """A retrieval task over a BEIR folder; the files are read (and checked) now.
+
+    The default split is the one training excludes (evaluation/splits.py)."""
     folder = pathlib.Path(folder)
     data = load_beir(folder, split)
     return LocalTask(

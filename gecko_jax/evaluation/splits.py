@@ -28,6 +28,16 @@ by category, files in name order):
 
 So every scored text comes from the held-out pool for every `limit`
 (tests/evaluation/test_splits.py checks it against the built mixture).
+
+BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv):
+
+  evaluated split   qrels/test.tsv (BEIR_EVAL_SPLIT): `beir:<folder>` scores its
+                    judged queries (any `limit` takes a subset of them).
+  training          reads qrels/train.tsv (BEIR_TRAIN_SPLIT) and drops every pair
+                    whose query id, query text (normalised), document id or
+                    document text (normalised opening words) belongs to the
+                    evaluated split: its queries and every document they judge.
+                    Training on the evaluated split itself is refused.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import dataclasses
 import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -194,3 +204,43 @@ def bbc_held_out_texts(articles: Sequence) -> HeldOutTexts:
     rows = [a for a in articles if a.id in held]
     return HeldOutTexts(frozenset(normalise_text(a.headline) for a in rows),
                         frozenset(text_key(a.body) for a in rows))
+
+
+# -- BEIR folders ------------------------------------------------------------------------
+
+BEIR_EVAL_SPLIT = "test"    # the qrels split `beir:<folder>` evaluation scores
+BEIR_TRAIN_SPLIT = "train"  # the qrels split training reads
+
+
+@dataclasses.dataclass(frozen=True)
+class BeirHeldOut:
+    """What a BEIR folder's evaluated split scores: its queries and judged documents."""
+
+    query_ids: frozenset[str]
+    query_texts: frozenset[str]     # normalise_text of each query
+    doc_ids: frozenset[str]
+    doc_keys: frozenset[str]        # text_key of each judged document
+
+    def excludes(self, query_id: str, query: str, doc_id: str, doc_text: str) -> str | None:
+        """Why a training pair touches the evaluated split ('query' / 'document'), or None."""
+        if query_id in self.query_ids or normalise_text(query) in self.query_texts:
+            return "query"
+        if doc_id in self.doc_ids or (doc_text.strip() and text_key(doc_text) in self.doc_keys):
+            return "document"
+        return None
+
+
+def beir_held_out(queries: Mapping[str, str], corpus: Mapping[str, tuple[str, str]],
+                  eval_qrels: Mapping[str, Mapping[str, int]]) -> BeirHeldOut:
+    """The held-out part of a BEIR folder, from its evaluated split's qrels.
+
+    Args:
+      queries: query id -> text (at least the evaluated ones).
+      corpus: doc id -> (title, text).
+      eval_qrels: query id -> doc id -> grade of BEIR_EVAL_SPLIT; every judged document
+        is held out, relevant or not (the evaluation ranks them all).
+    """
+    qids = frozenset(eval_qrels)
+    dids = frozenset(d for docs in eval_qrels.values() for d in docs)
+    return BeirHeldOut(qids, frozenset(normalise_text(queries[q]) for q in qids if q in queries),
+                       dids, frozenset(text_key(corpus[d][1]) for d in dids if d in corpus))

@@ -111,8 +111,8 @@ def make_shard_fn(cfg: pipeline_lib.FRetConfig, corpus_path: str, out_dir: str):
             shard, rows = element
             store = self.setup_.store
             if not store.is_done(shard):
-                records, counts = self.worker.process_shard(shard, list(rows))
-                store.write(shard, records, counts)
+                records, counts, filtered = self.worker.process_shard(shard, list(rows))
+                store.write(shard, records, counts, filtered)
             yield shard
 
     return FRetShardFn()

@@ -2,45 +2,69 @@
 
   round trip     (Promptagator, Dai et al. 2022, "round-trip consistency"):
                  keep a query only if its seed passage, or the re-labelled
-                 positive, is within the top `round_trip_k` of the initial
-                 retriever for that query. A query the retriever cannot lead
-                 back to its passage is usually unrelated to it.
+                 positive, is within the top k of the initial retriever for that
+                 query. A query the retriever cannot lead back to its passage is
+                 usually unrelated to it. k is `round_trip_k`, or else
+                 `round_trip_fraction` of the corpus (at least 1): then a query
+                 unrelated to every passage passes with that probability whatever
+                 the corpus size.
   QL floor       keep a query only if the teacher's query likelihood given the
                  chosen positive, per query word, is at least `ql_floor`
-                 (log-probability; e.g. -4.0).
+                 (natural-log probability).
   deduplication  drop a query whose normalised word set has Jaccard
                  similarity >= `dedup_jaccard` with an earlier kept query of
                  the same shard (done before stage 2, so no teacher calls are
                  spent on it). Shards are independent (resumable), so
                  duplicates across shards survive.
 
-Every filter is off when its setting is None (the default), so runs without
-filters keep their records and their resume identity. Each drop is counted as
-`dropped:<filter>` and reported by `gecko fret stats`.
+Defaults (chosen from principle, not from scores on our files; README "FRet filters"):
+round trip within the top 1% of the corpus; QL floor log(1/1000) per word (drop a
+query whose words are, on average, less likely given the passage than a 1-in-1,000
+guess); near-duplicates at Jaccard 0.8. A setting of None turns its filter off. Each
+drop is counted as `dropped:<filter>`, kept with examples in the shard's stats file,
+and reported by `gecko fret stats`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 
 
+QL_FLOOR = round(math.log(1 / 1000), 4)   # -6.9078 per query word
+
+
 @dataclasses.dataclass(frozen=True)
 class FilterConfig:
-    round_trip_k: int | None = None     # seed or positive within the retriever's top k
-    ql_floor: float | None = None       # min QL log-prob per query word of the positive
-    dedup_jaccard: float | None = None  # drop near-identical queries at this similarity
+    round_trip_k: int | None = None             # seed or positive within the top k...
+    round_trip_fraction: float | None = 0.01    # ...or the top fraction of the corpus
+    ql_floor: float | None = QL_FLOOR           # min QL log-prob per query word (positive)
+    dedup_jaccard: float | None = 0.8           # drop near-identical queries
 
     def __post_init__(self):
         if self.round_trip_k is not None and self.round_trip_k < 1:
             raise ValueError(f"round_trip_k must be >= 1, got {self.round_trip_k}")
+        if self.round_trip_fraction is not None and not 0 < self.round_trip_fraction <= 1:
+            raise ValueError(f"round_trip_fraction must lie in (0, 1], "
+                             f"got {self.round_trip_fraction}")
         if self.dedup_jaccard is not None and not 0 < self.dedup_jaccard <= 1:
             raise ValueError(f"dedup_jaccard must lie in (0, 1], got {self.dedup_jaccard}")
 
     @property
     def enabled(self) -> bool:
         return any(v is not None for v in dataclasses.asdict(self).values())
+
+
+def round_trip_top_k(cfg: FilterConfig, corpus_size: int) -> int | None:
+    """The round trip's k: `round_trip_k`, else ceil(fraction * corpus size) (>= 1);
+    None when the filter is off."""
+    if cfg.round_trip_k is not None:
+        return cfg.round_trip_k
+    if cfg.round_trip_fraction is None:
+        return None
+    return max(1, math.ceil(cfg.round_trip_fraction * corpus_size - 1e-9))
 
 
 def round_trip_ok(top_rows: Sequence[int], seed_row: int, positive_row: int, k: int) -> bool:

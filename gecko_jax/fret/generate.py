@@ -180,7 +180,8 @@ def attempt_seed(seed: int, shard: int, attempt: int) -> int:
 
 def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: prompts_lib.Prompt,
                      cfg: GenerateConfig = GenerateConfig(), *, seed: int = 0, shard: int = 0,
-                     counts: collections.Counter | None = None) -> list[Generated]:
+                     counts: collections.Counter | None = None,
+                     renderer: prompts_lib.Renderer = prompts_lib.COMPLETION) -> list[Generated]:
     """Stage 1 over a shard of seed passages.
 
     Args:
@@ -190,6 +191,7 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: prompts_l
       seed, shard: sampling seeds derive from these and the attempt number.
       counts: a Counter updated with generated / parse_failures / dropped:<reason> /
         teacher_errors / attempts.
+      renderer: the prompt style (completion text, or chat turns for a chat teacher).
     Returns:
       Generated pairs, in passage order, for passages that yielded a valid pair.
     """
@@ -198,11 +200,11 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: prompts_l
     pending = list(range(len(passages)))
     results: dict[int, Generated] = {}
     last_reason: dict[int, str] = {}
-    prefix = prompt.spec["response_prefix"]
+    rendered = [renderer.qg(prompt, text) for _, text in passages]
     for attempt in range(cfg.max_attempts):
         if not pending:
             break
-        prompts_ = [prompts_lib.qg_prompt(prompt, passages[i][1]) for i in pending]
+        prompts_ = [rendered[i][0] for i in pending]
         s = attempt_seed(seed, shard, attempt)
         replies = call_with_retries(
             lambda: prompt_generate(llm, prompts_, prompt, s), "generate", counts,
@@ -215,7 +217,7 @@ def generate_queries(llm, passages: Sequence[tuple[str, str]], prompt: prompts_l
         for i, reply in zip(pending, replies):
             reply = reply if isinstance(reply, str) else ""
             try:
-                task, query = parse_task_query(prefix + reply)
+                task, query = parse_task_query(rendered[i][1] + reply)
             except ParseFailure as err:
                 counts["parse_failures"] += 1
                 counts[f"parse_failure:{err.reason}"] += 1

@@ -55,6 +55,9 @@ class FRetConfig:
       Scores agree with one device to float rounding, so it is not part of the identity.
     teacher_dtype: "float32" or "bfloat16" compute for the local teacher (bfloat16
       changes scores, so it joins the identity).
+    prompt_style: 'auto' (chat turns for a teacher with a chat template, or an
+      instruction model's name behind a server; completion text otherwise), 'chat' or
+      'completion' (fret/prompts.py).
     """
     teacher: str = "smollm2"
     embedder: str | None = None
@@ -63,6 +66,7 @@ class FRetConfig:
     shard_size: int = 8
     seed: int = 0
     prompts_dir: str | None = None
+    prompt_style: str = "auto"
     generate: generate_lib.GenerateConfig = generate_lib.GenerateConfig()
     relabel: relabel_lib.RelabelConfig = relabel_lib.RelabelConfig()
     filters: filters_lib.FilterConfig = filters_lib.FilterConfig()
@@ -74,7 +78,9 @@ class FRetConfig:
     tfrecord: bool = True
     progress: bool = True
 
-    def identity(self, corpus_path: pathlib.Path, prompts: prompts_lib.PromptSet) -> dict:
+    def identity(self, corpus_path: pathlib.Path, prompts: prompts_lib.PromptSet,
+                 style: str = "completion") -> dict:
+        """The run identity; `style` is the resolved prompt style (`resolve_prompt_style`)."""
         return {
             "schema_version": record_shards.SCHEMA_VERSION,
             "corpus": {"path": str(corpus_path.resolve()), "sha256": file_sha256(corpus_path)},
@@ -86,7 +92,9 @@ class FRetConfig:
             "generate": dataclasses.asdict(self.generate),
             "relabel": dataclasses.asdict(self.relabel),
             "embed_max_length": self.embed_max_length,
-            # Only when on: runs without filters keep their identity (and resume).
+            # Chat only: completion-form runs keep the identity they had before styles.
+            **({"prompt_style": style} if style != "completion" else {}),
+            # Only when on: runs with every filter off keep their old identity (and resume).
             **({"filters": dataclasses.asdict(self.filters)} if self.filters.enabled else {}),
             **({"teacher_dtype": self.teacher_dtype} if self.teacher_dtype != "float32" else {}),
         }
@@ -287,6 +295,33 @@ def teacher_for(cfg: FRetConfig):
     return open_teacher(cfg.teacher, cfg.max_batch, cfg.teacher_mesh, cfg.teacher_dtype)
 
 
+def resolve_prompt_style(setting: str, teacher: str) -> str:
+    """'chat' or 'completion' for a FRetConfig.prompt_style and teacher spec.
+
+    'auto' asks the model: a local teacher's tokenizer (GGUF metadata / HF files) for a
+    chat template; a server for its model name (an instruction model's name -> chat).
+    """
+    if setting not in prompts_lib.STYLES:
+        raise GeckoError(f"prompt style {setting!r}: use one of {', '.join(prompts_lib.STYLES)}")
+    if setting != "auto":
+        return setting
+    if teacher.startswith(("http://", "https://")):
+        return prompts_lib.style_from_model(None, open_teacher(teacher).model)
+    from gecko_jax.llm.loading import has_chat_template
+
+    return prompts_lib.style_from_model(has_chat_template(teacher))
+
+
+def make_renderer(style: str, llm) -> prompts_lib.Renderer:
+    """The Renderer of a resolved style for this teacher (chat text from its template)."""
+    if style == "completion":
+        return prompts_lib.COMPLETION
+    if llm.has_chat_template is False:
+        raise GeckoError(f"teacher {llm.name} has no chat template: use "
+                         f"FRetConfig.prompt_style = 'completion' (or 'auto')")
+    return prompts_lib.Renderer("chat", llm.render_chat if llm.has_chat_template else None)
+
+
 def open_embedder(folder: str | None, max_length: int = 256):
     key = ("embedder", folder, max_length)
     if key not in _CACHE:
@@ -339,6 +374,7 @@ class ShardWorker:
         self.index = ExactIndex(corpus_emb)
         self.row_of = {pid: i for i, pid in enumerate(corpus.ids)}
         self.prompts, self.cfg = prompts, cfg
+        self.renderer = make_renderer(identity.get("prompt_style", "completion"), llm)
         self.provenance = {"prompts": identity["prompts"], "teacher": identity["teacher"],
                            "embedder": identity["embedder"], "schema_version": record_shards.SCHEMA_VERSION,
                            "config_sha": record_shards.config_sha(identity)}
@@ -347,20 +383,40 @@ class ShardWorker:
         passages = [(self.corpus.ids[r], self.corpus.texts[r]) for r in rows]
         counts["passages"] += len(rows)
         return generate_lib.generate_queries(self.llm, passages, self.prompts.qg, self.cfg.generate,
-                                  seed=self.cfg.seed, shard=shard, counts=counts)
+                                  seed=self.cfg.seed, shard=shard, counts=counts,
+                                  renderer=self.renderer)
 
-    def stage2(self, gens: list[generate_lib.Generated], counts: collections.Counter) -> list[dict]:
+    def stage2(self, gens: list[generate_lib.Generated], counts: collections.Counter,
+               filtered: list | None = None) -> list[dict]:
+        """Retrieval, re-labelling and the quality filters of one shard's queries.
+
+        filtered: if a list, each dropped query is appended as {"filter", "passage_id",
+          "task", "query", "value"} (value: the similar kept query, the seed's retrieval
+          rank, or the QL per word).
+        """
         filt = self.cfg.filters
+        drop = filtered.append if filtered is not None else (lambda _: None)
+
+        def note(name, g, value):
+            counts[f"dropped:{name}"] += 1
+            drop({"filter": name, "passage_id": g.passage_id, "task": g.task,
+                  "query": g.query, "value": value})
+
         if filt.dedup_jaccard is not None and gens:
             keep = filters_lib.keep_distinct([g.query for g in gens], filt.dedup_jaccard)
-            counts["dropped:duplicate"] += keep.count(False)
-            gens = [g for g, k in zip(gens, keep) if k]
+            kept = [g for g, k in zip(gens, keep) if k]
+            for g, k in zip(gens, keep):
+                if not k:
+                    like = max(kept, key=lambda o: filters_lib.jaccard(o.query, g.query))
+                    note("duplicate", g, like.query)
+            gens = kept
         if not gens:
             return []
         n = self.cfg.relabel.num_neighbors
         row_of = self.row_of
+        rt_k = filters_lib.round_trip_top_k(filt, len(self.corpus))
         q_emb = embed_queries(self.encoder, gens, self.cfg.embedder_format)
-        top = self.index.search(q_emb, max(n, filt.round_trip_k or 0))
+        top = self.index.search(q_emb, min(len(self.corpus), max(n, rt_k or 0)))
         cand_rows, cand_scores = [], []
         for k, g in enumerate(gens):
             rows = relabel_lib.candidate_rows(top.indices[k], row_of[g.passage_id], n)
@@ -368,7 +424,7 @@ class ShardWorker:
             cand_scores.append((self.corpus_emb[rows] @ q_emb[k]).astype(np.float64).tolist())
         scored = relabel_lib.score_candidates(self.llm, [g.query for g in gens],
                                      [[self.corpus.texts[r] for r in rows] for rows in cand_rows],
-                                     self.prompts, self.cfg.relabel, counts)
+                                     self.prompts, self.cfg.relabel, counts, self.renderer)
         out = []
         for k, (g, rows, rs, sc) in enumerate(zip(gens, cand_rows, cand_scores, scored)):
             if sc is None:
@@ -376,13 +432,16 @@ class ShardWorker:
                 continue
             rel = relabel_lib.fuse_and_select(rows, rs, sc, self.cfg.relabel,
                                      relabel_lib.query_rng(self.cfg.seed, g.passage_id))
-            if filt.round_trip_k is not None and not filters_lib.round_trip_ok(
-                    top.indices[k], row_of[g.passage_id], rows[rel.positive], filt.round_trip_k):
-                counts["dropped:round_trip"] += 1
+            if rt_k is not None and not filters_lib.round_trip_ok(
+                    top.indices[k], row_of[g.passage_id], rows[rel.positive], rt_k):
+                hits = [j + 1 for j, r in enumerate(top.indices[k]) if r == row_of[g.passage_id]]
+                note("round_trip", g, {"k": rt_k, "seed_rank": hits[0] if hits else None,
+                                       "positive_is_seed": rel.positive == rows.index(
+                                           row_of[g.passage_id])})
                 continue
             if filt.ql_floor is not None and not filters_lib.ql_ok(sc.ql[rel.positive], g.query,
                                                          filt.ql_floor):
-                counts["dropped:ql_floor"] += 1
+                note("ql_floor", g, round(filters_lib.ql_per_word(sc.ql[rel.positive], g.query), 3))
                 continue
             rec = record_shards.build_record(g, rel, self.corpus, self.provenance)
             counts["relabelled"] += int(not rec["positive_is_seed"])
@@ -390,10 +449,13 @@ class ShardWorker:
         counts["records"] += len(out)
         return out
 
-    def process_shard(self, shard: int, rows: list[int]) -> tuple[list[dict], collections.Counter]:
+    def process_shard(self, shard: int, rows: list[int]
+                      ) -> tuple[list[dict], collections.Counter, list[dict]]:
+        """(records, counts, filtered queries) of one shard."""
         counts: collections.Counter = collections.Counter()
-        records = self.stage2(self.stage1(shard, rows, counts), counts)
-        return records, counts
+        filtered: list[dict] = []
+        records = self.stage2(self.stage1(shard, rows, counts), counts, filtered)
+        return records, counts, filtered
 
 
 # -- runners -----------------------------------------------------------------------------
@@ -427,7 +489,8 @@ def prepare_run(cfg: FRetConfig, corpus_path, out_dir, clean_partials: bool = Tr
     num_rows = len(corpus) if corpus is not None else count_corpus(corpus_path)
     if cfg.embedder_format not in (None, "raw", "gecko"):
         raise GeckoError(f"embedder format {cfg.embedder_format!r}: use raw or gecko")
-    identity = cfg.identity(corpus_path, prompts)
+    identity = cfg.identity(corpus_path, prompts,
+                            resolve_prompt_style(cfg.prompt_style, cfg.teacher))
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = record_shards.check_or_write_config(out_dir, identity)
     if clean_partials and textio.remove_partials(out_dir):
@@ -480,9 +543,10 @@ def run_local(cfg: FRetConfig, corpus_path, out_dir, llm=None, encoder=None) -> 
             counts: collections.Counter = collections.Counter()
             gens = worker.stage1(i, setup.shards[i], counts)
             bar1.update(len(setup.shards[i]))
-            records = worker.stage2(gens, counts)
+            filtered: list[dict] = []
+            records = worker.stage2(gens, counts, filtered)
             bar2.update(len(setup.shards[i]))
-            setup.store.write(i, records, counts)
+            setup.store.write(i, records, counts, filtered)
             done_passages += len(setup.shards[i])
         bar1.close()
         bar2.close()

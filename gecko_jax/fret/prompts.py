@@ -8,6 +8,16 @@ being asked about). Rendering puts the instructions and the examples first, so
 the few-shot block is the same leading text in every prompt of a kind: the
 teacher engine computes it once and reuses its KV cache while scoring.
 
+Prompt styles: a base (pretrained) teacher such as Gemma-3-270M continues text, so it
+gets the completion form above. A chat (instruction-tuned) teacher such as
+SmolLM2-135M-Instruct was trained on chat turns, so `Renderer` turns the same file into
+messages: the instructions as the system turn, each few-shot example as a user turn
+(the rendered target) and an assistant turn (the rest of the rendered example), the
+target as the last user turn; the model's chat template renders them, and the reply
+(or the scored continuation) is the assistant's turn. `resolve_style` picks the style
+from the teacher (a chat template in its tokenizer/GGUF metadata, or an instruction
+model's name behind an HTTP server) unless it is set.
+
 Every prompt has an `id` and a `version`; `Prompt.tag` ("fret-qg@1") and a
 short hash of the file's content go into every record and the manifest, so a
 silent edit of a prompt changes the run's identity (resume refuses to mix them).
@@ -20,6 +30,8 @@ import hashlib
 import json
 import os
 import pathlib
+import re
+from typing import Callable
 
 from gecko_jax.errors import GeckoError, InputError
 
@@ -96,6 +108,7 @@ def load_prompt(path: str | os.PathLike, kind: str) -> Prompt:
     try:  # render once so a template/example mismatch fails at load, naming the file
         prompt.few_shot
         _render_target(prompt, passage="p", query="q", task="t")
+        chat_messages(prompt, passage="p", query="q", task="t")
     except (KeyError, IndexError, ValueError) as err:
         raise InputError(path, f"template does not render: {err!r}") from None
     return prompt
@@ -140,3 +153,96 @@ def rc_labels(prompt: Prompt) -> tuple[str, str]:
 def example_queries(prompt: Prompt) -> set[str]:
     """Queries shown in the few-shot block (a weak model that copies one is filtered)."""
     return {str(ex.get("query", "")).strip().lower() for ex in prompt.spec["examples"]}
+
+
+# -- prompt styles -----------------------------------------------------------------------
+
+STYLES = ("auto", "chat", "completion")
+_INSTRUCT_NAME = re.compile(r"instruct|chat|(^|[-_/])it($|[-_./])", re.I)
+
+
+def style_from_model(has_chat_template: bool | None, name: str = "") -> str:
+    """'chat' for an instruction-tuned model, else 'completion'.
+
+    A chat template in the model's tokenizer (GGUF `tokenizer.chat_template`, HF
+    `tokenizer_config.json`) decides when known; otherwise the name (e.g. a server's
+    model id): "Instruct", "chat" or an "-it" part mark an instruction model.
+    """
+    if has_chat_template is not None:
+        return "chat" if has_chat_template else "completion"
+    return "chat" if _INSTRUCT_NAME.search(name or "") else "completion"
+
+
+def _split_example(prompt: Prompt, ex: dict) -> tuple[str, str]:
+    """(user turn, assistant turn) of one few-shot example: the rendered target, and the
+    rest of the rendered example."""
+    full = prompt.spec["example_template"].format(**ex)
+    user = prompt.spec["target_template"].format(**{"passage": "", "query": "", "task": "",
+                                                    **ex})
+    if not full.startswith(user):
+        raise ValueError(f"example_template does not start with target_template "
+                         f"(needed for chat turns): {full[:60]!r}")
+    return user.strip(), full[len(user):].strip()
+
+
+def chat_messages(prompt: Prompt, **target) -> list[dict]:
+    """The prompt as chat turns: system (instructions), user/assistant per example, user
+    (the target)."""
+    msgs = [{"role": "system", "content": prompt.spec["instructions"].strip()}]
+    for ex in prompt.spec["examples"]:
+        user, answer = _split_example(prompt, ex)
+        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    msgs.append({"role": "user", "content": _render_target(prompt, **target).strip()})
+    return msgs
+
+
+@dataclasses.dataclass(frozen=True)
+class Renderer:
+    """Renders P_QG / P_QL / P_RC in one style.
+
+    style: 'completion' (plain text, for base models) or 'chat' (chat turns).
+    chat_text: renders messages as the model's prompt text, ending with the assistant
+      turn's header (the teacher's chat template). None with style 'chat': the backend
+      takes message lists (an OpenAI-compatible /chat/completions endpoint); then query
+      generation sends messages without the response prefix, and QL / RC stay in
+      completion form (prompt log-probs exist only on /completions).
+    """
+    style: str = "completion"
+    chat_text: Callable[[list], str] | None = None
+
+    def __post_init__(self):
+        if self.style not in ("chat", "completion"):
+            raise ValueError(f"prompt style {self.style!r}: use chat or completion")
+
+    @property
+    def _chat_scores(self) -> bool:
+        return self.style == "chat" and self.chat_text is not None
+
+    def qg(self, prompt: Prompt, passage: str):
+        """(P_QG as text or messages, the text the reply continues)."""
+        if self.style == "completion":
+            return qg_prompt(prompt, passage), prompt.spec["response_prefix"]
+        msgs = chat_messages(prompt, passage=passage)
+        if self.chat_text is None:
+            return msgs, ""
+        return self.chat_text(msgs) + prompt.spec["response_prefix"], prompt.spec["response_prefix"]
+
+    def ql(self, prompt: Prompt, passage: str, query: str) -> tuple[str, str]:
+        """(prefix, continuation) of log P(query | passage, P_QL)."""
+        if not self._chat_scores:
+            return ql_pair(prompt, passage, query)
+        prefix = self.chat_text(chat_messages(prompt, passage=passage))
+        return prefix, prompt.spec["continuation_template"].format(query=query).strip()
+
+    def rc(self, prompt: Prompt, query: str, passage: str) -> str:
+        if not self._chat_scores:
+            return rc_prefix(prompt, query, passage)
+        return self.chat_text(chat_messages(prompt, query=query, passage=passage))
+
+    def labels(self, prompt: Prompt) -> tuple[str, str]:
+        """(positive, negative) label continuations; no leading space in an assistant turn."""
+        yes, no = rc_labels(prompt)
+        return (yes.strip(), no.strip()) if self._chat_scores else (yes, no)
+
+
+COMPLETION = Renderer("completion")

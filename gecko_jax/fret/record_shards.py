@@ -170,12 +170,23 @@ class ShardStore:
     def pending(self) -> list[int]:
         return [i for i in range(self.num_shards) if not self.is_done(i)]
 
-    def write(self, i: int, records: list[dict], counts: dict) -> None:
-        """Records first, stats last: the stats file marks the shard done."""
+    def write(self, i: int, records: list[dict], counts: dict,
+              filtered: list[dict] = ()) -> None:
+        """Records first, stats last: the stats file marks the shard done. `filtered`:
+        the queries the quality filters dropped (fret/filters.py), kept for stats."""
         text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
         atomic_write_text(self.records_path(i), text)
         atomic_write_json(self.stats_path(i), {"shard": i, "records": len(records),
-                                               "counts": dict(sorted(counts.items()))})
+                                               "counts": dict(sorted(counts.items())),
+                                               "filtered": list(filtered)})
+
+    def read_filtered(self) -> list[dict]:
+        """The dropped queries of every finished shard, in shard order."""
+        out = []
+        for i in range(self.num_shards):
+            if self.stats_path(i).exists():
+                out += json.loads(self.stats_path(i).read_text()).get("filtered", [])
+        return out
 
     def read_records(self) -> Iterator[dict]:
         yield from read_jsonl_records(self.records_path(i) for i in range(self.num_shards))
@@ -205,24 +216,49 @@ def write_manifest(out_dir: pathlib.Path, identity: dict, counts: dict, files: d
         "models": {"teacher": identity["teacher"], "embedder": identity["embedder"]},
         "config": identity,
         "config_sha": config_sha(identity),
-        "counts": {
-            "passages": c["passages"],
-            "generated": c["generated"],
-            "parse_failures": c["parse_failures"],
-            "records": c["records"],
-            "relabelled": c["relabelled"],
-            "relabel_rate": round(c["relabelled"] / c["records"], 4) if c["records"] else 0.0,
-            "teacher_errors": c["teacher_errors"],
-            "invalid_scores": c["invalid_scores"],
-            "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
-                        if k.startswith("dropped:")},
-            "detail": dict(sorted(c.items())),
-        },
+        "counts": summarise_counts(c),
         "files": files,
         **(extra or {}),
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def summarise_counts(c: collections.Counter) -> dict:
+    """The manifest's counts block from the summed shard counters."""
+    c = collections.Counter(c)
+    return {
+        "passages": c["passages"],
+        "generated": c["generated"],
+        "parse_failures": c["parse_failures"],
+        "records": c["records"],
+        "relabelled": c["relabelled"],
+        "relabel_rate": round(c["relabelled"] / c["records"], 4) if c["records"] else 0.0,
+        "teacher_errors": c["teacher_errors"],
+        "invalid_scores": c["invalid_scores"],
+        "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                    if k.startswith("dropped:")},
+        "detail": dict(sorted(c.items())),
+    }
+
+
+def partial_manifest(out_dir: str | os.PathLike) -> dict:
+    """A manifest-like view of an unfinished run: its config and the finished shards
+    (a shard is finished when its stats file exists; `partial` says how many)."""
+    out_dir = pathlib.Path(out_dir)
+    cfg_path = out_dir / "config.json"
+    if not cfg_path.exists():
+        raise GeckoError(f"{out_dir}: not a FRet run folder (no config.json)")
+    total, done = collections.Counter(), []
+    num = None
+    for path in sorted((out_dir / "shards").glob("records-*-of-*.jsonl")):
+        i, num = (int(x) for x in path.stem.split("-")[1::2])
+        st = out_dir / "shards" / f"stats-{i:05d}.json"
+        if st.exists():
+            total.update(json.loads(st.read_text())["counts"])
+            done.append(str(path.relative_to(out_dir)))
+    return {"config": json.loads(cfg_path.read_text()), "counts": summarise_counts(total),
+            "files": {"jsonl": done}, "partial": f"{len(done)} of {num or '?'} shards done"}
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:

@@ -193,12 +193,15 @@ class Scored:
 
 def score_candidates(llm, queries: Sequence[str], candidates: Sequence[Sequence[str]],
                      prompts: prompts_lib.PromptSet, cfg: RelabelConfig,
-                     counts: collections.Counter) -> list[Scored | None]:
+                     counts: collections.Counter,
+                     renderer: prompts_lib.Renderer = prompts_lib.COMPLETION
+                     ) -> list[Scored | None]:
     """QL and RC scores of every (query, candidate passage) pair of a shard.
 
     Args:
       queries: [Q] queries.
       candidates: [Q][N_q] candidate passage texts (truncated here for the prompts).
+      renderer: the prompt style (completion text, or chat turns for a chat teacher).
     Returns:
       [Q] Scored, or None for a query whose scores stayed invalid.
     """
@@ -206,12 +209,12 @@ def score_candidates(llm, queries: Sequence[str], candidates: Sequence[Sequence[
     for qi, (q, cands) in enumerate(zip(queries, candidates)):
         for text in cands:
             text = truncate_words(text, cfg.max_passage_words)
-            pre, con = prompts_lib.ql_pair(prompts.ql, text, q)
+            pre, con = renderer.ql(prompts.ql, text, q)
             ql_pre.append(pre)
             ql_con.append(con)
-            rc_pre.append(prompts_lib.rc_prefix(prompts.rc, q, text))
+            rc_pre.append(renderer.rc(prompts.rc, q, text))
             owner.append(qi)
-    yes, no = prompts_lib.rc_labels(prompts.rc)
+    yes, no = renderer.labels(prompts.rc)
     ql = checked_scores(llm, ql_pre, ql_con, cfg, counts, "score(QL)")
     if cfg.rc_normalize:
         # yes/no pairs of one prompt sort next to each other in the engine's batches.

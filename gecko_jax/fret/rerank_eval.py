@@ -41,11 +41,14 @@ def rerank_runs(qids, doc_ids, cand_rows, retrieval_scores, scored, rrf_k: float
 
 def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int = 20,
                     passage_words: int = 96, seed: int = 0, max_batch: int = 16,
-                    max_docs: int | None = None, llm=None, encoder=None, prompts: prompts_lib.PromptSet | None = None) -> dict:
-    """nDCG@10 of the initial retriever, QL, RC and RRF(QL, RC) on BBC headline -> article."""
+                    max_docs: int | None = None, llm=None, encoder=None, prompts: prompts_lib.PromptSet | None = None,
+                    prompt_style: str = "auto") -> dict:
+    """nDCG@10 of the initial retriever, QL, RC and RRF(QL, RC) on BBC headline -> article.
+
+    prompt_style: as FRetConfig.prompt_style (auto: chat turns for a chat teacher)."""
     from gecko_jax.data.sources import read_bbc_news
     from gecko_jax.evaluation.metrics import retrieval_scores
-    from gecko_jax.fret.pipeline import open_embedder, open_teacher
+    from gecko_jax.fret.pipeline import make_renderer, open_embedder, open_teacher
     from gecko_jax.retrieval import exact_top_k
 
     t0 = time.time()
@@ -69,11 +72,16 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
     cand_rows = [[int(r) for r in row] for row in top.indices]
     t_retrieve = time.time() - t0
     llm = llm if llm is not None else open_teacher(teacher, max_batch)
+    if prompt_style == "auto":
+        known = llm.has_chat_template
+        prompt_style = prompts_lib.style_from_model(
+            known, getattr(llm, "model", "") if known is None else "")
+    renderer = make_renderer(prompt_style, llm)
     cfg = relabel_lib.RelabelConfig(num_neighbors=num_neighbors, max_passage_words=passage_words)
     counts = collections.Counter()
     t1 = time.time()
     scored = relabel_lib.score_candidates(llm, heads, [[docs[r] for r in rows] for rows in cand_rows],
-                                 prompts, cfg, counts)
+                                 prompts, cfg, counts, renderer)
     t_score = time.time() - t1
     keep = [i for i, s in enumerate(scored) if s is not None]
     runs = rerank_runs([qids[i] for i in keep], doc_ids, [cand_rows[i] for i in keep],
@@ -91,14 +99,14 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
         "scored_pairs": counts["scored_pairs"], "teacher_errors": counts["teacher_errors"],
         "seconds": {"retrieve": round(t_retrieve, 1), "score": round(t_score, 1),
                     "pairs_per_s": round(counts["scored_pairs"] / max(t_score, 1e-9), 2)},
-        "prompts": prompts.provenance(),
+        "prompts": prompts.provenance(), "prompt_style": prompt_style,
     }
 
 
 def format_result(r: dict) -> str:
     n = r["num_neighbors"]
     lines = [f"BBC headline -> article, {r['queries']} queries, re-ranking the top {n} "
-             f"(teacher {r['teacher']}; initial recall@{n} {r[f'initial_recall_at_{n}']:.3f})",
+             f"(teacher {r['teacher']}, {r.get('prompt_style', 'completion')} prompts; initial recall@{n} {r[f'initial_recall_at_{n}']:.3f})",
              "| ranking | nDCG@10 | MRR@10 |", "|---|---|---|"]
     for m, name in (("initial", "initial retriever (MiniLM)"), ("ql", "QL alone"),
                     ("rc", "RC alone"), ("rrf", "RRF(QL, RC), k=0")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 
 import numpy as np
@@ -10,21 +11,48 @@ import numpy as np
 from gecko_jax.fret import record_shards
 
 LENGTH_BINS = (0, 3, 5, 8, 12, 16, 24, 32, 48, 10_000)
+EXAMPLES = 3   # kept and dropped queries shown per filter
+
+
+def kept_example(rec: dict) -> dict:
+    """A kept query with what the filters looked at: the seed's place among the
+    re-labelled candidates and the positive's QL per query word."""
+    pos = next(c for c in rec["candidates"] if c["id"] == rec["positive"]["id"])
+    seed = next((c for c in rec["candidates"] if c["id"] == rec["seed_passage_id"]), None)
+    return {"query": rec["query"], "task": rec["task"],
+            "positive_is_seed": rec["positive_is_seed"],
+            "seed_candidate_rank": seed["retrieval_rank"] if seed else None,
+            "ql_per_word": round(pos["ql"] / max(1, len(rec["query"].split())), 3)}
 
 
 def collect(out_dir) -> dict:
     """Statistics of a finished run from its manifest and records."""
     out_dir = pathlib.Path(out_dir)
-    manifest = record_shards.read_manifest(out_dir)
-    recs = list(record_shards.read_jsonl_records(record_shards.record_paths(out_dir)))
+    if (out_dir / "manifest.json").exists():
+        manifest = record_shards.read_manifest(out_dir)
+    else:  # a run still going (or interrupted): its finished shards
+        manifest = record_shards.partial_manifest(out_dir)
+    recs = list(record_shards.read_jsonl_records(out_dir / p for p in manifest["files"]["jsonl"]))
     tasks = collections.Counter(r["task"] for r in recs)
     lengths = [len(r["query"].split()) for r in recs]
     hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)
     relabelled = sum(not r["positive_is_seed"] for r in recs)
     seed_rank = [next((c["fused_rank"] for c in r["candidates"] if c["id"] == r["seed_passage_id"]),
                       None) for r in recs]
+    filtered = []
+    for path in sorted((out_dir / "shards").glob("stats-*.json")):
+        filtered += json.loads(path.read_text()).get("filtered", [])
+    by_filter: dict[str, list] = collections.defaultdict(list)
+    for f in filtered:
+        if len(by_filter[f["filter"]]) < EXAMPLES:
+            by_filter[f["filter"]].append({k: f[k] for k in ("query", "task", "value")})
     return {
+        "partial": manifest.get("partial"),
         "counts": manifest["counts"],
+        "filters": manifest.get("config", {}).get("filters"),
+        "prompt_style": manifest.get("config", {}).get("prompt_style", "completion"),
+        "dropped_examples": dict(by_filter),
+        "kept_examples": [kept_example(r) for r in recs[:EXAMPLES]],
         "records": len(recs),
         "relabel_rate": relabelled / len(recs) if recs else 0.0,
         "tasks": dict(tasks.most_common()),
@@ -53,13 +81,24 @@ def filter_line(counts: dict) -> str:
 
 def format_stats(s: dict) -> str:
     c = s["counts"]
-    lines = [f"passages {c['passages']}  generated {c['generated']}  parse failures "
+    lines = ([f"UNFINISHED RUN: {s['partial']}"] if s.get("partial") else []) + [
+             f"passages {c['passages']}  generated {c['generated']}  parse failures "
              f"{c['parse_failures']}  records {s['records']}  teacher errors {c['teacher_errors']}",
              f"dropped: {c['dropped'] or 'none'}",
+             f"prompt style: {s.get('prompt_style', 'completion')}  filters: "
+             f"{s.get('filters') or 'off'}",
              filter_line(c),
              f"relabel rate (positive != seed): {s['relabel_rate']:.3f}",
              f"seed passage's fused rank: {dict(sorted(s['seed_fused_rank'].items()))}",
-             "tasks:"]
+             "kept (first shown):"]
+    for ex in s.get("kept_examples", []):
+        lines.append(f"  + {ex['query']!r}  (seed is positive: {ex['positive_is_seed']}, "
+                     f"QL/word {ex['ql_per_word']})")
+    for name, exs in s.get("dropped_examples", {}).items():
+        lines.append(f"dropped by {name} (first shown):")
+        for ex in exs:
+            lines.append(f"  - {ex['query']!r}  ({ex['value']})")
+    lines.append("tasks:")
     for task, n in list(s["tasks"].items())[:20]:
         lines.append(f"  {n:5d}  {task}")
     if len(s["tasks"]) > 20:

@@ -36,6 +36,13 @@ class LLM(abc.ABC):
 
     name: str = "llm"
     capabilities: Capabilities = Capabilities()
+    # Whether the model's tokenizer carries a chat template (an instruction-tuned model);
+    # None where the backend cannot tell (a remote server).
+    has_chat_template: bool | None = None
+
+    def render_chat(self, messages: list) -> str:
+        """Chat messages as the model's prompt text, ending with the assistant's turn header."""
+        raise UnsupportedError(f"{self.name} cannot render chat messages as text")
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 64,

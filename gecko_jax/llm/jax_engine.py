@@ -291,6 +291,13 @@ class JaxEngine(LLM):
             return prompt
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.tokenizer.chat_template)
+
+    def render_chat(self, messages: list) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+
     def full_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits [T, V] of one sequence (plain forward; for tests and checks)."""
         t = _length_bucket(len(ids))

@@ -68,6 +68,26 @@ def load_decoder(spec: str | os.PathLike, cache: bool = True
     return cfg, state, tok
 
 
+def has_chat_template(spec: str | os.PathLike) -> bool:
+    """Whether a shipped name / GGUF / HF folder's tokenizer carries a chat template
+    (GGUF metadata `tokenizer.chat_template`; HF `tokenizer_config.json` or
+    `chat_template.jinja`): an instruction-tuned model. Reads only the tokenizer files
+    (a GGUF is converted into its cache folder first, as `load_decoder` does)."""
+    path = resolve(spec)
+    if not path.is_dir():
+        if path.suffix.lower() != ".gguf":
+            raise GeckoError(f"{path}: expected a .gguf file or an HF folder")
+        folder = gguf_cache_folder(path)
+        if not (folder / "model.safetensors").exists():
+            load_decoder(path)
+        path = folder if (folder / "tokenizer_config.json").exists() else None
+        if path is None:  # the cache could not be written: read the GGUF itself
+            return bool(load_decoder(spec, cache=False)[2].chat_template)
+    cfg_path = path / "tokenizer_config.json"
+    tc = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    return bool(tc.get("chat_template")) or (path / "chat_template.jinja").exists()
+
+
 def gguf_cache_folder(path: pathlib.Path) -> pathlib.Path:
     """Where the HF-folder form of a GGUF is cached (keyed by name, size and mtime)."""
     st = path.stat()

@@ -110,3 +110,57 @@ def test_scored_articles_are_held_out_at_every_limit(articles):
         for key in (("h", splits.normalise_text(a.headline)), ("b", splits.text_key(a.body))):
             norm.setdefault(key, set()).add(a.id in held)
     assert all(len(v) == 1 for v in norm.values())
+
+
+def _write_beir(folder):
+    """A small real BEIR folder whose train qrels touch the test split in every way:
+    a query id judged in both, a test query's text under another id, a test-judged
+    document as a training positive, and a copy of one under another id."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": (f"Title {i}", f"Passage number {i} talks about topic {i} and "
+                                     f"nothing else at all, plain words here.") for i in range(12)}
+    docs["d11"] = ("Copy", docs["d2"][1])            # same text as test-judged d2
+    queries = {f"q{i}": f"what is topic {i}" for i in range(10)}
+    queries["q9"] = "What is topic 1?"                # test query q1's text, another id
+    test = [("q0", "d0", 1), ("q1", "d1", 1), ("q1", "d5", 0), ("q2", "d2", 2)]
+    train = [("q2", "d3", 1),      # query id evaluated
+             ("q9", "d4", 1),      # query text evaluated
+             ("q6", "d5", 1),      # document judged by a test query (grade 0 still scored)
+             ("q7", "d11", 1),     # document text of a judged one
+             ("q3", "d6", 1), ("q4", "d7", 1), ("q8", "d8", 1)]   # clean
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d, (t, x) in docs.items():
+            f.write(json.dumps({"_id": d, "title": t, "text": x}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q, x in queries.items():
+            f.write(json.dumps({"_id": q, "text": x}) + "\n")
+    for name, rows in (("test", test), ("train", train)):
+        (folder / "qrels" / f"{name}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    return folder
+
+
+def test_beir_evaluated_split_is_never_trained_on(tmp_path):
+    """A BEIR folder used for both training (beir_examples) and evaluation (beir:<folder>):
+    no evaluated query or judged document, by id or normalised text, at any limit."""
+    from gecko_jax.errors import GeckoError
+
+    folder = _write_beir(tmp_path / "beir")
+    train = mixtures.beir_examples(str(folder))
+    assert [ex.id for ex in train] == ["beir:q3:1", "beir:q4:2", "beir:q8:5"]
+    train_texts = {splits.normalise_text(t) for ex in train
+                   for t in (ex.query, ex.positive.text, ex.positive.title)}
+    task = lt.get_task(f"beir:{folder}")
+    for limit in (None, 2, 1):
+        data = task.loader(limit)
+        judged = {d for q in data.queries for d in data.qrels[q]}
+        evaluated = [data.queries[q] for q in data.queries] + [data.corpus[d][1] for d in judged]
+        assert data.queries and not {splits.normalise_text(t) for t in evaluated} & train_texts
+    # Without the guard the same folder leaks (the check above would fail).
+    leaky = mixtures.beir_examples(str(folder), exclude_eval_test=False)
+    assert {ex.query for ex in leaky} >= {"what is topic 2", "What is topic 1?"}
+    with pytest.raises(GeckoError, match="split evaluation scores"):
+        mixtures.beir_examples(str(folder), split=splits.BEIR_EVAL_SPLIT)
+    # A folder without an evaluated split trains on all its pairs.
+    (folder / "qrels" / "test.tsv").unlink()
+    assert len(mixtures.beir_examples(str(folder))) == 7

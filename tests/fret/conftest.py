@@ -44,7 +44,14 @@ def tiny_corpus(tmp_path_factory, wiki_rows):
     return path
 
 
+# The stage tests count every passage as generated or dropped; filters (on by default)
+# are tested on their own (test_filters.py).
+FILTERS_OFF = dict(round_trip_k=None, round_trip_fraction=None, ql_floor=None,
+                   dedup_jaccard=None)
+
+
 def tiny_config(**kw):
+    from gecko_jax.fret.filters import FilterConfig
     from gecko_jax.fret.generate import GenerateConfig
     from gecko_jax.fret.pipeline import FRetConfig
     from gecko_jax.fret.relabel import RelabelConfig
@@ -52,7 +59,8 @@ def tiny_config(**kw):
     rel = RelabelConfig(num_neighbors=kw.pop("num_neighbors", 3), max_passage_words=40,
                         negative=kw.pop("negative", "lowest"))
     base = dict(teacher="smollm2", limit=2, shard_size=1, max_batch=8, progress=False,
-                tfrecord=False, generate=GenerateConfig(max_attempts=2), relabel=rel)
+                tfrecord=False, generate=GenerateConfig(max_attempts=2), relabel=rel,
+                filters=FilterConfig(**FILTERS_OFF))
     base.update(kw)
     return FRetConfig(**base)
 

@@ -24,6 +24,32 @@ def test_stats_command_prints_and_plots(finished_run, tmp_path, capsys):
     assert png.stat().st_size > 1000
 
 
+def test_stats_of_an_unfinished_run_counts_its_finished_shards(finished_run, tmp_path):
+    """`gecko fret stats` on a run still going: the finished shards, said plainly; the
+    queries a filter dropped (kept in the shard's stats file) are shown."""
+    import shutil
+
+    from gecko_jax.fret import stats
+
+    out, manifest = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "manifest.json").unlink()
+    (run / "shards" / "stats-00001.json").unlink()          # shard 1 still running
+    st = json.loads((run / "shards" / "stats-00000.json").read_text())
+    st["filtered"] = [{"filter": "ql_floor", "passage_id": "p", "task": "t",
+                       "query": "capital of alaska", "value": -9.5}]
+    (run / "shards" / "stats-00000.json").write_text(json.dumps(st))
+    s = stats.collect(run)
+    assert s["partial"] == "1 of 2 shards done"
+    assert s["counts"]["passages"] == 1 and s["records"] == st["records"]
+    assert s["dropped_examples"] == {"ql_floor": [{"query": "capital of alaska", "task": "t",
+                                                   "value": -9.5}]}
+    text = stats.format_stats(s)
+    assert text.startswith("UNFINISHED RUN: 1 of 2 shards done")
+    assert "dropped by ql_floor" in text and "'capital of alaska'  (-9.5)" in text
+
+
 def test_fret_without_corpus_is_a_clear_error(capsys):
     assert main(["fret"]) == 2
     assert "needs --corpus" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """FRet quality filters: pure functions, config checks, and the gin route."""
 
+import math
+
 import pytest
 
 from gecko_jax.fret import filters as filters_lib
@@ -28,12 +30,28 @@ def test_near_duplicate_queries_dropped_in_order():
     assert filters_lib.keep_distinct(qs, 0.7) == [True, False, False, True]
 
 
-def test_config_checks_and_off_by_default():
-    assert not filters_lib.FilterConfig().enabled and filters_lib.FilterConfig(ql_floor=-4.0).enabled
+def test_config_checks_and_defaults():
+    """On by default (README "FRet filters"); None turns a filter off."""
+    on = filters_lib.FilterConfig()
+    assert on.enabled and on.dedup_jaccard == 0.8
+    assert on.ql_floor == pytest.approx(math.log(1e-3), abs=1e-4)
+    off = filters_lib.FilterConfig(round_trip_fraction=None, ql_floor=None, dedup_jaccard=None)
+    assert not off.enabled
     with pytest.raises(ValueError, match="round_trip_k"):
         filters_lib.FilterConfig(round_trip_k=0)
+    with pytest.raises(ValueError, match="round_trip_fraction"):
+        filters_lib.FilterConfig(round_trip_fraction=0.0)
     with pytest.raises(ValueError, match="dedup_jaccard"):
         filters_lib.FilterConfig(dedup_jaccard=1.5)
+
+
+def test_round_trip_k_is_a_fraction_of_the_corpus_unless_set():
+    cfg = filters_lib.FilterConfig()
+    assert [filters_lib.round_trip_top_k(cfg, n) for n in (24, 100, 101, 512, 10**6)] == \
+        [1, 1, 2, 6, 10_000]
+    assert filters_lib.round_trip_top_k(filters_lib.FilterConfig(round_trip_k=3), 10**6) == 3
+    assert filters_lib.round_trip_top_k(
+        filters_lib.FilterConfig(round_trip_fraction=None), 512) is None
 
 
 def test_gin_bindings_reach_the_filters_and_the_identity(tmp_path):
@@ -46,7 +64,9 @@ def test_gin_bindings_reach_the_filters_and_the_identity(tmp_path):
     corpus.write_text('{"id": "a", "text": "x"}\n')
     prompts = prompts_lib.load_prompts(None)
     assert cfg.identity(corpus, prompts)["filters"]["round_trip_k"] == 3
-    assert "filters" not in config_from_gin([], []).identity(corpus, prompts)
+    off = config_from_gin([], ["FilterConfig.round_trip_fraction = None",
+                               "FilterConfig.ql_floor = None", "FilterConfig.dedup_jaccard = None"])
+    assert "filters" not in off.identity(corpus, prompts)   # all off: the old identity
 
 
 @pytest.mark.slow
@@ -61,7 +81,8 @@ def test_round_trip_filter_in_a_real_run(tmp_path, finished_run, tiny_corpus, te
 
     base_dir, base_manifest = finished_run
     base = list(record_shards.read_jsonl_records(record_shards.record_paths(base_dir)))
-    cfg = tiny_config(tfrecord=True, filters=filters_lib.FilterConfig(round_trip_k=1, dedup_jaccard=1.0))
+    cfg = tiny_config(tfrecord=True, filters=filters_lib.FilterConfig(round_trip_k=1, dedup_jaccard=1.0,
+                                                                    ql_floor=None))
     manifest = run_local(cfg, tiny_corpus, tmp_path / "run", llm=teacher, encoder=embedder)
     got = list(record_shards.read_jsonl_records(record_shards.record_paths(tmp_path / "run")))
     want = [r["id"] for r in base
@@ -69,5 +90,10 @@ def test_round_trip_filter_in_a_real_run(tmp_path, finished_run, tiny_corpus, te
     assert [r["id"] for r in got] == want
     dropped = manifest["counts"]["dropped"]
     assert dropped.get("round_trip", 0) == len(base) - len(want)
-    text = stats.format_stats(stats.collect(tmp_path / "run"))
-    assert "filters:" in text
+    s = stats.collect(tmp_path / "run")
+    shown = s["dropped_examples"].get("round_trip", [])
+    assert len(shown) == min(stats.EXAMPLES, dropped.get("round_trip", 0))
+    dropped_queries = {r["query"] for r in base if r["id"] not in want}
+    assert all(ex["query"] in dropped_queries and ex["value"]["k"] == 1 for ex in shown)
+    assert [ex["query"] for ex in s["kept_examples"]] == [r["query"] for r in got][:3]
+    assert "filters:" in stats.format_stats(s)
