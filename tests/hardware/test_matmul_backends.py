@@ -15,7 +15,8 @@ sys.path.insert(0, str(BENCH.parent))
 from matmul import XLA_VARIANTS, check_product  # noqa: E402
 
 
-@pytest.mark.parametrize("name", sorted(XLA_VARIANTS))
+@pytest.mark.parametrize("name", [n if n == "xla" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(XLA_VARIANTS)])
 def test_each_xla_backend_starts_and_multiplies_correctly(name):
     env = dict(os.environ, XLA_FLAGS=XLA_VARIANTS[name], TF_CPP_MIN_LOG_LEVEL="3")
     for dtype in ("float32", "bfloat16"):

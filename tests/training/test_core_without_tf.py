@@ -14,6 +14,8 @@ import sys
 import sysconfig
 import textwrap
 
+import pytest
+
 BLOCKED = re.compile(r"^(tensorflow|tf_keras|seqio|tensorflow_datasets|tensorflow_text)"
                      r"([-_.].*)?$", re.I)
 
@@ -103,6 +105,7 @@ def test_core_trains_and_exports_without_tensorflow(tmp_path):
     assert [json.loads(r)["step"] for r in rows] == [1, 2]
 
 
+@pytest.mark.slow   # ~30 s idle: a whole bench process; the core test above stays default
 def test_accelerator_bench_runs_without_tensorflow(tmp_path):
     """bench/accelerator.py (tiny shapes: the same code path as --quick) in a Python
     where TensorFlow, seqio and tfds are not installed."""
