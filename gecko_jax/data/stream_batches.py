@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from gecko_jax.data.feature_converters import (TEXT_ID_FEATURES, DualEncoderFeatureConverter,
                                                task_feature_lengths)
+from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.errors import GeckoError, InputError
 
 SHUFFLE_BUFFER = 1024   # rows; files are also shuffled and interleaved 16 at a time
@@ -55,7 +56,9 @@ def _task_rows(task: seqio.Task, lengths: Mapping[str, int], seed: int,
     ds = task.get_dataset(sequence_length=dict(lengths), split="train", shuffle=True,
                           shuffle_buffer_size=shuffle_buffer, seed=seed, shard_info=shard,
                           num_epochs=None, use_cached=False, try_in_mem_cache=False)
-    return DualEncoderFeatureConverter(pad_id=pad_id)(ds, task_feature_lengths(lengths))
+    keep = tasks_lib.closing_count(task.output_features["query"].vocabulary)
+    return DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(
+        ds, task_feature_lengths(lengths))
 
 
 def host_dataset(name: str, *, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
@@ -91,7 +94,9 @@ def host_dataset(name: str, *, feature_lengths: Mapping[str, int], batch_size: i
                                   seed=seed, shard_info=shard, num_epochs=None,
                                   use_cached=False, passthrough_features=TEXT_ID_FEATURES,
                                   log_mixing_proportions=False, try_in_mem_cache=False)
-        ds = DualEncoderFeatureConverter(pad_id=pad_id)(ds, task_feature_lengths(lengths))
+        keep = tasks_lib.closing_count(provider.tasks[0].output_features["query"].vocabulary)
+        ds = DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(
+            ds, task_feature_lengths(lengths))
         ds = ds.batch(per_host, drop_remainder=True)
     return ds.prefetch(2).with_options(_options())
 
