@@ -24,11 +24,12 @@ re-reading from the start.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
 import shutil
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -115,6 +116,46 @@ def input_error(err: tf.errors.OpError, step: int) -> GeckoError:
     return GeckoError(f"input pipeline failed at step {step + 1}: {text[:2000]}")
 
 
+FILES_MANIFEST = "files.json"
+
+
+class DataChanged(GeckoError):
+    """The training files changed after the data position of a checkpoint was saved."""
+
+    def __init__(self, what: str, step: int):
+        super().__init__(
+            f"{what} changed since the data position of step {step} was saved: that "
+            "position (file offsets, rows read ahead) no longer matches the files. Put "
+            "the file back as it was, or resume the parameters with a fresh stream of "
+            "the changed files: --gin_bindings='train.restore_data_position=False'")
+
+
+def file_stats(files: Sequence[str]) -> dict[str, list[int]]:
+    """{file: [size, mtime_ns]} through tf.io.gfile (local paths and gs:// alike)."""
+    out = {}
+    for f in files:
+        st = tf.io.gfile.stat(f)
+        out[f] = [int(st.length), int(st.mtime_nsec)]
+    return out
+
+
+def changed_files(saved: Mapping[str, Sequence[int]], now: Mapping[str, Sequence[int]]
+                  ) -> list[str]:
+    """Files whose size or modification time differ, or that were added or removed,
+    each with what changed."""
+    out = []
+    for f in sorted(set(saved) | set(now)):
+        if f not in now:
+            out.append(f"{f}: no longer read")
+        elif f not in saved:
+            out.append(f"{f}: not read when the position was saved")
+        elif list(saved[f]) != list(now[f]):
+            (s0, t0), (s1, t1) = saved[f], now[f]
+            what = f"size {s0} -> {s1} bytes" if s0 != s1 else "modified"
+            out.append(f"{f}: {what}")
+    return out
+
+
 def _position_dir(directory: str | os.PathLike, step: int) -> pathlib.Path:
     return pathlib.Path(directory) / f"step_{step:010d}"
 
@@ -125,15 +166,25 @@ class StreamingBatches:
     Args:
       dataset: this host's batches (host_dataset).
       process_index, process_count: this host; names its position files.
+      files: the files the stream reads. Their sizes and modification times are saved
+        with each position, and a restore refuses files that changed since: a saved
+        position holds file offsets and rows read ahead, which no longer match them.
     """
 
     num_examples = None      # unknown without reading every file; the trainer logs it only
 
-    def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1):
+    def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1,
+                 files: Sequence[str] = ()):
         self.dataset = dataset
         self.process_index, self.process_count = process_index, process_count
+        self.files = tuple(str(f) for f in files)
         self._iterator = iter(dataset)
         self._next_step = 0
+
+    def start_at(self, step: int) -> None:
+        """Continues a run at `step` with this (fresh) stream instead of a saved position."""
+        self._iterator = iter(self.dataset)
+        self._next_step = step
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This host's rows of batch `step`; steps come in order (restore_position first)."""
@@ -163,6 +214,7 @@ class StreamingBatches:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         tf.train.Checkpoint(iterator=self._iterator).write(str(tmp / "iterator"))
+        (tmp / FILES_MANIFEST).write_text(json.dumps(file_stats(self.files), indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -174,6 +226,13 @@ class StreamingBatches:
                 f"{final}: no data position for process {self.process_index} of "
                 f"{self.process_count} at step {step} (a checkpoint written with another "
                 "number of processes, or without a streaming input, cannot resume here)")
+        manifest = final / FILES_MANIFEST
+        if manifest.is_file():
+            changed = changed_files(json.loads(manifest.read_text()), file_stats(self.files))
+            if changed:
+                raise DataChanged(
+                    f"{changed[0]} (and {len(changed) - 1} more)" if len(changed) > 1
+                    else changed[0], step)
         self._iterator = iter(self.dataset)
         tf.train.Checkpoint(iterator=self._iterator).read(str(final / "iterator")) \
             .assert_consumed()
@@ -192,13 +251,14 @@ class StreamingBatches:
 
 def stream_batches(name: str, *, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                    pad_id: int = 0, process_index: int = 0, process_count: int = 1,
-                   single_task_batches: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER
-                   ) -> StreamingBatches:
-    """StreamingBatches over host_dataset (same arguments)."""
+                   single_task_batches: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER,
+                   files: Sequence[str] = ()) -> StreamingBatches:
+    """StreamingBatches over host_dataset (same arguments; `files`: see StreamingBatches)."""
     ds = host_dataset(name, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
                       pad_id=pad_id, process_index=process_index, process_count=process_count,
                       single_task_batches=single_task_batches, shuffle_buffer=shuffle_buffer)
-    return StreamingBatches(ds, process_index, process_count)
+    return StreamingBatches(ds, process_index, process_count, files)
 
 
-__all__ = ["host_dataset", "stream_batches", "StreamingBatches", "input_error", "InputError"]
+__all__ = ["host_dataset", "stream_batches", "StreamingBatches", "input_error", "InputError",
+           "DataChanged", "file_stats", "changed_files"]

@@ -51,7 +51,7 @@ def _read_jsonl_lines(path: tf.Tensor) -> tf.data.Dataset:
 
 def _files(files: Sequence[str | os.PathLike]) -> tuple[str, ...]:
     out = tuple(str(f) for f in files)
-    missing = [f for f in out if not os.path.isfile(f)]
+    missing = [f for f in out if not tf.io.gfile.exists(f)]
     if missing:
         raise InputError(missing[0], "no such file")
     return out

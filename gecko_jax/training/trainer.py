@@ -412,6 +412,7 @@ def train(
     data_fn: Callable[..., Any] | None = None,
     streaming: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
+    restore_data_position: bool = True,
 ) -> dict[str, Any]:
     """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
 
@@ -424,6 +425,9 @@ def train(
     streaming: `train_files` are streamed (data/streaming.py, data/stream_batches.py;
     JSONL or FRet TFRecord shards, read per host); False reads them whole into memory
     (data/tasks.load_examples, data/batching.py).
+    restore_data_position: on resume, continue a stream from the position saved with
+    the checkpoint (exact resume; refused if the files changed since). False resumes
+    the parameters with a fresh stream (seed + step) of the files as they are now.
 
     Resumes from the latest checkpoint in MODEL_DIR/checkpoints (or `checkpoint_dir`)
     when one exists. MODEL_DIR may be local or a URI (gs://, memory://; gecko_jax/paths.py);
@@ -461,10 +465,14 @@ def train(
         from gecko_jax.data import stream_batches, streaming as streaming_lib
 
         streaming_lib.register_streaming_task(task_name, list(train_files), tokenizer.folder)
-        batches = stream_batches.stream_batches(
-            task_name, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
-            pad_id=tokenizer.pad_id, process_index=jax.process_index(),
-            process_count=jax.process_count())
+
+        def open_stream(stream_seed: int):
+            return stream_batches.stream_batches(
+                task_name, feature_lengths=feature_lengths, batch_size=batch_size,
+                seed=stream_seed, pad_id=tokenizer.pad_id, process_index=jax.process_index(),
+                process_count=jax.process_count(), files=list(map(str, train_files)))
+
+        batches = open_stream(seed)
     else:
         from gecko_jax.data import tasks
 
@@ -495,8 +503,14 @@ def train(
                                  "needs the same data, seed and batch size (or a new model_dir)")
         trainer.state = state
         start = int(position["step"])
-        if hasattr(batches, "restore_position"):
+        if hasattr(batches, "restore_position") and restore_data_position:
             batches.restore_position(model_dir / DATA_POSITION_DIR, start)
+        elif hasattr(batches, "restore_position"):
+            log.warning("train.restore_data_position=False: step %d resumes with a fresh "
+                        "stream, not the saved data position", start)
+            if streaming and data_fn is None and train_files:
+                batches = open_stream(seed + start)
+            batches.start_at(start)
         log.info("resumed from %s at step %d", ckpt.manager.directory, start)
 
     writer = metric_logging.create_writer(model_dir, just_logging=jax.process_index() > 0)

@@ -4,6 +4,7 @@ per-host shards, mixture rates, the checkpointed iterator position, bad input.""
 import collections
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -168,7 +169,8 @@ def test_mixture_rates_and_single_task_batches(tmp_path, records, steps):
 def test_position_restores_the_exact_stream(tmp_path, records):
     files = _shards(tmp_path / "jsonl", records[:200], 4)
     streaming.register_streaming_task("t_pos", files, assets.minilm_dir())
-    kw = dict(feature_lengths=LENGTHS, batch_size=16, seed=3, process_index=1, process_count=2)
+    kw = dict(feature_lengths=LENGTHS, batch_size=16, seed=3, process_index=1, process_count=2,
+              files=files)
     a = stream_batches.stream_batches("t_pos", **kw)
     for s in range(7):
         a.batch(s)
@@ -185,6 +187,13 @@ def test_position_restores_the_exact_stream(tmp_path, records):
             tmp_path / "pos", 7)
     with pytest.raises(GeckoError, match="read in order"):
         b.batch(3)
+    # A file changed after the save: its offsets and read-ahead rows no longer match.
+    with open(files[2], "a") as f:
+        f.write(open(files[2]).readline())
+    with pytest.raises(stream_batches.DataChanged,
+                       match=rf"{re.escape(str(files[2]))}: size \d+ -> \d+ bytes changed since "
+                             "the data position of step 7"):
+        stream_batches.stream_batches("t_pos", **kw).restore_position(tmp_path / "pos", 7)
 
 
 @pytest.mark.parametrize("bad, message", [
