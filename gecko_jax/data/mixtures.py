@@ -39,7 +39,7 @@ import seqio
 import tensorflow as tf
 
 from gecko_jax import textio
-from gecko_jax.data import formatting, sources, training_records
+from gecko_jax.data import formatting, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
@@ -397,6 +397,9 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                     log.info("%s: task %s has no examples; left out", mixture, name)
                     continue
                 raise GeckoError(f"{mixture}: task {name!r} has no examples")
+            if hasattr(tokenizer, "backend"):
+                prompt_room.check_query_room(tokenizer, {ex.task for ex in examples},
+                                             int(feature_lengths["query"]), where=name)
             register_examples_task(name, examples, tokenizer.folder)
         kept[name] = rate
     register_mixture(mixture, kept)

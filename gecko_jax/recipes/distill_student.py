@@ -44,7 +44,7 @@ STUDENTS = {
 # The default scale of an LLM student's run: fits about 30 minutes on a 2-core CPU
 # (README "gecko distill --student"); each training step costs ~10x a MiniLM step.
 LLM_DEFAULTS = {"prefinetune_steps": 30, "finetune_steps": 30, "batch_size": 8,
-                "query_length": 16, "doc_length": 32, "learning_rate": 5e-5,
+                "query_length": 32, "doc_length": 64, "learning_rate": 5e-5,
                 "eval_limit": 200, "eval_max_length": 64}
 # 384: the MiniLM reference row at its full width.
 LLM_DIMS = {"gemma3": (640, 384, 256, 128), "smollm2": (576, 384, 256, 128)}

@@ -11,7 +11,7 @@ from gecko_jax.errors import GeckoError
 # Every stage for real (SmolLM2 teacher, MiniLM training, BBC eval) at toy scale.
 TINY = distill.DistillConfig(fret_corpus_size=24, fret_limit=2, fret_neighbors=2,
                        fret_embed_max_length=32, prefinetune_steps=2, finetune_steps=2,
-                       batch_size=8, query_length=16, doc_length=32, eval_limit=40,
+                       batch_size=8, query_length=32, doc_length=32, eval_limit=40,
                        eval_max_length=32, dims=(384, 128),
                        # 2 seed passages in a 24-passage corpus: the default round trip
                        # (top 1% -> top 1) and QL floor could leave no record; the
