@@ -141,7 +141,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
 
 def _overlaps(ex: Example, held: splits.HeldOutTexts) -> bool:
     docs = [ex.positive] + ([ex.negative] if ex.negative is not None else [])
-    return held.overlaps("", ex.query) or any(held.overlaps(d.title, d.text) for d in docs)
+    return held.record_overlaps(ex.query, [(d.title, d.text) for d in docs])
 
 
 @gin.configurable

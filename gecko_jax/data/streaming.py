@@ -5,11 +5,13 @@
                              1-based line number
     tfrecord_source(files)   FRet TFRecord shards (fret/record_shards.py, tf.train.Example)
 
-Preprocessors (in Task order), the first three on batches of PARSE_BATCH rows:
+Preprocessors (in Task order), the first four on batches of PARSE_BATCH rows:
 
     parse_jsonl              JSON -> raw fields, validated by training_records.parse_record
                              on batches of lines (errors name file and line)
     fret_tfexample_fields    the TFRecord fields -> the same raw fields
+    drop_held_out            records touching a BBC text held out for evaluation dropped
+                             (evaluation/splits.py; on by default, as in memory)
     tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory
                              path; its TF string ops are elementwise, so batches work)
     tokenize_batches         the encoder's HF tokenizer on whole batches of texts
@@ -25,6 +27,7 @@ sample by the Mixture's rates (gecko_jax.data.stream_batches).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Mapping, Sequence
@@ -36,6 +39,7 @@ import tensorflow as tf
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data import training_records
 from gecko_jax.errors import InputError
+from gecko_jax.evaluation import splits
 
 RAW_STRING_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
                      "negative_text")
@@ -140,6 +144,52 @@ def fret_tfexample_fields(ds: tf.data.Dataset) -> tf.data.Dataset:
                                      deterministic=True)
 
 
+# --------------------------------------------------------------------------- held out
+def held_out_mask(held: splits.HeldOutTexts, query: np.ndarray, pos_title: np.ndarray,
+                  pos_text: np.ndarray, neg_title: np.ndarray, neg_text: np.ndarray,
+                  has_neg: np.ndarray) -> np.ndarray:
+    """keep [B] bool: False for records touching a held-out evaluation text
+    (splits.HeldOutTexts.record_overlaps, the in-memory path's rule). Inputs [B] bytes."""
+    def s(b: bytes) -> str:
+        return b.decode("utf-8", "replace")
+
+    keep = np.ones(len(query), bool)
+    for i in range(len(query)):
+        docs = [(s(pos_title[i]), s(pos_text[i]))]
+        if has_neg[i]:
+            docs.append((s(neg_title[i]), s(neg_text[i])))
+        keep[i] = not held.record_overlaps(s(query[i]), docs)
+    return keep
+
+
+@functools.lru_cache(maxsize=1)
+def bbc_held_out_texts() -> splits.HeldOutTexts:
+    """The held-out BBC texts of evaluation/splits.py (the shipped articles)."""
+    from gecko_jax.data import sources
+
+    return splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
+
+
+def drop_held_out(held: splits.HeldOutTexts):
+    """A seqio preprocessor on batches [B] of raw fields that drops the records whose
+    query, positive or negative is (or starts like) a held-out evaluation text: what
+    mixtures.jsonl_examples(exclude_eval_test=True) drops on the in-memory path."""
+
+    def fn(ds: tf.data.Dataset) -> tf.data.Dataset:
+        def mask(batch):
+            keep = tf.numpy_function(
+                functools.partial(held_out_mask, held),
+                [batch["query"], batch["positive_title"], batch["positive_text"],
+                 batch["negative_title"], batch["negative_text"], batch["has_negative"]],
+                tf.bool, stateful=False)
+            keep.set_shape([None])
+            return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+
+        return ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return fn
+
+
 # --------------------------------------------------------------------------- tokens
 def tokenize_batches(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
                      ) -> tf.data.Dataset:
@@ -162,13 +212,15 @@ def unbatch_rows(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 # --------------------------------------------------------------------------- tasks
 def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
-                            tokenizer_folder: str | os.PathLike, kind: str | None = None
-                            ) -> seqio.Task:
+                            tokenizer_folder: str | os.PathLike, kind: str | None = None,
+                            exclude_eval_test: bool = True) -> seqio.Task:
     """(Re-)registers a streaming seqio Task over FRet JSONL or TFRecord shards.
 
     Args:
       files: the shards of the train split.
       kind: "jsonl" or "tfrecord"; by default from the first file's suffix.
+      exclude_eval_test: drop records touching a BBC text held out for evaluation
+        (drop_held_out; evaluation/splits.py), as the in-memory path does.
     """
     files = [str(f) for f in files]
     if not files:
@@ -180,6 +232,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
         source, parse = tfrecord_source({"train": files}), fret_tfexample_fields
     else:
         raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
+    held_out = [drop_held_out(bbc_held_out_texts())] if exclude_eval_test else []
     vocab = tasks_lib.vocabulary(str(tokenizer_folder))
     features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
                 for f in ("query", "positive", "negative")}
@@ -187,7 +240,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name, source=source,
-        preprocessors=[parse, tasks_lib.gecko_format, tokenize_batches, unbatch_rows,
-                       tasks_lib.trim_sequences],
+        preprocessors=[parse, *held_out, tasks_lib.gecko_format, tokenize_batches,
+                       unbatch_rows, tasks_lib.trim_sequences],
         output_features=features, metric_fns=[], shuffle_buffer_size=1024)
 
