@@ -254,3 +254,30 @@ def test_stream_drops_records_touching_held_out_bbc_texts(tmp_path, records, bbc
         assert set(got) == (ids(kept) if on else ids(kept + dropped))
     # The same records as the in-memory path's exclusion (one definition of the split).
     assert sorted(ex.query for ex in mixtures.jsonl_examples(files)) == sorted(kept)
+
+
+def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, records):
+    from gecko_jax.data import mixtures, stream_mixtures
+    from gecko_jax.tokenization import Tokenizer
+
+    sets = {}
+    for j, task in enumerate(("alpha", "beta")):
+        recs = [dataclasses.replace(r, task=task) for r in records[j * 100:(j + 1) * 100]]
+        sets[f"t_sm_{task}"] = _shards(tmp_path / task, recs, 2)
+    sets["t_sm_alpha"] = str(tmp_path / "alpha" / "records-*-of-00002.jsonl")     # a glob
+    rates = {"t_sm_alpha": 2.0, "t_sm_beta": 1.0, "t_sm_bbc": 1.0}
+    kw = dict(tokenizer=Tokenizer.from_folder(assets.minilm_dir()), feature_lengths=LENGTHS,
+              batch_size=8, seed=0, mixture="t_sm", file_sets=sets, rates=rates,
+              task_sources={"t_sm_bbc": lambda: mixtures.bbc_classification(limit=64)})
+    vocab = tasks.vocabulary(str(assets.minilm_dir()))
+    word = {vocab.encode(f"task: {t}")[3]: t for t in ("alpha", "beta", mixtures.BBC_TASK)}
+    batches = stream_mixtures.streaming_mixture_data(**kw)
+    assert len(batches.files) == 4
+    seen = collections.Counter(word[w] for s in range(30) for w in batches.batch(s)["query_ids"][:, 3])
+    assert set(seen) == set(word.values()), seen
+    single = stream_mixtures.streaming_mixture_data(**kw, single_task_batches=True)
+    assert all(len({word[w] for w in single.batch(s)["query_ids"][:, 3]}) == 1
+               for s in range(10))
+    with pytest.raises(GeckoError, match="matches no file"):
+        stream_mixtures.streaming_mixture_data(**{**kw, "file_sets": {
+            **sets, "t_sm_beta": str(tmp_path / "nothing-*.jsonl")}})
