@@ -56,8 +56,8 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
                            rates: Mapping[str, float] = gin.REQUIRED,
                            task_sources: Mapping[str, Callable[[], Sequence[Example]]] | None = None,
                            single_task_batches: bool = False, exclude_eval_test: bool = True,
-                           shuffle_buffer: int = stream_batches.SHUFFLE_BUFFER
-                           ) -> stream_batches.StreamingBatches:
+                           shuffle_buffer: int = stream_batches.SHUFFLE_BUFFER,
+                           cache_dir: str | None = None) -> stream_batches.StreamingBatches:
     """Registers the Tasks and the Mixture; returns this host's batches of the stream.
 
     Args:
@@ -68,6 +68,9 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
       single_task_batches: every global batch from one task, drawn at the rates.
       exclude_eval_test: the file sets drop records touching held-out evaluation texts
         (the in-memory sources have their own flag).
+      cache_dir: read every file set from its offline cache under this folder
+        (data/stream_cache.cache_task, same task names); the data position then
+        checks the cache shards instead of the source files.
     Returns:
       StreamingBatches whose position (saved with checkpoints) covers every file set.
     """
@@ -75,24 +78,33 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
     clash = sorted(set(file_sets) & set(task_sources))
     if clash:
         raise GeckoError(f"{mixture}: {clash} named both as file sets and as task sources")
-    files = {name: expand_files(name, f) for name, f in file_sets.items()}
+    cached = cache_dir is not None       # the source files need not exist any more
+    files = {name: (expand_files(name, f) if not (cached and isinstance(f, str)) else [f])
+             for name, f in file_sets.items()}
     rates = mixtures.check_rates(rates, sorted(set(files) | set(task_sources)
                                                | set(seqio.TaskRegistry.names())),
                                  mixture)
     for name in rates:
         if name in files:
             streaming.register_streaming_task(name, files[name], tokenizer.folder,
-                                              exclude_eval_test=exclude_eval_test)
+                                              exclude_eval_test=exclude_eval_test,
+                                              check_files=not cached)
         elif name in task_sources:
             examples = list(task_sources[name]())
             if not examples:
                 raise GeckoError(f"{mixture}: task {name!r} has no examples")
             mixtures.register_examples_task(name, examples, tokenizer.folder)
     mixtures.register_mixture(mixture, rates)
+    watched = [f for n in rates if n in files for f in files[n]]
+    if cache_dir is not None:
+        from gecko_jax.data import stream_cache
+
+        seqio.add_global_cache_dirs([str(cache_dir)])
+        watched = [f for n in rates if n in files for f in stream_cache.cached_files(n)]
     log.info("%s: streaming %s at rates %s", mixture,
              {n: f"{len(f)} file(s)" for n, f in files.items() if n in rates}, rates)
     return stream_batches.stream_batches(
         mixture, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
         pad_id=tokenizer.pad_id, process_index=process_index, process_count=process_count,
         single_task_batches=single_task_batches, shuffle_buffer=shuffle_buffer,
-        files=[f for n in rates if n in files for f in files[n]])
+        files=watched, use_cached=cache_dir is not None)

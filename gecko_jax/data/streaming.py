@@ -18,6 +18,8 @@ Preprocessors (in Task order), the first four on batches of PARSE_BATCH rows:
                              (HFTokenizerVocabulary.encode_tf on a [B] tensor: one
                              `tokenizers.encode_batch` call per feature and batch)
     unbatch_rows             back to rows
+    seqio.CacheDatasetPlaceholder  where an offline cache (data/stream_cache.py, Beam)
+                             takes over: the rows above, tokenised, read from its files
     tasks.trim_sequences     each sequence cut to its length, closing [SEP] kept
 
 seqio then shards (by file when a host has at least one file, else by element:
@@ -53,28 +55,30 @@ def _read_jsonl_lines(path: tf.Tensor) -> tf.data.Dataset:
     return lines.map(lambda i, text: {"file": path, "line": i, "text": text})
 
 
-def _files(files: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+def _files(files: Sequence[str | os.PathLike], check: bool = True) -> tuple[str, ...]:
     out = tuple(str(f) for f in files)
-    missing = [f for f in out if not tf.io.gfile.exists(f)]
+    missing = [f for f in out if check and not tf.io.gfile.exists(f)]
     if missing:
         raise InputError(missing[0], "no such file")
     return out
 
 
-def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]], check_files: bool = True
+                 ) -> seqio.DataSource:
     """FRet JSONL shards, read lazily (seqio.FileDataSource: files interleaved)."""
     return seqio.FileDataSource(
         read_file_fn=_read_jsonl_lines,
-        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
-        caching_permitted=False)
+        split_to_filepattern={k: _files(v, check_files) for k, v in split_files.items()},
+        caching_permitted=True)
 
 
-def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]],
+                    check_files: bool = True) -> seqio.DataSource:
     """FRet TFRecord shards of fret/record_shards.write_tfrecords."""
     from gecko_jax.fret.record_shards import TF_FEATURES
 
     return seqio.TFExampleDataSource(
-        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
+        split_to_filepattern={k: _files(v, check_files) for k, v in split_files.items()},
         feature_description={k: tf.io.FixedLenFeature([], tf.string, default_value="")
                              for k in TF_FEATURES})
 
@@ -213,7 +217,8 @@ def unbatch_rows(ds: tf.data.Dataset) -> tf.data.Dataset:
 # --------------------------------------------------------------------------- tasks
 def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
                             tokenizer_folder: str | os.PathLike, kind: str | None = None,
-                            exclude_eval_test: bool = True) -> seqio.Task:
+                            exclude_eval_test: bool = True, check_files: bool = True
+                            ) -> seqio.Task:
     """(Re-)registers a streaming seqio Task over FRet JSONL or TFRecord shards.
 
     Args:
@@ -221,15 +226,16 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
       kind: "jsonl" or "tfrecord"; by default from the first file's suffix.
       exclude_eval_test: drop records touching a BBC text held out for evaluation
         (drop_held_out; evaluation/splits.py), as the in-memory path does.
+      check_files: refuse missing files now (False for a Task read from its cache).
     """
     files = [str(f) for f in files]
     if not files:
         raise InputError(name, "no training files")
     kind = kind or ("tfrecord" if files[0].endswith((".tfrecord", ".tfrecords")) else "jsonl")
     if kind == "jsonl":
-        source, parse = jsonl_source({"train": files}), parse_jsonl
+        source, parse = jsonl_source({"train": files}, check_files), parse_jsonl
     elif kind == "tfrecord":
-        source, parse = tfrecord_source({"train": files}), fret_tfexample_fields
+        source, parse = tfrecord_source({"train": files}, check_files), fret_tfexample_fields
     else:
         raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
     held_out = [drop_held_out(bbc_held_out_texts())] if exclude_eval_test else []
@@ -241,6 +247,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
     return seqio.TaskRegistry.add(
         name, source=source,
         preprocessors=[parse, *held_out, tasks_lib.gecko_format, tokenize_batches,
-                       unbatch_rows, tasks_lib.trim_sequences],
+                       unbatch_rows, seqio.CacheDatasetPlaceholder(),
+                       tasks_lib.trim_sequences],
         output_features=features, metric_fns=[], shuffle_buffer_size=1024)
 
