@@ -1,6 +1,6 @@
 """Offline cache of a tokenised streaming Task with Apache Beam (seqio's cache format).
 
-    cache_task("gecko_fret", "/data/cache")             # DirectRunner on this machine
+    cache_files("gecko_fret", shards, tokenizer_folder, "/data/cache")   # or `gecko cache`
     seqio.add_global_cache_dirs(["/data/cache"])
     stream_batches.host_dataset("gecko_fret", ..., use_cached=True)
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import zlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import seqio
 import tensorflow as tf
@@ -30,9 +30,37 @@ import tensorflow as tf
 from gecko_jax.errors import GeckoError
 
 
+def cache_files(name: str, files: Sequence[str], tokenizer_folder: str | os.PathLike,
+                cache_dir: str | os.PathLike, *, exclude_eval_test: bool = True,
+                num_shards: int | None = None, pipeline_args: Sequence[str] = (),
+                overwrite: bool = False) -> str:
+    """Registers the streaming Task `name` over FRet shards and caches it (cache_task).
+
+    Train on the cache under the same task name: streaming_mixture_data with
+    file_sets={name: ...} and cache_dir. Beam workers in other processes (the
+    DirectRunner's multi_processing mode, Dataflow) register the Task themselves.
+    """
+    files = [str(f) for f in files]
+    register = functools.partial(_register_once, name, tuple(files), str(tokenizer_folder),
+                                 exclude_eval_test)
+    register()
+    return cache_task(name, cache_dir, num_shards=num_shards, pipeline_args=pipeline_args,
+                      overwrite=overwrite, setup_fn=register)
+
+
+def _register_once(name: str, files: tuple[str, ...], tokenizer_folder: str,
+                   exclude_eval_test: bool) -> None:
+    """Registers the streaming Task in this process unless it is there (Beam setup_fn)."""
+    if name not in seqio.TaskRegistry.names():
+        from gecko_jax.data import streaming
+
+        streaming.register_streaming_task(name, list(files), tokenizer_folder,
+                                          exclude_eval_test=exclude_eval_test)
+
+
 def cache_task(name: str, cache_dir: str | os.PathLike, *, split: str = "train",
                num_shards: int | None = None, pipeline_args: Sequence[str] = (),
-               overwrite: bool = False) -> str:
+               overwrite: bool = False, setup_fn: Callable[[], None] = lambda: None) -> str:
     """Writes the cache of a registered Task's `split`; returns its folder.
 
     Args:
@@ -41,6 +69,7 @@ def cache_task(name: str, cache_dir: str | os.PathLike, *, split: str = "train",
       num_shards: output TFRecord shards (default: one per source file).
       pipeline_args: Beam pipeline options (default: the DirectRunner, in process).
       overwrite: replace an existing cache of this Task.
+      setup_fn: run by each Beam worker before it reads (registers the Task there).
     """
     import apache_beam as beam
     from seqio import beam_utils
@@ -57,7 +86,7 @@ def cache_task(name: str, cache_dir: str | os.PathLike, *, split: str = "train",
     tf.io.gfile.makedirs(out)
     options = beam.options.pipeline_options.PipelineOptions(list(pipeline_args))
     with beam.Pipeline(options=options) as pipeline:
-        pat = beam_utils.PreprocessTask(task, split)
+        pat = beam_utils.PreprocessTask(task, split, setup_fn=setup_fn)
         rows = pipeline | "preprocess" >> pat
         shards = num_shards or len(pat.shards)
         prefix = seqio.get_cached_tfrecord_prefix(out, split)

@@ -54,7 +54,8 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
                            mixture: str = gin.REQUIRED,
                            file_sets: Mapping[str, str | Sequence[str]] = gin.REQUIRED,
                            rates: Mapping[str, float] = gin.REQUIRED,
-                           task_sources: Mapping[str, Callable[[], Sequence[Example]]] | None = None,
+                           task_sources: Mapping[str, Callable[[], Sequence[Example]]]
+                           | None = None,
                            single_task_batches: bool = False, exclude_eval_test: bool = True,
                            shuffle_buffer: int = stream_batches.SHUFFLE_BUFFER,
                            cache_dir: str | None = None) -> stream_batches.StreamingBatches:

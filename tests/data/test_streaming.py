@@ -273,7 +273,8 @@ def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, rec
     word = {vocab.encode(f"task: {t}")[3]: t for t in ("alpha", "beta", mixtures.BBC_TASK)}
     batches = stream_mixtures.streaming_mixture_data(**kw)
     assert len(batches.files) == 4
-    seen = collections.Counter(word[w] for s in range(30) for w in batches.batch(s)["query_ids"][:, 3])
+    seen = collections.Counter(word[w] for s in range(30)
+                               for w in batches.batch(s)["query_ids"][:, 3])
     assert set(seen) == set(word.values()), seen
     single = stream_mixtures.streaming_mixture_data(**kw, single_task_batches=True)
     assert all(len({word[w] for w in single.batch(s)["query_ids"][:, 3]}) == 1
