@@ -166,14 +166,6 @@ def held_out_mask(held: splits.HeldOutTexts, query: np.ndarray, pos_title: np.nd
     return keep
 
 
-@functools.lru_cache(maxsize=1)
-def bbc_held_out_texts() -> splits.HeldOutTexts:
-    """The held-out BBC texts of evaluation/splits.py (the shipped articles)."""
-    from gecko_jax.data import sources
-
-    return splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
-
-
 def drop_held_out(held: splits.HeldOutTexts):
     """A seqio preprocessor on batches [B] of raw fields that drops the records whose
     query, positive or negative is (or starts like) a held-out evaluation text: what
@@ -238,7 +230,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
         source, parse = tfrecord_source({"train": files}, check_files), fret_tfexample_fields
     else:
         raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
-    held_out = [drop_held_out(bbc_held_out_texts())] if exclude_eval_test else []
+    held_out = [drop_held_out(tasks_lib.bbc_held_out_texts())] if exclude_eval_test else []
     vocab = tasks_lib.vocabulary(str(tokenizer_folder))
     features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
                 for f in ("query", "positive", "negative")}

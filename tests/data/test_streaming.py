@@ -252,8 +252,12 @@ def test_stream_drops_records_touching_held_out_bbc_texts(tmp_path, records, bbc
         got = [int(x["query_text_id"]) for x in ds.as_numpy_iterator()]
         assert len(got) == len(set(got))
         assert set(got) == (ids(kept) if on else ids(kept + dropped))
-    # The same records as the in-memory path's exclusion (one definition of the split).
+    # The same records as the in-memory paths' exclusion (one definition of the split):
+    # the mixture source and `train.streaming = False`'s task.
     assert sorted(ex.query for ex in mixtures.jsonl_examples(files)) == sorted(kept)
+    tasks.register_jsonl_task("t_held_memory", {"train": files}, assets.minilm_dir())
+    mem = tasks.load_examples("t_held_memory", "train", LENGTHS)
+    assert set(mem["query_text_id"].tolist()) == ids(kept)
 
 
 def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, records):
