@@ -1,17 +1,31 @@
 """`gecko cache`: FRet shards tokenised once into a seqio cache by a Beam pipeline (in
-process, or by 2 worker processes that register the Task themselves), then read back."""
+process, or by 2 worker processes that register the Task themselves); training then
+reads the cache alone (per host, through host_dataset and streaming_mixture_data)."""
 
+import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import seqio
 
 from gecko_jax import assets, cli
-from gecko_jax.data import sources, stream_cache, streaming, training_records
+from gecko_jax.data import (sources, stream_batches, stream_cache, stream_mixtures, streaming,
+                            training_records)
 from gecko_jax.data.feature_converters import DualEncoderFeatureConverter, task_feature_lengths
+from gecko_jax.tokenization import Tokenizer
 
 LENGTHS = {"query": 16, "positive": 32, "negative": 32}
+
+
+def _row(x) -> tuple:
+    return tuple(int(v) for k in sorted(x) for v in np.asarray(x[k]).reshape(-1))
+
+
+def _batch_rows(batches) -> list[tuple]:
+    return [_row({k: v[i] for k, v in b.items()})
+            for b in batches for i in range(len(b["query_ids"]))]
 
 
 def _rows(name, use_cached):
@@ -19,8 +33,7 @@ def _rows(name, use_cached):
         sequence_length=LENGTHS, split="train", shuffle=False, num_epochs=1,
         use_cached=use_cached, try_in_mem_cache=False)
     ds = DualEncoderFeatureConverter()(ds, task_feature_lengths(LENGTHS))
-    return sorted(tuple(int(v) for k in sorted(x) for v in x[k].reshape(-1))
-                  for x in ds.as_numpy_iterator())
+    return sorted(_row(x) for x in ds.as_numpy_iterator())
 
 
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)],
@@ -49,3 +62,20 @@ def test_gecko_cache_writes_what_training_reads(tmp_path, workers):
     assert _rows(name, use_cached=True) == want and len(want) == 60
     # A second run refuses to overwrite silently.
     assert cli.main(argv[:9]) == 2
+    if workers:
+        return
+    # Training reads the cache alone: the source files are gone. Per host by file.
+    for f in files:
+        pathlib.Path(f).unlink()
+    halves = [_batch_rows(stream_batches.host_dataset(
+        name, feature_lengths=LENGTHS, batch_size=8, seed=0, process_index=i,
+        process_count=2, use_cached=True).take(3).as_numpy_iterator()) for i in range(2)]
+    assert set(halves[0]) <= set(want) and set(halves[1]) <= set(want)
+    assert not set(halves[0]) & set(halves[1])
+    # The gin data_fn reads the cache when given its folder.
+    batches = stream_mixtures.streaming_mixture_data(
+        tokenizer=Tokenizer.from_folder(assets.minilm_dir()), feature_lengths=LENGTHS,
+        batch_size=8, seed=0, mixture="t_cache_mix", file_sets={name: files},
+        rates={name: 1.0}, cache_dir=str(tmp_path / "cache"))
+    assert batches.files == tuple(stream_cache.cached_files(name))
+    assert set(_batch_rows(batches.batch(s) for s in range(3))) <= set(want)

@@ -287,38 +287,3 @@ def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, rec
         stream_mixtures.streaming_mixture_data(**{**kw, "file_sets": {
             **sets, "t_sm_beta": str(tmp_path / "nothing-*.jsonl")}})
 
-
-def test_beam_cache_of_a_streaming_task_gives_the_same_rows(tmp_path, records):
-    from gecko_jax.data import stream_cache
-
-    files = _shards(tmp_path / "jsonl", records[:90], 3)
-    streaming.register_streaming_task("t_cache", files, assets.minilm_dir())
-    want = _one_epoch("t_cache")
-    out = stream_cache.cache_task("t_cache", tmp_path / "cache")
-    assert (tmp_path / "cache" / "t_cache" / "COMPLETED").is_file()
-    for f in files:         # the cache alone feeds training: no source file, no tokenizer
-        f.unlink()
-    seqio.add_global_cache_dirs([str(tmp_path / "cache")])
-    task = seqio.get_mixture_or_task("t_cache")
-    assert task.cache_dir == out
-    assert len(stream_cache.cached_files("t_cache")) == 3
-    ds = task.get_dataset(sequence_length=LENGTHS, split="train", shuffle=False, num_epochs=1,
-                          use_cached=True, try_in_mem_cache=False)
-    got = _rows(DualEncoderFeatureConverter()(ds, task_feature_lengths(LENGTHS))
-                .batch(64).as_numpy_iterator())
-    assert sorted(got) == sorted(want)
-    halves = [_rows(stream_batches.host_dataset(
-        "t_cache", feature_lengths=LENGTHS, batch_size=8, seed=0, process_index=i,
-        process_count=2, use_cached=True).take(4).as_numpy_iterator()) for i in range(2)]
-    assert set(halves[0]) <= set(want) and set(halves[1]) <= set(want)
-    assert not set(halves[0]) & set(halves[1])
-    # The gin data_fn reads the cache when given its folder (the sources are gone).
-    from gecko_jax.data import stream_mixtures
-    from gecko_jax.tokenization import Tokenizer
-
-    batches = stream_mixtures.streaming_mixture_data(
-        tokenizer=Tokenizer.from_folder(assets.minilm_dir()), feature_lengths=LENGTHS,
-        batch_size=8, seed=0, mixture="t_cache_mix", file_sets={"t_cache": files},
-        rates={"t_cache": 1.0}, cache_dir=str(tmp_path / "cache"))
-    assert batches.files == tuple(stream_cache.cached_files("t_cache"))
-    assert set(_rows([batches.batch(s) for s in range(3)])) <= set(want)

@@ -1,6 +1,6 @@
 """`gecko train` on a streamed seqio Mixture of two file sets (train.data_fn =
-@streaming_mixture_data through gin), resumed from a checkpoint to the parameters of
-the uninterrupted run."""
+@streaming_mixture_data through the shipped gin_configs/mixtures/finetune_stream.gin),
+resumed from a checkpoint to the parameters of the uninterrupted run."""
 
 import shutil
 
@@ -39,11 +39,11 @@ def _gin(tmp_path, sets, single_task: bool):
     path = tmp_path / "stream_mixture.gin"
     path.write_text(f"""
 include 'gin_configs/runs/finetune.gin'
-from gecko_jax.data import stream_mixtures
+include 'gin_configs/mixtures/finetune_stream.gin'
+FRET_FILES = "unused: file_sets is replaced below"
 train.model_fn = @random_model
 random_model.config = {TINY_BERT!r}
 random_model.tokenizer_folder = {str(assets.minilm_dir())!r}
-TRAIN_FILES = []
 BATCH_SIZE = 16
 TRAIN_STEPS = {STEPS}
 QUERY_LENGTH = 16
@@ -60,7 +60,7 @@ streaming_mixture_data.file_sets = {{
     "t_smix_alpha": {str(sets["t_smix_alpha"][0]).replace("00000-of", "*-of")!r},
     "t_smix_beta": {sets["t_smix_beta"]!r}}}
 streaming_mixture_data.rates = {{"t_smix_alpha": 2.0, "t_smix_beta": 1.0}}
-streaming_mixture_data.single_task_batches = {single_task}
+SINGLE_TASK_BATCHES = {single_task}
 """)
     return path
 
@@ -89,3 +89,38 @@ def test_streamed_mixture_trains_and_resumes_exactly(tmp_path, wiki_records, sin
     worst = max(float(np.max(np.abs(np.asarray(want[k]) - np.asarray(got[k])))) for k in want)
     print(f"resumed at {EVERY}: max |param diff| vs uninterrupted {worst:.2e}")
     assert worst <= 1e-7
+
+
+def test_shipped_stream_mixture_config_streams_fret_with_the_memory_sources(
+        tmp_path, wiki_records):
+    """gin_configs/mixtures/finetune_stream.gin as shipped: FRET_FILES streamed, the
+    Wikipedia and BBC sources in memory, every batch from one of the three tasks."""
+    from gecko_jax.data import mixtures, stream_mixtures, tasks
+    from gecko_jax.tokenization import Tokenizer
+
+    import dataclasses
+
+    fret = tmp_path / "fret-00000-of-00001.jsonl"
+    training_records.write_records(
+        fret, [dataclasses.replace(r, task="fret") for r in wiki_records[:64]])
+    try:
+        trainer.parse_gin(["gin_configs/runs/finetune.gin",
+                           "gin_configs/mixtures/finetune_stream.gin"],
+                          [f"FRET_FILES = '{tmp_path}/fret-*.jsonl'", "BATCH_SIZE = 8",
+                           "TRAIN_STEPS = 10", "wikipedia_sections.limit = 64",
+                           "bbc_classification.limit = 64"])
+        batches = stream_mixtures.streaming_mixture_data(
+            tokenizer=Tokenizer.from_folder(assets.minilm_dir()),
+            feature_lengths={"query": 16, "positive": 32, "negative": 32}, batch_size=8,
+            seed=0)
+    finally:
+        gin.clear_config()
+    assert batches.files == (str(fret),)
+    vocab = tasks.vocabulary(str(assets.minilm_dir()))
+    word = {vocab.encode(f"task: {t}")[3]: t for t in (
+        "fret", wiki_records[0].task, mixtures.BBC_TASK)}
+    assert len(word) == 3
+    seen = [{word.get(w, "other") for w in batches.batch(s)["query_ids"][:, 3]}
+            for s in range(40)]
+    assert all(len(s) == 1 for s in seen)                   # single-task batches
+    assert {t for s in seen for t in s} == set(word.values())
