@@ -286,4 +286,3 @@ def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, rec
     with pytest.raises(GeckoError, match="matches no file"):
         stream_mixtures.streaming_mixture_data(**{**kw, "file_sets": {
             **sets, "t_sm_beta": str(tmp_path / "nothing-*.jsonl")}})
-
