@@ -71,8 +71,12 @@ def cache_task(name: str, cache_dir: str | os.PathLike, *, split: str = "train",
       overwrite: replace an existing cache of this Task.
       setup_fn: run by each Beam worker before it reads (registers the Task there).
     """
-    import apache_beam as beam
-    from seqio import beam_utils
+    try:
+        import apache_beam as beam
+        from seqio import beam_utils
+    except ImportError as err:
+        raise GeckoError("caching needs apache-beam: pip install -e '.[beam]' (see "
+                         "setup.py's beam extra)") from err
 
     task = seqio.TaskRegistry.get(name)
     if not task.supports_caching:
