@@ -18,6 +18,7 @@ COMMANDS = {
     "fret": "fret",
     "distill": "distill",
     "soup": "soup",
+    "cache": "cache",
 }
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("jax", "absl", "tensorflow", "orbax", "urllib3"):
+    for noisy in ("jax", "absl", "tensorflow", "orbax", "urllib3", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)

@@ -130,7 +130,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
             rec = training_records.parse_record(obj, path, line)
             out.append(formatting.from_record(rec, symmetric=bool(obj.get("symmetric"))))
     if exclude_eval_test and out:
-        held = splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
+        held = tasks_lib.bbc_held_out_texts()
         kept = [ex for ex in out if not _overlaps(ex, held)]
         if len(kept) < len(out):
             log.info("jsonl_examples: dropped %d of %d records that hold BBC articles held out "
@@ -141,7 +141,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
 
 def _overlaps(ex: Example, held: splits.HeldOutTexts) -> bool:
     docs = [ex.positive] + ([ex.negative] if ex.negative is not None else [])
-    return held.overlaps("", ex.query) or any(held.overlaps(d.title, d.text) for d in docs)
+    return held.record_overlaps(ex.query, [(d.title, d.text) for d in docs])
 
 
 @gin.configurable

@@ -53,10 +53,11 @@ def _options() -> tf.data.Options:
 
 
 def _task_rows(task: seqio.Task, lengths: Mapping[str, int], seed: int,
-               shard: seqio.ShardInfo, pad_id: int, shuffle_buffer: int) -> tf.data.Dataset:
+               shard: seqio.ShardInfo, pad_id: int, shuffle_buffer: int,
+               use_cached: bool = False) -> tf.data.Dataset:
     ds = task.get_dataset(sequence_length=dict(lengths), split="train", shuffle=True,
                           shuffle_buffer_size=shuffle_buffer, seed=seed, shard_info=shard,
-                          num_epochs=None, use_cached=False, try_in_mem_cache=False)
+                          num_epochs=None, use_cached=use_cached, try_in_mem_cache=False)
     keep = tasks_lib.closing_count(task.output_features["query"].vocabulary)
     return DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(
         ds, task_feature_lengths(lengths))
@@ -64,14 +65,16 @@ def _task_rows(task: seqio.Task, lengths: Mapping[str, int], seed: int,
 
 def host_dataset(name: str, *, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                  pad_id: int = 0, process_index: int = 0, process_count: int = 1,
-                 single_task_batches: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER
-                 ) -> tf.data.Dataset:
+                 single_task_batches: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER,
+                 use_cached: bool = False) -> tf.data.Dataset:
     """This host's endless stream of batches [B/P, ...] of model features of a Task or Mixture.
 
     Args:
       name: a registered seqio Task or Mixture.
       feature_lengths: {"query": Lq, "positive": Ld, "negative": Ld}.
       batch_size: the global batch size (all hosts); divisible by process_count.
+      use_cached: read the tasks' offline caches (data/stream_cache.py; every task
+        that supports caching must be cached in a seqio global cache dir).
     """
     if batch_size % process_count:
         raise GeckoError(f"global batch {batch_size} is not divisible by {process_count} "
@@ -80,12 +83,18 @@ def host_dataset(name: str, *, feature_lengths: Mapping[str, int], batch_size: i
     shard = seqio.ShardInfo(index=process_index, num_shards=process_count)
     lengths = {k: int(feature_lengths[k]) for k in ("query", "positive", "negative")}
     provider = seqio.get_mixture_or_task(name)
+    if use_cached:
+        tasks = [provider] if isinstance(provider, seqio.Task) else provider.tasks
+        missing = [t.name for t in tasks if t.supports_caching and not t.cache_dir]
+        if missing:
+            raise GeckoError(f"use_cached: task(s) {missing} have no completed cache in "
+                             f"{seqio.utils.get_global_cache_dirs()} (data/stream_cache.py)")
     if isinstance(provider, seqio.Task):
-        ds = _task_rows(provider, lengths, seed, shard, pad_id, shuffle_buffer)
+        ds = _task_rows(provider, lengths, seed, shard, pad_id, shuffle_buffer, use_cached)
         ds = ds.batch(per_host, drop_remainder=True)
     elif single_task_batches:
         tasks = provider.tasks
-        parts = [_task_rows(t, lengths, seed, shard, pad_id, shuffle_buffer)
+        parts = [_task_rows(t, lengths, seed, shard, pad_id, shuffle_buffer, use_cached)
                  .batch(per_host, drop_remainder=True) for t in tasks]
         rates = [float(provider.get_rate(t)) for t in tasks]
         ds = tf.data.Dataset.sample_from_datasets(
@@ -93,7 +102,7 @@ def host_dataset(name: str, *, feature_lengths: Mapping[str, int], batch_size: i
     else:
         ds = provider.get_dataset(sequence_length=lengths, split="train", shuffle=True,
                                   seed=seed, shard_info=shard, num_epochs=None,
-                                  use_cached=False, passthrough_features=TEXT_ID_FEATURES,
+                                  use_cached=use_cached, passthrough_features=TEXT_ID_FEATURES,
                                   log_mixing_proportions=False, try_in_mem_cache=False)
         keep = tasks_lib.closing_count(provider.tasks[0].output_features["query"].vocabulary)
         ds = DualEncoderFeatureConverter(pad_id=pad_id, keep_last=keep)(
@@ -252,11 +261,12 @@ class StreamingBatches:
 def stream_batches(name: str, *, feature_lengths: Mapping[str, int], batch_size: int, seed: int,
                    pad_id: int = 0, process_index: int = 0, process_count: int = 1,
                    single_task_batches: bool = False, shuffle_buffer: int = SHUFFLE_BUFFER,
-                   files: Sequence[str] = ()) -> StreamingBatches:
+                   files: Sequence[str] = (), use_cached: bool = False) -> StreamingBatches:
     """StreamingBatches over host_dataset (same arguments; `files`: see StreamingBatches)."""
     ds = host_dataset(name, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
                       pad_id=pad_id, process_index=process_index, process_count=process_count,
-                      single_task_batches=single_task_batches, shuffle_buffer=shuffle_buffer)
+                      single_task_batches=single_task_batches, shuffle_buffer=shuffle_buffer,
+                      use_cached=use_cached)
     return StreamingBatches(ds, process_index, process_count, files)
 
 

@@ -5,17 +5,21 @@
                              1-based line number
     tfrecord_source(files)   FRet TFRecord shards (fret/record_shards.py, tf.train.Example)
 
-Preprocessors (in Task order), the first three on batches of PARSE_BATCH rows:
+Preprocessors (in Task order), the first four on batches of PARSE_BATCH rows:
 
     parse_jsonl              JSON -> raw fields, validated by training_records.parse_record
                              on batches of lines (errors name file and line)
     fret_tfexample_fields    the TFRecord fields -> the same raw fields
+    drop_held_out            records touching a BBC text held out for evaluation dropped
+                             (evaluation/splits.py; on by default, as in memory)
     tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory
                              path; its TF string ops are elementwise, so batches work)
     tokenize_batches         the encoder's HF tokenizer on whole batches of texts
                              (HFTokenizerVocabulary.encode_tf on a [B] tensor: one
                              `tokenizers.encode_batch` call per feature and batch)
     unbatch_rows             back to rows
+    seqio.CacheDatasetPlaceholder  where an offline cache (data/stream_cache.py, Beam)
+                             takes over: the rows above, tokenised, read from its files
     tasks.trim_sequences     each sequence cut to its length, closing [SEP] kept
 
 seqio then shards (by file when a host has at least one file, else by element:
@@ -25,6 +29,7 @@ sample by the Mixture's rates (gecko_jax.data.stream_batches).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Mapping, Sequence
@@ -36,6 +41,7 @@ import tensorflow as tf
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data import training_records
 from gecko_jax.errors import InputError
+from gecko_jax.evaluation import splits
 
 RAW_STRING_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
                      "negative_text")
@@ -49,28 +55,30 @@ def _read_jsonl_lines(path: tf.Tensor) -> tf.data.Dataset:
     return lines.map(lambda i, text: {"file": path, "line": i, "text": text})
 
 
-def _files(files: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+def _files(files: Sequence[str | os.PathLike], check: bool = True) -> tuple[str, ...]:
     out = tuple(str(f) for f in files)
-    missing = [f for f in out if not tf.io.gfile.exists(f)]
+    missing = [f for f in out if check and not tf.io.gfile.exists(f)]
     if missing:
         raise InputError(missing[0], "no such file")
     return out
 
 
-def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]], check_files: bool = True
+                 ) -> seqio.DataSource:
     """FRet JSONL shards, read lazily (seqio.FileDataSource: files interleaved)."""
     return seqio.FileDataSource(
         read_file_fn=_read_jsonl_lines,
-        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
-        caching_permitted=False)
+        split_to_filepattern={k: _files(v, check_files) for k, v in split_files.items()},
+        caching_permitted=True)
 
 
-def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]]) -> seqio.DataSource:
+def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]],
+                    check_files: bool = True) -> seqio.DataSource:
     """FRet TFRecord shards of fret/record_shards.write_tfrecords."""
     from gecko_jax.fret.record_shards import TF_FEATURES
 
     return seqio.TFExampleDataSource(
-        split_to_filepattern={k: _files(v) for k, v in split_files.items()},
+        split_to_filepattern={k: _files(v, check_files) for k, v in split_files.items()},
         feature_description={k: tf.io.FixedLenFeature([], tf.string, default_value="")
                              for k in TF_FEATURES})
 
@@ -140,6 +148,44 @@ def fret_tfexample_fields(ds: tf.data.Dataset) -> tf.data.Dataset:
                                      deterministic=True)
 
 
+# --------------------------------------------------------------------------- held out
+def held_out_mask(held: splits.HeldOutTexts, query: np.ndarray, pos_title: np.ndarray,
+                  pos_text: np.ndarray, neg_title: np.ndarray, neg_text: np.ndarray,
+                  has_neg: np.ndarray) -> np.ndarray:
+    """keep [B] bool: False for records touching a held-out evaluation text
+    (splits.HeldOutTexts.record_overlaps, the in-memory path's rule). Inputs [B] bytes."""
+    def s(b: bytes) -> str:
+        return b.decode("utf-8", "replace")
+
+    keep = np.ones(len(query), bool)
+    for i in range(len(query)):
+        docs = [(s(pos_title[i]), s(pos_text[i]))]
+        if has_neg[i]:
+            docs.append((s(neg_title[i]), s(neg_text[i])))
+        keep[i] = not held.record_overlaps(s(query[i]), docs)
+    return keep
+
+
+def drop_held_out(held: splits.HeldOutTexts):
+    """A seqio preprocessor on batches [B] of raw fields that drops the records whose
+    query, positive or negative is (or starts like) a held-out evaluation text: what
+    mixtures.jsonl_examples(exclude_eval_test=True) drops on the in-memory path."""
+
+    def fn(ds: tf.data.Dataset) -> tf.data.Dataset:
+        def mask(batch):
+            keep = tf.numpy_function(
+                functools.partial(held_out_mask, held),
+                [batch["query"], batch["positive_title"], batch["positive_text"],
+                 batch["negative_title"], batch["negative_text"], batch["has_negative"]],
+                tf.bool, stateful=False)
+            keep.set_shape([None])
+            return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+
+        return ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return fn
+
+
 # --------------------------------------------------------------------------- tokens
 def tokenize_batches(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
                      ) -> tf.data.Dataset:
@@ -162,24 +208,29 @@ def unbatch_rows(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 # --------------------------------------------------------------------------- tasks
 def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
-                            tokenizer_folder: str | os.PathLike, kind: str | None = None
+                            tokenizer_folder: str | os.PathLike, kind: str | None = None,
+                            exclude_eval_test: bool = True, check_files: bool = True
                             ) -> seqio.Task:
     """(Re-)registers a streaming seqio Task over FRet JSONL or TFRecord shards.
 
     Args:
       files: the shards of the train split.
       kind: "jsonl" or "tfrecord"; by default from the first file's suffix.
+      exclude_eval_test: drop records touching a BBC text held out for evaluation
+        (drop_held_out; evaluation/splits.py), as the in-memory path does.
+      check_files: refuse missing files now (False for a Task read from its cache).
     """
     files = [str(f) for f in files]
     if not files:
         raise InputError(name, "no training files")
     kind = kind or ("tfrecord" if files[0].endswith((".tfrecord", ".tfrecords")) else "jsonl")
     if kind == "jsonl":
-        source, parse = jsonl_source({"train": files}), parse_jsonl
+        source, parse = jsonl_source({"train": files}, check_files), parse_jsonl
     elif kind == "tfrecord":
-        source, parse = tfrecord_source({"train": files}), fret_tfexample_fields
+        source, parse = tfrecord_source({"train": files}, check_files), fret_tfexample_fields
     else:
         raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
+    held_out = [drop_held_out(tasks_lib.bbc_held_out_texts())] if exclude_eval_test else []
     vocab = tasks_lib.vocabulary(str(tokenizer_folder))
     features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
                 for f in ("query", "positive", "negative")}
@@ -187,7 +238,8 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name, source=source,
-        preprocessors=[parse, tasks_lib.gecko_format, tokenize_batches, unbatch_rows,
+        preprocessors=[parse, *held_out, tasks_lib.gecko_format, tokenize_batches,
+                       unbatch_rows, seqio.CacheDatasetPlaceholder(),
                        tasks_lib.trim_sequences],
         output_features=features, metric_fns=[], shuffle_buffer_size=1024)
 

@@ -30,6 +30,7 @@ from gecko_jax.data import training_records as records_lib
 from gecko_jax.data.feature_converters import (DualEncoderFeatureConverter, task_feature_lengths,
                                                trim_keep_last)
 from gecko_jax.data.vocab import HFTokenizerVocabulary
+from gecko_jax.evaluation import splits
 from gecko_jax import unified_format
 from gecko_jax.losses import NO_ID
 
@@ -39,10 +40,25 @@ RAW_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_titl
               "negative_text", "has_negative")
 
 
-def _records_to_columns(paths: Sequence[str]) -> dict[str, list]:
+@functools.lru_cache(maxsize=1)
+def bbc_held_out_texts() -> splits.HeldOutTexts:
+    """The held-out BBC texts of evaluation/splits.py (the shipped articles), built once."""
+    from gecko_jax.data import sources
+
+    return splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
+
+
+def _records_to_columns(paths: Sequence[str], exclude_eval_test: bool = False
+                        ) -> dict[str, list]:
     cols: dict[str, list] = {k: [] for k in RAW_FIELDS}
+    held = bbc_held_out_texts() if exclude_eval_test else None
+    dropped = 0
     for rec in records_lib.read_records(paths):
         neg = rec.negative
+        if held is not None and held.record_overlaps(
+                rec.query, [(d.title, d.text) for d in (rec.positive, neg) if d is not None]):
+            dropped += 1
+            continue
         cols["task"].append(rec.task)
         cols["query"].append(rec.query)
         cols["positive_title"].append(rec.positive.title)
@@ -50,21 +66,26 @@ def _records_to_columns(paths: Sequence[str]) -> dict[str, list]:
         cols["negative_title"].append(neg.title if neg else "")
         cols["negative_text"].append(neg.text if neg else "")
         cols["has_negative"].append(neg is not None)
+    if dropped:
+        log.info("dropped %d records that hold BBC texts held out for evaluation "
+                 "(evaluation/splits.py)", dropped)
     return cols
 
 
 def jsonl_dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None, *,
-                     split_files: Mapping[str, Sequence[str]]) -> tf.data.Dataset:
+                     split_files: Mapping[str, Sequence[str]], exclude_eval_test: bool = False
+                     ) -> tf.data.Dataset:
     """seqio dataset_fn: raw string fields of the records of `split`, in file order.
 
     Records are read and validated eagerly (a bad line fails here, naming
     file and line, before any training compute). Order is never shuffled here:
     shuffling is the step-indexed batcher's job, so the position is exact.
+    exclude_eval_test drops records touching held-out evaluation texts.
     """
     del shuffle_files, seed
     if split not in split_files:
         raise ValueError(f"split {split!r} not in {sorted(split_files)}")
-    cols = _records_to_columns(list(split_files[split]))
+    cols = _records_to_columns(list(split_files[split]), exclude_eval_test)
     if not cols["query"]:
         raise records_lib.InputError(", ".join(map(str, split_files[split])), "no records")
     return tf.data.Dataset.from_tensor_slices(
@@ -161,17 +182,22 @@ def vocabulary(tokenizer_folder: str) -> HFTokenizerVocabulary:
 
 
 def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.PathLike]],
-                        tokenizer_folder: str | os.PathLike) -> seqio.Task:
+                        tokenizer_folder: str | os.PathLike, exclude_eval_test: bool = True
+                        ) -> seqio.Task:
     """Registers (or re-registers) a Gecko task over JSONL files.
 
     Args:
       name: seqio task name.
       split_files: {"train": [paths], "validation": [...]}.
       tokenizer_folder: a model folder holding tokenizer.json.
+      exclude_eval_test: drop records whose query, positive or negative is (or starts
+        like) a BBC text held out for evaluation (evaluation/splits.py), as the
+        streaming Task and mixtures.jsonl_examples do.
     """
     split_files = {k: tuple(str(p) for p in v) for k, v in split_files.items()}
     source = seqio.FunctionDataSource(
-        functools.partial(jsonl_dataset_fn, split_files=split_files), splits=tuple(split_files))
+        functools.partial(jsonl_dataset_fn, split_files=split_files,
+                          exclude_eval_test=exclude_eval_test), splits=tuple(split_files))
     return register_gecko_task(name, source, tokenizer_folder)
 
 

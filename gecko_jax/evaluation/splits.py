@@ -193,10 +193,18 @@ class HeldOutTexts:
 
     def overlaps(self, title: str, text: str) -> bool:
         """True when (title, text) is, or starts like, a held-out headline / body."""
-        return (normalise_text(title) in self.headlines
-                or normalise_text(text) in self.headlines
-                or (len(normalise_text(text).split()) >= PREFIX_WORDS // 2
-                    and text_key(text) in self.body_keys))
+        if normalise_text(title) in self.headlines:
+            return True
+        norm = normalise_text(text)
+        words = norm.split()
+        return (norm in self.headlines
+                or (len(words) >= PREFIX_WORDS // 2
+                    and " ".join(words[:PREFIX_WORDS]) in self.body_keys))
+
+    def record_overlaps(self, query: str, documents: Sequence[tuple[str, str]]) -> bool:
+        """True when a training record touches a held-out text: its query (as an untitled
+        text), or any of its (title, text) documents (positive, negative)."""
+        return self.overlaps("", query) or any(self.overlaps(t, x) for t, x in documents)
 
 
 def bbc_held_out_texts(articles: Sequence) -> HeldOutTexts:

@@ -211,3 +211,78 @@ def test_bad_line_in_shard_3_of_8_names_file_and_line(tmp_path, records, bad, me
     with pytest.raises(GeckoError, match=message):
         for s in range(100):
             batches.batch(s)
+
+
+def _held_out_shards(tmp_path, records, bbc_articles):
+    """Shards where some records carry held-out BBC texts (as query, positive or negative)
+    and the others do not (Wikipedia pairs and training-pool BBC bodies): the expected
+    kept query texts and all queries."""
+    from gecko_jax.evaluation import splits
+
+    held_ids = splits.bbc_held_out_ids(bbc_articles)
+    held = [a for a in bbc_articles if a.id in held_ids][:12]
+    train_pool = splits.bbc_training_articles(bbc_articles)[:4]
+    Doc, Rec = training_records.Document, training_records.FRetRecord
+    keep = list(records[:40]) + [
+        Rec(f"pool{i}", "search result", f"about {a.category} ({i})", Doc(a.body, a.headline))
+        for i, a in enumerate(train_pool)]
+    w = records[40:52]
+    drop = (
+        [Rec(f"q{i}", "search result", held[i].headline, w[i].positive) for i in range(4)]
+        + [Rec(f"p{i}", "search result", f"{w[i].query} (p)", Doc(held[i].body))
+           for i in range(4, 8)]
+        + [Rec(f"n{i}", "search result", f"{w[i].query} (n)", w[i].positive,
+               Doc(held[i].body[:400], "a title")) for i in range(8, 12)])
+    recs = [r for pair in zip(keep, drop + [None] * len(keep)) for r in pair if r]
+    files = _shards(tmp_path / "held", recs, 3)
+    return files, [r.query for r in keep], [r.query for r in drop]
+
+
+def test_stream_drops_records_touching_held_out_bbc_texts(tmp_path, records, bbc_articles):
+    from gecko_jax.data import mixtures
+
+    files, kept, dropped = _held_out_shards(tmp_path, records, bbc_articles)
+    ids = lambda qs: set(tasks.text_id(tf.constant(qs)).numpy().tolist())   # noqa: E731
+    for on in (True, False):
+        streaming.register_streaming_task("t_held", files, assets.minilm_dir(),
+                                          exclude_eval_test=on)
+        ds = seqio.get_mixture_or_task("t_held").get_dataset(
+            sequence_length=LENGTHS, split="train", shuffle=False, num_epochs=1,
+            use_cached=False, try_in_mem_cache=False)
+        got = [int(x["query_text_id"]) for x in ds.as_numpy_iterator()]
+        assert len(got) == len(set(got))
+        assert set(got) == (ids(kept) if on else ids(kept + dropped))
+    # The same records as the in-memory paths' exclusion (one definition of the split):
+    # the mixture source and `train.streaming = False`'s task.
+    assert sorted(ex.query for ex in mixtures.jsonl_examples(files)) == sorted(kept)
+    tasks.register_jsonl_task("t_held_memory", {"train": files}, assets.minilm_dir())
+    mem = tasks.load_examples("t_held_memory", "train", LENGTHS)
+    assert set(mem["query_text_id"].tolist()) == ids(kept)
+
+
+def test_streaming_mixture_data_mixes_file_sets_and_memory_sources(tmp_path, records):
+    from gecko_jax.data import mixtures, stream_mixtures
+    from gecko_jax.tokenization import Tokenizer
+
+    sets = {}
+    for j, task in enumerate(("alpha", "beta")):
+        recs = [dataclasses.replace(r, task=task) for r in records[j * 100:(j + 1) * 100]]
+        sets[f"t_sm_{task}"] = _shards(tmp_path / task, recs, 2)
+    sets["t_sm_alpha"] = str(tmp_path / "alpha" / "records-*-of-00002.jsonl")     # a glob
+    rates = {"t_sm_alpha": 2.0, "t_sm_beta": 1.0, "t_sm_bbc": 1.0}
+    kw = dict(tokenizer=Tokenizer.from_folder(assets.minilm_dir()), feature_lengths=LENGTHS,
+              batch_size=8, seed=0, mixture="t_sm", file_sets=sets, rates=rates,
+              task_sources={"t_sm_bbc": lambda: mixtures.bbc_classification(limit=64)})
+    vocab = tasks.vocabulary(str(assets.minilm_dir()))
+    word = {vocab.encode(f"task: {t}")[3]: t for t in ("alpha", "beta", mixtures.BBC_TASK)}
+    batches = stream_mixtures.streaming_mixture_data(**kw)
+    assert len(batches.files) == 4
+    seen = collections.Counter(word[w] for s in range(30)
+                               for w in batches.batch(s)["query_ids"][:, 3])
+    assert set(seen) == set(word.values()), seen
+    single = stream_mixtures.streaming_mixture_data(**kw, single_task_batches=True)
+    assert all(len({word[w] for w in single.batch(s)["query_ids"][:, 3]}) == 1
+               for s in range(10))
+    with pytest.raises(GeckoError, match="matches no file"):
+        stream_mixtures.streaming_mixture_data(**{**kw, "file_sets": {
+            **sets, "t_sm_beta": str(tmp_path / "nothing-*.jsonl")}})
