@@ -65,8 +65,8 @@ SINGLE_TASK_BATCHES = {single_task}
     return path
 
 
-@pytest.mark.parametrize("single_task", [False, pytest.param(True, marks=pytest.mark.slow)],
-                         ids=["mixed", "single_task"])    # ~45 s each on 2 loaded cores
+@pytest.mark.slow   # ~45-80 s each on 2 cores; the default suite keeps the gin-config test
+@pytest.mark.parametrize("single_task", [False, True], ids=["mixed", "single_task"])
 def test_streamed_mixture_trains_and_resumes_exactly(tmp_path, wiki_records, single_task):
     sets = _file_sets(tmp_path, wiki_records)
     try:
