@@ -1,0 +1,31 @@
+"""bench/peers.py: a bench's `ratio` is against the fastest peer within our tolerance."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+
+from peers import Row, at_least, at_most, fastest_within, ratio_lines  # noqa: E402
+
+PEERS = [
+    Row("st fp32", 10.0, 1.0),
+    Row("st bf16", 30.0, 0.9990),  # fastest, but outside a float32 bound
+    Row("onnxruntime fp32", 12.0, 0.99999),
+    Row("broken", None, None, "unavailable: no module"),
+]
+
+
+def test_the_fastest_peer_within_the_bound_is_chosen():
+    assert fastest_within(PEERS, at_least(0.9999)).name == "onnxruntime fp32"
+    assert fastest_within(PEERS, at_least(0.998)).name == "st bf16"
+    lines = ratio_lines(Row("ours", 24.0, 1.0), PEERS, at_least(0.9999), "min cosine >= 0.9999")
+    assert lines[0].startswith("ratio against onnxruntime fp32")
+    assert lines[-1] == "ratio 2.000"
+
+
+def test_differences_are_bounded_from_above_and_no_peer_gives_nan():
+    rows = [Row("hf fp32", 800.0, 0.0), Row("hf bf16", 2000.0, 3.5)]
+    assert fastest_within(rows, at_most(0.25)).name == "hf fp32"
+    assert fastest_within(rows, at_most(5.0)).name == "hf bf16"
+    assert fastest_within(rows[1:], at_most(0.25)) is None
+    assert ratio_lines(Row("ours", 1.0, 0.0), rows[1:], at_most(0.25), "x")[-1] == "ratio nan"
