@@ -24,8 +24,9 @@ def test_the_fastest_peer_within_the_bound_is_chosen():
 
 
 def test_differences_are_bounded_from_above_and_no_peer_gives_nan():
-    rows = [Row("hf fp32", 800.0, 0.0), Row("hf bf16", 2000.0, 3.5)]
-    assert fastest_within(rows, at_most(0.25)).name == "hf fp32"
-    assert fastest_within(rows, at_most(5.0)).name == "hf bf16"
-    assert fastest_within(rows[1:], at_most(0.25)) is None
-    assert ratio_lines(Row("ours", 1.0, 0.0), rows[1:], at_most(0.25), "x")[-1] == "ratio nan"
+    rows = [Row("hf fp32", 800.0, 0.0, agreement=1.0), Row("hf bf16", 2000.0, 0.2, agreement=0.8)]
+    assert fastest_within(rows, at_most(0.1)).name == "hf fp32"
+    assert fastest_within(rows, at_most(0.25)).name == "hf bf16"
+    assert fastest_within(rows, at_most(0.25, min_agreement=0.9)).name == "hf fp32"
+    assert fastest_within(rows[1:], at_most(0.1)) is None
+    assert ratio_lines(Row("ours", 1.0, 0.0), rows[1:], at_most(0.1), "x")[-1] == "ratio nan"
