@@ -189,7 +189,7 @@ def main(argv=None):
     print(f"generation ratio ({ours_name}/transformers): "
           f"{results[ours_name][1] / results['transformers'][1]:.2f}")
     bound, agree = TOLERANCE[args.dtype]
-    tolerance = f"per-token log-prob within {bound:g} of transformers fp32" + (
+    tolerance = f"max |token lp diff| <= {bound:g} to transformers fp32" + (
         f" and top-1 agreement >= {agree:.0%}" if agree else "")
     peers = [r for name, r in rows.items() if name != ours_name]
     for line in ratio_lines(rows[ours_name], peers, at_most(bound, agree), tolerance):
