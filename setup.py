@@ -73,6 +73,11 @@ EXTRAS = {
         "transformers==5.24.0",
         "sentence-transformers==6.2.0",
         "accelerate==1.15.0",
+        # bench/encode.py's ONNX Runtime peer: the MiniLM exported with torch.onnx (the
+        # TorchScript exporter needs onnx). sentence-transformers' backend="onnx" goes
+        # through optimum-onnx, whose newest release (0.1.0) needs transformers<4.58.
+        "onnx==1.23.2",
+        "onnxruntime==1.31.1",
         # bench/knn.py peer (exact inner-product search).
         "faiss-cpu==1.15.1",
         # tests/test_notebooks.py executes notebooks/ with a real kernel.
