@@ -398,8 +398,8 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                     continue
                 raise GeckoError(f"{mixture}: task {name!r} has no examples")
             if hasattr(tokenizer, "backend"):
-                prompt_room.check_query_room(tokenizer, {ex.task for ex in examples},
-                                             int(feature_lengths["query"]), where=name)
+                examples = prompt_room.with_query_room(tokenizer, examples,
+                                                       int(feature_lengths["query"]), where=name)
             register_examples_task(name, examples, tokenizer.folder)
         kept[name] = rate
     register_mixture(mixture, kept)

@@ -2,6 +2,7 @@
 
     room = query_room(tokenizer, ["find the article section under this heading"], 16)
     check_query_room(tokenizer, tasks, query_length)   # raises if a prompt leaves none
+    kept = with_query_room(tokenizer, examples, query_length, where="gecko_fret")
 
 `task: {task} | query: ` is part of every query sequence. A long task
 description with a short query length cuts the query text away entirely: every
@@ -55,3 +56,28 @@ def check_query_room(tokenizer, tasks: Iterable[str], query_length: int,
         log.warning("%s: query length %d leaves %d tokens of query text after the prompt "
                     "of task %r", where, query_length, r, task)
     return room
+
+
+def with_query_room(tokenizer, examples: list, query_length: int, where: str = "training"
+                    ) -> list:
+    """The examples whose task prompt leaves room for query text.
+
+    Examples of tasks without room are dropped with a warning (an LLM-written FRet
+    task can be a long sentence); if no example is left, check_query_room's error is
+    raised. Tasks with little room are warned about as in check_query_room.
+    """
+    room = query_room(tokenizer, {ex.task for ex in examples}, query_length)
+    kept = [ex for ex in examples if room[ex.task] > 0]
+    if not kept:
+        check_query_room(tokenizer, room, query_length, where)
+    dropped = len(examples) - len(kept)
+    if dropped:
+        worst = min(room, key=room.get)
+        log.warning("%s: dropped %d of %d examples whose task prompt fills the query length "
+                    "%d (e.g. 'task: %s | query:' takes %d tokens)", where, dropped,
+                    len(examples), query_length, worst, query_length - room[worst])
+    for task, r in sorted(room.items(), key=lambda kv: kv[1]):
+        if 0 < r < WARN_BELOW:
+            log.warning("%s: query length %d leaves %d tokens of query text after the "
+                        "prompt of task %r", where, query_length, r, task)
+    return kept

@@ -40,3 +40,21 @@ def test_a_prompt_that_fills_the_query_length_is_refused(tokenizer, caplog):
         room = prompt_room.check_query_room(tokenizer, [FRET_TASK], 16 - room16 + 3)
     assert room == {FRET_TASK: 3}
     assert "leaves 3 tokens of query text" in caplog.text
+
+
+def test_examples_of_a_task_without_room_are_dropped_unless_none_is_left(tokenizer, caplog):
+    from gecko_jax.data.formatting import Document, Example
+
+    def ex(i, task):
+        return Example(f"e{i}", task, f"query {i}", Document(f"passage {i}"))
+
+    room16 = prompt_room.query_room(tokenizer, [FRET_TASK], 16)[FRET_TASK]
+    assert room16 <= 0
+    mixed = [ex(0, FRET_TASK), ex(1, SHORT_TASK), ex(2, FRET_TASK), ex(3, SHORT_TASK)]
+    with caplog.at_level(logging.WARNING):
+        kept = prompt_room.with_query_room(tokenizer, mixed, 16, where="fret")
+    assert [e.id for e in kept] == ["e1", "e3"]
+    assert "fret: dropped 2 of 4 examples whose task prompt fills the query length 16" \
+        in caplog.text
+    with pytest.raises(GeckoError, match="fret: query length 16 leaves no room"):
+        prompt_room.with_query_room(tokenizer, [ex(0, FRET_TASK)], 16, where="fret")
