@@ -162,8 +162,11 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
 
 # An LLM student (SmolLM2-135M from the shipped GGUF) through every stage at toy scale;
 # FRet is the default tiny run's (same FRet config: the stage is reused, not rerun).
+# One device: the suite emulates 8 CPU devices, and a data=8 mesh would hold 8 replicas of
+# the LLM's float32 weights, gradients and AdamW moments (~17 GB for SmolLM2-135M).
 TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2",
-                                    "dims": (576, 384, 128), "learning_rate": 5e-5})
+                                    "dims": (576, 384, 128), "learning_rate": 5e-5,
+                                    "gin_bindings": TINY.gin_bindings + ("MeshSpec.data = 1",)})
 
 
 def test_llm_student_stages_and_configs(tmp_path):
