@@ -3,6 +3,7 @@ cached block per shared-prefix group) returns the scores of the earlier batching
 FRet-shaped QL and RC rows of the real SmolLM2 teacher, and pads fewer tokens."""
 
 import numpy as np
+import pytest
 
 from gecko_jax.fret.corpus import wikipedia_passages
 from gecko_jax.llm.jax_engine import JaxEngine
@@ -21,6 +22,7 @@ def _fret_rows(n):
     return ql, rc
 
 
+@pytest.mark.slow    # ~40 s (default suite budget: 20 minutes)
 def test_fine_batching_equals_earlier_batching(smollm2_engine):
     fine = smollm2_engine
     assert fine.score_fine_batching
