@@ -51,11 +51,15 @@ def check_query_room(tokenizer, tasks: Iterable[str], query_length: int,
             f"({len(empty)} of {len(room)} tasks cut to their prompt). Raise the query "
             f"length to at least {query_length - r + WARN_BELOW} (feature_lengths['query']; "
             "gecko distill --query-length)")
-    short = {t: r for t, r in room.items() if r < WARN_BELOW}
-    for task, r in sorted(short.items(), key=lambda kv: kv[1]):
-        log.warning("%s: query length %d leaves %d tokens of query text after the prompt "
-                    "of task %r", where, query_length, r, task)
+    _warn_short(room, query_length, where)
     return room
+
+
+def _warn_short(room: dict[str, int], query_length: int, where: str) -> None:
+    for task, r in sorted(room.items(), key=lambda kv: kv[1]):
+        if 0 < r < WARN_BELOW:
+            log.warning("%s: query length %d leaves %d tokens of query text after the "
+                        "prompt of task %r", where, query_length, r, task)
 
 
 def with_query_room(tokenizer, examples: list, query_length: int, where: str = "training"
@@ -76,8 +80,5 @@ def with_query_room(tokenizer, examples: list, query_length: int, where: str = "
         log.warning("%s: dropped %d of %d examples whose task prompt fills the query length "
                     "%d (e.g. 'task: %s | query:' takes %d tokens)", where, dropped,
                     len(examples), query_length, worst, query_length - room[worst])
-    for task, r in sorted(room.items(), key=lambda kv: kv[1]):
-        if 0 < r < WARN_BELOW:
-            log.warning("%s: query length %d leaves %d tokens of query text after the "
-                        "prompt of task %r", where, query_length, r, task)
+    _warn_short(room, query_length, where)
     return kept
