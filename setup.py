@@ -28,6 +28,11 @@ CORE = [
     "requests==2.34.2",
     "scikit-learn==1.9.1",
     "matplotlib==3.11.2",
+    # oneDNN (OpenMP build) and its headers: gecko_jax/kernels/onednn.py compiles its
+    # bf16 matmul custom call against them on first use (x86-64 Linux only; elsewhere
+    # the bf16 option uses XLA's own dots).
+    "onednn-cpu-gomp==2023.2.0; platform_machine == 'x86_64' and sys_platform == 'linux'",
+    "onednn-devel-cpu-gomp==2023.2.0; platform_machine == 'x86_64' and sys_platform == 'linux'",
 ]
 
 # Evaluation: the MTEB harness (pulls torch: install the CPU torch pin first) and
@@ -95,7 +100,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["gecko_jax", "gecko_jax.*"]),
-    package_data={"gecko_jax": ["py.typed"]},
+    package_data={"gecko_jax": ["py.typed", "kernels/*.cc"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["gecko=gecko_jax.cli:main"]},

@@ -42,6 +42,12 @@ def has_amx_bf16() -> bool:
     return {"amx_bf16", "amx_tile"} <= cpu_features()
 
 
+def has_bf16_dot() -> bool:
+    """True where the CPU has bf16 dot-product instructions (AVX512-BF16, e.g. AMD Zen 4,
+    Intel Cooper Lake and later) or AMX: oneDNN's bf16 matmuls then run ~3x float32."""
+    return "avx512_bf16" in cpu_features() or has_amx_bf16()
+
+
 def nominal_peak_gflops(cores: int | None = None) -> float | None:
     """fp32 FMA peak: cores x clock x FLOP/cycle, from the vector flags.
 

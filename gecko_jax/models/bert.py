@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gecko_jax.kernels.dense import cpu_bf16_mode, dense
 from gecko_jax.models.attention import attention
 from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
@@ -85,28 +86,31 @@ class BertLayer(nnx.Module):
         self.output = _dense(f, d, ("mlp", "embed"), dtype, rngs)
         self.output_norm = _layer_norm(d, cfg.layer_norm_eps, dtype, rngs)
 
-    def __call__(self, x_bld, mask_bl):
+    def __call__(self, x_bld, mask_bl, matmul_dtype=None):
+        """`matmul_dtype`: the dense layers' operand dtype (default x's; bf16 with
+        float32 x is the CPU bf16 mode of kernels/dense.py)."""
         b, l, d = x_bld.shape
         h, k = self.cfg.num_attention_heads, self.cfg.head_dim
+        mm = matmul_dtype or x_bld.dtype
         # One fused QKV matmul (the three kernels stay separate parameters so that
         # HF names and sharding rules map one to one).
         w_dn = jnp.concatenate([self.query.kernel[...], self.key.kernel[...],
-                                self.value.kernel[...]], axis=1).astype(x_bld.dtype)
+                                self.value.kernel[...]], axis=1).astype(mm)
         b_n = jnp.concatenate([self.query.bias[...], self.key.bias[...],
                                self.value.bias[...]]).astype(x_bld.dtype)
-        qkv_bl3hk = (x_bld @ w_dn + b_n).reshape(b, l, 3, h, k)
+        qkv_bl3hk = (dense(x_bld, w_dn) + b_n).reshape(b, l, 3, h, k)
         q_bhlk, k_bhlk, v_bhlk = (qkv_bl3hk[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         ctx_bhlk = attention(q_bhlk, k_bhlk, v_bhlk, mask_bl, 1.0 / math.sqrt(k))
         ctx_bld = ctx_bhlk.transpose(0, 2, 1, 3).reshape(b, l, d)
-        x_bld = _norm(self.attention_norm, x_bld + _linear(self.attention_out, ctx_bld))
+        x_bld = _norm(self.attention_norm, x_bld + _linear(self.attention_out, ctx_bld, mm))
         act = _ACTIVATIONS[self.cfg.hidden_act]
-        h_blf = act(_linear(self.intermediate, x_bld))
-        return _norm(self.output_norm, x_bld + _linear(self.output, h_blf))
+        h_blf = act(_linear(self.intermediate, x_bld, mm))
+        return _norm(self.output_norm, x_bld + _linear(self.output, h_blf, mm))
 
 
-def _linear(lin: nnx.Linear, x):
-    """x @ W + b in x's dtype (the compute dtype; float32 weights are cast)."""
-    return x @ lin.kernel[...].astype(x.dtype) + lin.bias[...].astype(x.dtype)
+def _linear(lin: nnx.Linear, x, matmul_dtype):
+    """x @ W + b in x's dtype, W cast to `matmul_dtype` (kernels/dense.py)."""
+    return dense(x, lin.kernel[...].astype(matmul_dtype)) + lin.bias[...].astype(x.dtype)
 
 
 def _norm(ln: nnx.LayerNorm, x):
@@ -147,17 +151,21 @@ class BertEncoder(nnx.Module):
         x_bld = (self.word_embeddings(input_ids_bl) + self.position_embeddings(positions_l)[None]
                  + self.token_type_embeddings(token_type_ids_bl))
         opts = self.options
-        x_bld = to_compute(self.embedding_norm(x_bld), opts.dtype)
+        # On a CPU with the oneDNN kernel, bf16 means bf16 matmul operands and float32
+        # activations (kernels/dense.py); elsewhere activations are bf16 too.
+        mm = opts.dtype
+        act_dtype = None if cpu_bf16_mode(mm) else mm
+        x_bld = to_compute(self.embedding_norm(x_bld), act_dtype)
         if opts.remat == "none" and not opts.scan:
             for layer in self.layers:       # the plain path
-                x_bld = layer(x_bld, attention_mask_bl)
+                x_bld = layer(x_bld, attention_mask_bl, mm)
             return x_bld if opts.dtype is None else x_bld.astype(jnp.float32)
         # Layers as pure functions of their parameters, for jax.checkpoint / lax.scan.
         graphdef = nnx.graphdef(self.layers[0])
         states = [nnx.state(layer) for layer in self.layers]
 
         def layer_fn(x, state):
-            return nnx.merge(graphdef, state)(x, attention_mask_bl)
+            return nnx.merge(graphdef, state)(x, attention_mask_bl, mm)
 
         x_bld = run_stack(layer_fn, x_bld, states, scan=bool(opts.scan), remat=opts.remat,
                           stacked=False)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gecko_jax.kernels.dense import cpu_bf16_mode, dense, use_onednn
 from gecko_jax.models.attention import attention as shared_attention
 from gecko_jax.models.dual_encoder import mean_pool
 from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
@@ -218,10 +219,26 @@ def bidirectional_window(sliding_window: int) -> int:
     return sliding_window // 2 + 1
 
 
+def _project_heads(h_btd: Array, w_dhk: Array) -> Array:
+    """[B, T, D] x [D, H, hd] -> [B, T, H, hd] (oneDNN's bf16 matmul where it pays)."""
+    if not use_onednn(h_btd, w_dhk.reshape(w_dhk.shape[0], -1)):
+        return jnp.einsum("btd,dhk->bthk", h_btd, w_dhk)
+    d, nh, hd = w_dhk.shape
+    return dense(h_btd, w_dhk.reshape(d, nh * hd)).reshape(*h_btd.shape[:2], nh, hd)
+
+
+def _merge_heads(o_bthk: Array, w_hkd: Array) -> Array:
+    """[B, T, H, hd] x [H, hd, D] -> [B, T, D]."""
+    nh, hd, d = w_hkd.shape
+    if not use_onednn(o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d)):
+        return jnp.einsum("bthk,hkd->btd", o_bthk, w_hkd)
+    return dense(o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d))
+
+
 def _mlp(x: Array, p: dict, gemma: bool) -> Array:
-    g = x @ p["w_gate"]
+    g = dense(x, p["w_gate"])
     act = jax.nn.gelu(g, approximate=True) if gemma else jax.nn.silu(g)
-    return (act * (x @ p["w_up"])) @ p["w_down"]
+    return dense(act * dense(x, p["w_up"]), p["w_down"])
 
 
 def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: Array,
@@ -244,9 +261,7 @@ def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: A
     b, t, _ = x_btd.shape
     eps, gemma = cfg.rms_norm_eps, cfg.is_gemma
     h = rms_norm(x_btd, p["attn_norm"], eps, gemma)
-    q = jnp.einsum("btd,dhk->bthk", h, p["wq"])
-    k = jnp.einsum("btd,dhk->bthk", h, p["wk"])
-    v = jnp.einsum("btd,dhk->bthk", h, p["wv"])
+    q, k, v = (_project_heads(h, p[w]) for w in ("wq", "wk", "wv"))
     if gemma:
         q = rms_norm(q, p["q_norm"], eps, True)
         k = rms_norm(k, p["k_norm"], eps, True)
@@ -267,7 +282,7 @@ def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: A
         v_cache = upd(v_cache, v.astype(v_cache.dtype), write_at)
     mask = attention_mask(pos_bt, k_pos_bs, k_valid_bs, causal, window)
     o = attention(q, k_cache, v_cache, mask, scale)
-    o = jnp.einsum("bthk,hkd->btd", o, p["wo"])
+    o = _merge_heads(o, p["wo"])
     if gemma:
         o = rms_norm(o, p["post_attn_norm"], eps, True)
     x_btd = x_btd + o
@@ -306,7 +321,8 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
     if cache is None:
         valid = jnp.ones(ids_bt.shape, bool) if valid_bt is None else valid_bt
         k_pos, k_valid = pos_bt, valid
-        x = to_compute(x, options.dtype)
+        # CPU bf16 mode (kernels/dense.py): bf16 matmul weights, float32 activations.
+        x = to_compute(x, None if cpu_bf16_mode(options.dtype) else options.dtype)
 
         def layer_fn(x, xs):
             p, g = xs
@@ -325,6 +341,9 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             return x, None
         new_cache = None
     else:
+        if cpu_bf16_mode(x.dtype):   # a bf16 teacher on CPU: float32 activations
+            x = x.astype(jnp.float32)
+
         def body(x, xs):
             p, g, kc, vc = xs
             x, kc, vc = block(cfg, p, x, g, pos_bt, kc, vc, cache["pos"], cache["valid"],
@@ -340,7 +359,7 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
 def lm_head(cfg: DecoderConfig, params: dict, h_btd: Array) -> Array:
     """Logits [B, T, V] (float32) from final hidden states."""
     w = params["embed"] if cfg.tie_embeddings else params["lm_head"]
-    return jnp.einsum("btd,vd->btv", h_btd, w).astype(jnp.float32)
+    return dense(h_btd, w, w_is_nk=True, out_dtype=jnp.float32)
 
 
 def logits(cfg: DecoderConfig, params: dict, ids_bt: Array, mask_bt: Array | None = None) -> Array:

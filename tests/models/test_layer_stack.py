@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gecko_jax.kernels.dense import cpu_bf16_mode
 from gecko_jax.models.bert import BertConfig, BertEncoder
 from gecko_jax.models.decoder import Decoder, DecoderConfig
 from gecko_jax.models.layer_stack import LayerOptions, run_stack
@@ -104,14 +105,15 @@ def test_llama_unrolled_remat_equals_plain():
                  _value_and_grad(tower, LayerOptions()))
 
 
-def _dot_dtypes(jaxpr):
-    """Operand dtypes of every dot_general in `jaxpr`, sub-jaxprs (scan, remat) included."""
+def _dot_dtypes(jaxpr, prims=("dot_general",)):
+    """Operand dtypes of every `prims` equation in `jaxpr` (dot_general: XLA's dots;
+    ffi_call: the oneDNN matmul), sub-jaxprs (scan, remat, custom_vjp) included."""
     out = []
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
+        if eqn.primitive.name in prims:
             out.append(tuple(str(v.aval.dtype) for v in eqn.invars))
         for sub in jax.core.jaxprs_in_params(eqn.params):
-            out.extend(_dot_dtypes(sub))
+            out.extend(_dot_dtypes(sub, prims))
     return out
 
 
@@ -128,8 +130,9 @@ def test_bf16_compute_keeps_float32_params(kind, scan):
     real = np.asarray(_batch(10)[1]) > 0
     cos = np.sum(h * h_ref, -1) / np.linalg.norm(h, axis=-1) / np.linalg.norm(h_ref, axis=-1)
     assert cos[real].min() > 0.99, cos[real].min()
-    # Every matmul of the tower runs on bf16 operands.
-    ids, mask = _batch(50)
+    # Every matmul of the tower runs on bf16 operands (108 rows: enough for the
+    # oneDNN route of kernels/dense.py where it runs).
+    ids, mask = (jnp.tile(a, (3, 1)) for a in _batch(50))
     graphdef, state = nnx.split(tower)
 
     def run(s):
@@ -137,8 +140,18 @@ def test_bf16_compute_keeps_float32_params(kind, scan):
         model.options = options
         return model.hidden_states(ids, mask) if isinstance(model, Decoder) else model(ids, mask)
 
-    dots = _dot_dtypes(jax.make_jaxpr(run)(state).jaxpr)
-    assert dots and all(d == ("bfloat16", "bfloat16") for d in dots), set(dots)
+    jaxpr = jax.make_jaxpr(run)(state).jaxpr
+    if cpu_bf16_mode(jnp.bfloat16):
+        # CPU bf16 mode (kernels/dense.py): every dense layer is a oneDNN matmul on bf16
+        # operands (one layer's worth at least: a scan traces one body); XLA's dots are
+        # left for attention, in float32.
+        kernels = _dot_dtypes(jaxpr, ("ffi_call",))
+        assert len(kernels) >= (4 if kind == "bert" else 7), kernels
+        assert set(kernels) == {("bfloat16", "bfloat16")}, kernels
+        assert set(_dot_dtypes(jaxpr)) == {("float32", "float32")}, set(_dot_dtypes(jaxpr))
+    else:
+        dots = _dot_dtypes(jaxpr)
+        assert dots and all(d == ("bfloat16", "bfloat16") for d in dots), set(dots)
 
 
 def test_run_stack_stacked_and_list_agree():

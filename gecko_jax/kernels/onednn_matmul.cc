@@ -1,0 +1,104 @@
+// A dense matmul for XLA:CPU through oneDNN (a typed XLA FFI custom call).
+//
+// c[M, N] = op(a) @ op(b), op = identity or transpose (attributes transpose_a /
+// transpose_b: the buffer then holds the operand transposed, row-major). a and b are
+// both bfloat16 or both float32; c is bfloat16 or float32; oneDNN accumulates in
+// float32. On a CPU with AVX512-BF16 or AMX, oneDNN's bf16 kernels use them, which
+// XLA:CPU's own dot emitters do not (bench/matmul.py).
+//
+// Built on first use by gecko_jax/kernels/onednn.py against the pinned
+// onednn-cpu-gomp wheel and jaxlib's FFI headers.
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int, int, int, bool, bool>;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+bool to_dnnl(ffi::DataType t, dnnl::memory::data_type* out) {
+  if (t == ffi::DataType::BF16) {
+    *out = dnnl::memory::data_type::bf16;
+  } else if (t == ffi::DataType::F32) {
+    *out = dnnl::memory::data_type::f32;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// One primitive per shape, dtypes and layout; oneDNN primitives may run from many
+// threads at once.
+const dnnl::matmul& primitive(const Key& key, dnnl::memory::desc a, dnnl::memory::desc b,
+                              dnnl::memory::desc c) {
+  static std::mutex mu;
+  static std::map<Key, dnnl::matmul> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::matmul::primitive_desc pd(cpu_engine(), a, b, c);
+    it = cache.emplace(key, dnnl::matmul(pd)).first;
+  }
+  return it->second;
+}
+
+ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                  int32_t transpose_a, int32_t transpose_b) {
+  auto da = a.dimensions(), db = b.dimensions(), dc = c->dimensions();
+  if (da.size() != 2 || db.size() != 2 || dc.size() != 2) {
+    return ffi::Error::InvalidArgument("onednn_matmul: operands must be 2-D");
+  }
+  const int64_t m = transpose_a ? da[1] : da[0], k = transpose_a ? da[0] : da[1];
+  const int64_t kb = transpose_b ? db[1] : db[0], n = transpose_b ? db[0] : db[1];
+  if (k != kb || dc[0] != m || dc[1] != n) {
+    return ffi::Error::InvalidArgument("onednn_matmul: shapes do not match");
+  }
+  dnnl::memory::data_type ta, tb, tc;
+  if (!to_dnnl(a.element_type(), &ta) || !to_dnnl(b.element_type(), &tb) ||
+      !to_dnnl(c->element_type(), &tc) || ta != tb) {
+    return ffi::Error::InvalidArgument(
+        "onednn_matmul: a, b must both be bf16 or both f32; c bf16 or f32");
+  }
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  using tag = dnnl::memory::format_tag;
+  try {
+    dnnl::memory::desc ma({m, k}, ta, transpose_a ? tag::ba : tag::ab);
+    dnnl::memory::desc mb({k, n}, tb, transpose_b ? tag::ba : tag::ab);
+    dnnl::memory::desc mc({m, n}, tc, tag::ab);
+    Key key{m, k, n, static_cast<int>(ta), static_cast<int>(tb), static_cast<int>(tc),
+            transpose_a != 0, transpose_b != 0};
+    const dnnl::matmul& mm = primitive(key, ma, mb, mc);
+    dnnl::engine& eng = cpu_engine();
+    dnnl::memory A(ma, eng, a.untyped_data()), B(mb, eng, b.untyped_data()),
+        C(mc, eng, c->untyped_data());
+    dnnl::stream s(eng);
+    mm.execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C}});
+    s.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn_matmul: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GeckoOnednnMatmul, Matmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("transpose_a")
+                                  .Attr<int32_t>("transpose_b"));
