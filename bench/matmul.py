@@ -10,7 +10,9 @@ reports its median GFLOP/s; a row's figure is the median over rounds, with the
 min-max spread. The peak column is the CPU's nominal FMA peak (cores x clock x
 FLOP/cycle from its vector flags; an estimate: AMD Zen 4 issues AVX-512 on 256-bit
 units, so it is counted at half of an Intel core with two 512-bit FMA units).
-The last line is `ratio <best XLA fp32 / torch fp32>`.
+`gecko_jax oneDNN custom call` is the kernel the bf16 compute option uses on CPU
+(gecko_jax/kernels/onednn.py, through jax.ffi). The last line is `ratio <x>`, the
+lower of (our fastest path / torch) in fp32 and in bf16.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def _time_calls(call, iters: int) -> list[float]:
     return times
 
 
+OURS_KERNEL = "gecko_jax oneDNN custom call"
+
 # Largest |error| / max|reference| a back end may show (bf16 rounds its output to 8 bits).
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}
 
@@ -68,6 +72,25 @@ def _xla_worker(m: int, k: int, n: int, dtype: str, iters: int) -> list[float]:
     a = jnp.asarray(rng.standard_normal((m, k), dtype=np.float32), dtype=dtype)
     b = jnp.asarray(rng.standard_normal((k, n), dtype=np.float32), dtype=dtype)
     dot = jax.jit(lambda x, y: x @ y)
+    check_product(np.asarray(dot(a, b), np.float64), np.asarray(a, np.float64),
+                  np.asarray(b, np.float64), dtype)
+    return _time_calls(lambda: dot(a, b).block_until_ready(), iters)
+
+
+def _onednn_worker(m: int, k: int, n: int, dtype: str, iters: int) -> list[float]:
+    """gecko_jax's oneDNN custom call (gecko_jax/kernels/onednn.py) inside a jitted call."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gecko_jax.kernels import onednn
+
+    if not onednn.available():
+        raise RuntimeError(f"kernel unavailable: {onednn.why_unavailable()}")
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((m, k), dtype=np.float32), dtype=dtype)
+    b = jnp.asarray(rng.standard_normal((k, n), dtype=np.float32), dtype=dtype)
+    dot = jax.jit(onednn.matmul)
     check_product(np.asarray(dot(a, b), np.float64), np.asarray(a, np.float64),
                   np.asarray(b, np.float64), dtype)
     return _time_calls(lambda: dot(a, b).block_until_ready(), iters)
@@ -104,12 +127,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--shape", default="8192,384,1536", help="M,K,N")
-    parser.add_argument("--worker", choices=["xla", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["xla", "onednn", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.m, args.k, args.n = (int(v) for v in args.shape.split(","))
     if args.worker:
-        work = _xla_worker if args.worker == "xla" else _torch_worker
+        work = {"xla": _xla_worker, "onednn": _onednn_worker, "torch": _torch_worker}[args.worker]
         print(json.dumps(work(args.m, args.k, args.n, args.dtype, args.iters)))
         return
     rounds = 2 if args.quick else args.rounds
@@ -118,7 +141,8 @@ def main() -> None:
     peak = nominal_peak_gflops()
     print(f"nominal fp32 peak: {peak:.0f} GFLOP/s" if peak else "nominal fp32 peak: unknown")
     print(f"matmul {args.m}x{args.k} @ {args.k}x{args.n}, {args.iters} calls per worker, {rounds} rounds")
-    rows = [(name, "xla", flags) for name, flags in XLA_VARIANTS.items()] + [("torch", "torch", "")]
+    rows = ([(name, "xla", flags) for name, flags in XLA_VARIANTS.items()]
+            + [(OURS_KERNEL, "onednn", ""), ("torch", "torch", "")])
     figures: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
         for dtype in ("float32", "bfloat16"):
@@ -136,9 +160,12 @@ def main() -> None:
         med = statistics.median(values)
         share = f"{med / peak:.0%}" if peak else "n/a"
         print(f"| {name} | {dtype} | {med:.0f} | {min(values):.0f}-{max(values):.0f} | {share} |")
-    best_xla = max(statistics.median(figures[(name, "float32")]) for name in XLA_VARIANTS)
-    torch32 = statistics.median(figures[("torch", "float32")])
-    print(f"ratio {best_xla / torch32:.2f}")
+    ratios = {}
+    for dtype in ("float32", "bfloat16"):
+        ours = max(statistics.median(figures[(name, dtype)]) for name in [*XLA_VARIANTS, OURS_KERNEL])
+        ratios[dtype] = ours / statistics.median(figures[("torch", dtype)])
+        print(f"{dtype}: our fastest path / torch = {ratios[dtype]:.2f}")
+    print(f"ratio {min(ratios.values()):.2f}")
 
 
 if __name__ == "__main__":
