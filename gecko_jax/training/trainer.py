@@ -167,12 +167,16 @@ class Trainer:
       grad_cache: GradCache(chunk_size) for the exact full-batch gradient with the
         towers run chunk_size rows at a time (grad_cache.py); not with grad_accum_steps.
       schedule: learning-rate schedule, only for the logged `learning_rate`.
+      separate_update: run a step as two compiled calls, gradients then the optimizer
+        update, instead of one. Same arithmetic; on XLA:CPU the single call of a
+        Gemma-3-270M step took 30 s and the two calls 20 s (bench/train_step.py
+        --student gemma3), so the LLM towers' gin configs turn it on.
     """
 
     def __init__(self, model, optimizer: optax.GradientTransformation, mesh,
                  loss_config: LossConfig = LossConfig(), grad_accum_steps: int = 1,
                  schedule: optax.Schedule | None = None,
-                 grad_cache: GradCache = GradCache()):
+                 grad_cache: GradCache = GradCache(), separate_update: bool = False):
         if grad_cache.chunk_size and grad_accum_steps > 1:
             raise GeckoError("use GradCache.chunk_size or grad_accum_steps, not both "
                              "(GradCache keeps the full-batch negatives)")
@@ -200,6 +204,7 @@ class Trainer:
             {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state},
             self.state_shardings)
         self._step_fn = None
+        self.separate_update = separate_update
 
     # -- params <-> model
     def _rebuild(self, flat: dict[str, jax.Array]) -> nnx.State:
@@ -280,6 +285,9 @@ class Trainer:
 
     def _train_step(self, state, batch):
         grads, metrics = self._loss_and_grads(state["params"], batch)
+        return self._apply_update(state, grads, metrics)
+
+    def _apply_update(self, state, grads, metrics):
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(metrics, grad_norm=optax.global_norm(grads))
@@ -287,13 +295,30 @@ class Trainer:
             metrics["learning_rate"] = self._schedule(state["step"])
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
+    def _compile_separate(self, host_batch):
+        """(loss_and_grads, apply_update) as two jitted calls (`separate_update`)."""
+        rep = partitioning.replicated(self.mesh)
+        grads_fn = jax.jit(self._loss_and_grads,
+                           in_shardings=(self.param_shardings, self.batch_shardings(host_batch)),
+                           out_shardings=(self.param_shardings, rep))
+        update_fn = jax.jit(self._apply_update,
+                            in_shardings=(self.state_shardings, self.param_shardings, rep),
+                            out_shardings=(self.state_shardings, rep), donate_argnums=(0, 1))
+
+        def step(state, batch):
+            grads, metrics = grads_fn(state["params"], batch)
+            return update_fn(state, grads, metrics)
+        return step
+
     def batch_shardings(self, batch: dict[str, Any]):
         return {k: partitioning.batch_sharding(self.mesh, np.ndim(v)) for k, v in batch.items()}
 
     def step(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """One optimizer update on this process's rows of the global batch."""
         batch = partitioning.host_to_global(host_batch, self.mesh)
-        if self._step_fn is None:
+        if self._step_fn is None and self.separate_update:
+            self._step_fn = self._compile_separate(host_batch)
+        elif self._step_fn is None:
             self._step_fn = jax.jit(
                 self._train_step,
                 in_shardings=(self.state_shardings, self.batch_shardings(host_batch)),
@@ -413,6 +438,7 @@ def train(
     streaming: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     restore_data_position: bool = True,
+    separate_update: bool = False,
 ) -> dict[str, Any]:
     """Fine-tunes a dual encoder on FRet-format JSONL with the Gecko loss.
 
@@ -428,6 +454,7 @@ def train(
     restore_data_position: on resume, continue a stream from the position saved with
     the checkpoint (exact resume; refused if the files changed since). False resumes
     the parameters with a fresh stream (seed + step) of the files as they are now.
+    separate_update: gradients and optimizer update as two compiled calls (Trainer).
 
     Resumes from the latest checkpoint in MODEL_DIR/checkpoints (or `checkpoint_dir`)
     when one exists. MODEL_DIR may be local or a URI (gs://, memory://; gecko_jax/paths.py);
@@ -490,7 +517,7 @@ def train(
     schedule = schedule_fn()
     trainer = Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
                       grad_accum_steps=grad_accum_steps, schedule=schedule,
-                      grad_cache=grad_cache)
+                      grad_cache=grad_cache, separate_update=separate_update)
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     start = 0
     latest = ckpt.latest_step()

@@ -18,7 +18,7 @@ STEPS = 5
 BATCH = 16
 
 
-def _run(examples, mesh, grad_accum_steps=1, layer_options=None):
+def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update=False):
     model, _ = tiny_model_fn()()
     if layer_options is not None:
         set_options(model, layer_options)
@@ -26,7 +26,7 @@ def _run(examples, mesh, grad_accum_steps=1, layer_options=None):
                                                  warmup_steps=2)
     tr = trainer.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
                          trainer.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
-                         schedule=schedule)
+                         schedule=schedule, separate_update=separate_update)
     batches = StepIndexedBatches(examples, BATCH, seed=3)
     curve = [float(tr.step(batches.batch(s))["loss"]) for s in range(STEPS)]
     return curve, jax.device_get(tr.state["params"]), tr
@@ -73,6 +73,18 @@ def test_scanned_remat_layers_shard_like_unsharded(single, wiki_examples):
     assert max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1) <= 1e-5
     kernel = tr.state["params"]["backbone/layers/1/intermediate/kernel"]
     assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // 2
+
+
+def test_separate_update_equals_one_call_sharded_and_not(single, wiki_examples):
+    """Trainer(separate_update=True), gradients and update as two compiled calls (the
+    LLM towers' setting), equals the one-call step on 1 device and on data=4 x model=2."""
+    curve1, params1, _ = single
+    for mesh in (partitioning.make_mesh(MeshSpec(), devices=jax.devices()[:1]),
+                 partitioning.make_mesh(MeshSpec(data=4, model=2))):
+        curve, params, tr = _run(wiki_examples, mesh, separate_update=True)
+        np.testing.assert_allclose(curve, curve1, atol=1e-5, rtol=0)
+        assert max(float(np.max(np.abs(params[k] - params1[k]))) for k in params1) <= 1e-5
+        assert int(tr.state["step"]) == STEPS
 
 
 def test_positive_on_other_device_is_a_negative():
