@@ -15,9 +15,28 @@ def _embed(tmp_path, minilm_dir, name, content: bytes, *extra):
     src = tmp_path / name
     src.write_bytes(content)
     out = tmp_path / "out.npy"
+    # float32 unless a test asks otherwise: the default (`--dtype auto`) is bf16 on a
+    # CPU with bf16 dot instructions (test_default_dtype_follows_the_machine).
+    dtype = [] if "--dtype" in extra else ["--dtype", "float32"]
     rc = cli.main(["embed", "--model", str(minilm_dir), "--input", str(src), "--output", str(out),
-                   "--max-length", "64", *extra])
+                   "--max-length", "64", *dtype, *extra])
     return rc, out
+
+
+def test_default_dtype_follows_the_machine(tmp_path, minilm_dir, minilm_encoder):
+    from gecko_jax.encode import resolve_compute_dtype
+
+    texts = ["Rates rose again as the bank met.", "A late goal won the cup final.",
+             "Shares in the firm fell sharply after the profit warning."] * 30
+    rc, out = _embed(tmp_path, minilm_dir, "in.txt", "\n".join(texts).encode(), "--dtype", "auto")
+    assert rc == 0
+    got, want = np.load(out), minilm_encoder.encode(texts)
+    cosine = np.sum(got * want, axis=1)
+    assert cosine.min() >= 0.9999, cosine.min()
+    if resolve_compute_dtype("auto") == "bfloat16":   # e.g. AVX512-BF16 or AMX + the kernel
+        assert np.abs(got - want).max() > 1e-6       # bf16 really ran
+    else:
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_jsonl_with_titles_and_queries(tmp_path, minilm_dir, minilm_encoder):

@@ -14,7 +14,7 @@ def test_gecko_embed_matches_sentence_transformers(tmp_path, minilm_dir, bbc_art
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     out = tmp_path / "emb.npy"
     rc = cli.main(["embed", "--model", str(minilm_dir), "--input", str(src), "--output", str(out),
-                   "--format", "raw", "--max-length", "256"])
+                   "--format", "raw", "--max-length", "256", "--dtype", "float32"])
     assert rc == 0
     ours = np.load(out)
     theirs = st_minilm.encode(texts, batch_size=32, normalize_embeddings=True)
