@@ -16,8 +16,7 @@ on a shared machine disturbs less.
 Sides: `jax` (this engine), `jax-before` (the engine with the speed-ups of issue 17
 switched off: no few-shot prefix reuse in generation, finished rows kept in the batch,
 scoring's earlier batching (token order, coarse buckets), the shared block copied into
-every row's KV cache instead of attended to once, XLA's default matmuls instead of
-oneDNN's; scoring's shared yes/no row and its cached few-shot block stay on;
+every row's KV cache instead of attended to once; scoring's shared yes/no row and its cached few-shot block stay on;
 --no-before skips it; bench/profile_fret.py shows where a side's time goes; for the whole
 previous engine run this script against the previous commit's tree:
 `git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
@@ -180,7 +179,6 @@ def main(argv=None):
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
                             score_fine_batching=False, shared_prefix_attention=False,
-                            compiler_options=None,
                             name="smollm2")
             results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
                                              limit, work, warm=args.warm)

@@ -96,7 +96,6 @@ def main(argv=None):
         engine = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                            generate_prefix_reuse=False, compact_finished=False,
                            score_fine_batching=False, shared_prefix_attention=False,
-                           compiler_options=None,
                            name="smollm2")
     for name in args.off:
         setattr(engine, name, False)

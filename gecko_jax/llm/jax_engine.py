@@ -48,12 +48,6 @@ LENGTH_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 30
 SCORE_BUCKETS = tuple(range(32, 513, 32)) + tuple(b for b in LENGTH_BUCKETS if b > 512)
 
 
-# XLA:CPU compiles float32 matmuls to oneDNN calls with these options: 132 vs 105 GFLOP/s
-# for a 8192x384 @ 384x1536 matmul here (bench/matmul.py), and the teacher's prefill,
-# scoring and decoding are matmul-bound (bench/profile_fret.py). Other backends: none.
-CPU_ONEDNN = {"xla_cpu_use_onednn": True, "xla_cpu_experimental_onednn_fusion_type": "dot"}
-
-
 def _length_bucket(n: int) -> int:
     return bucket_length(n, buckets=LENGTH_BUCKETS)
 
@@ -280,8 +274,6 @@ class JaxEngine(LLM):
       shared_prefix_attention: a cached shared block is attended to as one copy for all
         rows (`attention_with_prefix`), and rows' caches hold only their own tokens;
         False: the block is copied into every row's cache (as before).
-      compiler_options: XLA options for every jitted call; "auto": `CPU_ONEDNN` for a
-        float32 teacher on CPU (oneDNN matmuls), none elsewhere; None: XLA's defaults.
       mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
         are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
         (rows padded to a multiple of its size). None: one device.
@@ -291,7 +283,6 @@ class JaxEngine(LLM):
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
                  generate_prefix_reuse: bool = True, compact_finished: bool = True,
                  score_fine_batching: bool = True, shared_prefix_attention: bool = True,
-                 compiler_options: dict | str | None = "auto",
                  mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
@@ -311,12 +302,7 @@ class JaxEngine(LLM):
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
         cfg = config
-        if compiler_options == "auto":
-            device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-            cpu32 = device.platform == "cpu" and jnp.dtype(dtype) == jnp.float32
-            compiler_options = CPU_ONEDNN if cpu32 else None
-        self.compiler_options = compiler_options
-        jit = functools.partial(jax.jit, compiler_options=compiler_options)
+        jit = jax.jit
         self._prefill = jit(functools.partial(_prefill, cfg, dtype=dtype),
                             static_argnames=("cache_size", "greedy", "nucleus"))
         self._decode = jit(functools.partial(_decode_chunk, cfg),
