@@ -29,6 +29,16 @@ the venv, else in --llama-cpp-site (a `pip install --target` folder of the cache
 wheel: scripts/build_llama_cpp.sh builds it); without it the side is skipped with a
 message. The last line is `ratio <jax / llama.cpp passages/min>` (`ratio n/a` without
 llama.cpp).
+
+Figures (AMD EPYC, 2 cores, shared machine): `--quick --no-llama-cpp` at load 0.4-2.7:
+jax 9.99, jax-before 6.66 passages/min (5.61 vs 3.73 per CPU-minute), 1.50x, the same
+14 records. Where the time went before the shared-prefix attention (bench/profile_fret.py
+on the previous default engine, 148 s for 16 passages): scoring 73.6 s (27.1k padded
+tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s (decode 42.6 s: ~220 ms a step,
+copying the few-shot block's KV cache for every row; prefill 12.6 s), corpus embedding
+18.8 s, compiles in the timed run < 2 s. `--limit 8 --warm 4 --no-before` at
+load 0.4-1.8: jax 8.77 vs llama.cpp 7.17 passages/min (4.91 vs 3.75 per CPU-minute):
+`ratio 1.22`.
 """
 
 from __future__ import annotations
