@@ -36,9 +36,9 @@ jax 9.99, jax-before 6.66 passages/min (5.61 vs 3.73 per CPU-minute), 1.50x, the
 on the previous default engine, 148 s for 16 passages): scoring 73.6 s (27.1k padded
 tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s (decode 42.6 s: ~220 ms a step,
 copying the few-shot block's KV cache for every row; prefill 12.6 s), corpus embedding
-18.8 s, compiles in the timed run < 2 s. `--limit 8 --warm 4 --no-before` at
-load 0.4-1.8: jax 8.77 vs llama.cpp 7.17 passages/min (4.91 vs 3.75 per CPU-minute):
-`ratio 1.22`.
+18.8 s, compiles in the timed run < 2 s. `--quick --no-before` at load 0.4-2.0:
+jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per CPU-minute; 14 vs 15
+records: llama.cpp samples other queries): `ratio 1.26` (`--limit 8 --warm 4`: 1.22).
 """
 
 from __future__ import annotations
