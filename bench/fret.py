@@ -13,10 +13,11 @@ loads), then the timed run writes into a fresh folder; passages/min is the run's
 figure (corpus embedding + stage 1 + stage 2 + writing, model loading excluded); also
 passages per CPU-minute (this process, plus the llama.cpp server's), which other load
 on a shared machine disturbs less.
-Sides: `jax` (this engine), `jax-before` (the engine with the generation speed-ups of
-issue 17 switched off: no few-shot prefix reuse in generation, finished rows kept in
-the batch, scoring's earlier batching (token order, coarse buckets); scoring's shared
-yes/no row stays on; --no-before skips it; for the whole
+Sides: `jax` (this engine), `jax-before` (the engine with the speed-ups of issue 17
+switched off: no few-shot prefix reuse in generation, finished rows kept in the batch,
+scoring's earlier batching (token order, coarse buckets), the shared block copied into
+every row's KV cache instead of attended to once; scoring's shared yes/no row and its cached few-shot block stay on;
+--no-before skips it; bench/profile_fret.py shows where a side's time goes; for the whole
 previous engine run this script against the previous commit's tree:
 `git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
 --quick --no-before`), `llama.cpp` (the same SmolLM2 GGUF file: stage 1 through
@@ -28,6 +29,16 @@ the venv, else in --llama-cpp-site (a `pip install --target` folder of the cache
 wheel: scripts/build_llama_cpp.sh builds it); without it the side is skipped with a
 message. The last line is `ratio <jax / llama.cpp passages/min>` (`ratio n/a` without
 llama.cpp).
+
+Figures (AMD EPYC, 2 cores, shared machine): `--quick --no-llama-cpp` at load 0.4-2.7:
+jax 9.99, jax-before 6.66 passages/min (5.61 vs 3.73 per CPU-minute), 1.50x, the same
+14 records. Where the time went before the shared-prefix attention (bench/profile_fret.py
+on the previous default engine, 148 s for 16 passages): scoring 73.6 s (27.1k padded
+tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s (decode 42.6 s: ~220 ms a step,
+copying the few-shot block's KV cache for every row; prefill 12.6 s), corpus embedding
+18.8 s, compiles in the timed run < 2 s. `--quick --no-before` at load 0.4-2.0:
+jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per CPU-minute; 14 vs 15
+records: llama.cpp samples other queries): `ratio 1.26` (`--limit 8 --warm 4`: 1.22).
 """
 
 from __future__ import annotations
@@ -177,7 +188,8 @@ def main(argv=None):
         if not args.no_before:
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
-                            score_fine_batching=False, name="smollm2")
+                            score_fine_batching=False, shared_prefix_attention=False,
+                            name="smollm2")
             results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
                                              limit, work, warm=args.warm)
         if not args.no_llama_cpp:

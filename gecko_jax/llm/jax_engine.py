@@ -144,6 +144,32 @@ def _prefill_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, lengths_b
     return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
 
 
+def _prefix_form(k, v, n_shared):
+    """A cached block [L, 1, S0, K, hd] as `decoder.forward`'s shared prefix: heads-major
+    keys/values [L, K, S0, hd] stored once for every row; slots >= n_shared are hidden."""
+    s0 = k.shape[2]
+    return {"k": jnp.swapaxes(k[:, 0], 1, 2), "v": jnp.swapaxes(v[:, 0], 1, 2),
+            "pos": jnp.arange(s0, dtype=jnp.int32),
+            "valid": jnp.arange(s0, dtype=jnp.int32) < n_shared}
+
+
+def _prefill_after(cfg, params, prefix, n_shared, ids_bt, lengths_b, row_ids, base_key,
+                   temperature, top_p, *, cache_size, greedy, nucleus, dtype):
+    """Like `_prefill_extend`, but the shared block stays one copy (`prefix`) and each
+    row's own cache holds only the tokens after it: slot j is position n_shared + j."""
+    b, t = ids_bt.shape
+    cache = _empty_cache(cfg, b, cache_size, dtype)
+    cache["pos"] = cache["pos"] + n_shared
+    cache["base"] = jnp.asarray(n_shared, jnp.int32)
+    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    h, cache = dec.forward(cfg, params, ids_bt, pos, cache=cache,
+                           write_at=jnp.zeros((b,), jnp.int32), prefix=prefix)
+    last = jnp.take_along_axis(h, (lengths_b - n_shared - 1)[:, None, None], axis=1)
+    logits = dec.lm_head(cfg, params, last)[:, 0]
+    keys = _row_keys(base_key, row_ids, 0)
+    return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
+
+
 def _take_rows(cache, tok_b, pos_b, row_ids, keep):
     """The decode state of rows `keep` only (a smaller batch once rows have finished)."""
     cache = dict(cache, k=cache["k"][:, keep], v=cache["v"][:, keep], pos=cache["pos"][keep],
@@ -152,12 +178,15 @@ def _take_rows(cache, tok_b, pos_b, row_ids, keep):
 
 
 def _decode_chunk(cfg, params, cache, tok_b, pos_b, row_ids, base_key, step0, temperature,
-                  top_p, *, n_steps, greedy, nucleus):
-    """`n_steps` decode steps: feed tok_b at pos_b, emit the tokens fed, sample the next."""
+                  top_p, prefix=None, *, n_steps, greedy, nucleus):
+    """`n_steps` decode steps: feed tok_b at pos_b, emit the tokens fed, sample the next.
+    With `prefix` (see `_prefill_after`) the cache's slot 0 is position cache["base"]."""
 
     def step(carry, i):
         cache, tok, pos = carry
-        h, cache = dec.forward(cfg, params, tok[:, None], pos[:, None], cache=cache, write_at=pos)
+        write_at = pos - cache["base"] if "base" in cache else pos
+        h, cache = dec.forward(cfg, params, tok[:, None], pos[:, None], cache=cache,
+                               write_at=write_at, prefix=prefix)
         logits = dec.lm_head(cfg, params, h)[:, 0]
         nxt = _sample(logits, _row_keys(base_key, row_ids, step0 + i + 1), temperature, top_p,
                       greedy, nucleus)
@@ -193,6 +222,17 @@ def _prefill_shared(cfg, params, ids_1t, *, dtype):
     _, cache = dec.forward(cfg, params, ids_1t, pos, cache=cache,
                            write_at=jnp.zeros((1,), jnp.int32))
     return cache["k"], cache["v"]
+
+
+def _score_after(cfg, params, prefix, n_shared, ids_bt, pred_pos_bc, targets_bc):
+    """Rows continue a shared block held once (`prefix`, see `_prefix_form`)."""
+    b, t = ids_bt.shape
+    cache = _empty_cache(cfg, b, t, prefix["k"].dtype)
+    cache["pos"] = cache["pos"] + n_shared
+    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    h, _ = dec.forward(cfg, params, ids_bt, pos, cache=cache,
+                       write_at=jnp.zeros((b,), jnp.int32), prefix=prefix)
+    return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
 
 
 def _score_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, pred_pos_bc, targets_bc):
@@ -231,6 +271,9 @@ class JaxEngine(LLM):
         within a shared-prefix group), pads to steps of 32 tokens (`SCORE_BUCKETS`), and
         caches a group's shared block once (not each batch's longer common prefix).
         False: the earlier batching (rows in token order, coarse buckets).
+      shared_prefix_attention: a cached shared block is attended to as one copy for all
+        rows (`attention_with_prefix`), and rows' caches hold only their own tokens;
+        False: the block is copied into every row's cache (as before).
       mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
         are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
         (rows padded to a multiple of its size). None: one device.
@@ -239,13 +282,15 @@ class JaxEngine(LLM):
     def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
                  generate_prefix_reuse: bool = True, compact_finished: bool = True,
-                 score_fine_batching: bool = True, mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
+                 score_fine_batching: bool = True, shared_prefix_attention: bool = True,
+                 mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
         self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
         self.score_fine_batching = score_fine_batching
+        self.shared_prefix_attention = shared_prefix_attention
         self.mesh = mesh
         self._min_rows = int(mesh.shape.get("data", 1)) if mesh is not None else 1
         if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
@@ -257,18 +302,23 @@ class JaxEngine(LLM):
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
         cfg = config
-        self._prefill = jax.jit(functools.partial(_prefill, cfg, dtype=dtype),
-                                static_argnames=("cache_size", "greedy", "nucleus"))
-        self._decode = jax.jit(functools.partial(_decode_chunk, cfg),
-                               static_argnames=("n_steps", "greedy", "nucleus"),
-                               donate_argnums=(1,))
-        self._score_full = jax.jit(functools.partial(_score_full, cfg))
-        self._prefill_shared = jax.jit(functools.partial(_prefill_shared, cfg, dtype=dtype))
-        self._prefill_extend = jax.jit(functools.partial(_prefill_extend, cfg, dtype=dtype),
-                                       static_argnames=("cache_size", "greedy", "nucleus"))
-        self._take_rows = jax.jit(_take_rows)
-        self._score_extend = jax.jit(functools.partial(_score_extend, cfg))
-        self._logits = jax.jit(functools.partial(dec.logits, cfg))
+        jit = jax.jit
+        self._prefill = jit(functools.partial(_prefill, cfg, dtype=dtype),
+                            static_argnames=("cache_size", "greedy", "nucleus"))
+        self._decode = jit(functools.partial(_decode_chunk, cfg),
+                           static_argnames=("n_steps", "greedy", "nucleus"),
+                           donate_argnums=(1,))
+        self._score_full = jit(functools.partial(_score_full, cfg))
+        self._prefill_shared = jit(functools.partial(_prefill_shared, cfg, dtype=dtype))
+        self._prefill_extend = jit(functools.partial(_prefill_extend, cfg, dtype=dtype),
+                                   static_argnames=("cache_size", "greedy", "nucleus"))
+        self._take_rows = jit(_take_rows)
+        self._score_extend = jit(functools.partial(_score_extend, cfg))
+        self._prefill_after = jit(functools.partial(_prefill_after, cfg, dtype=dtype),
+                                  static_argnames=("cache_size", "greedy", "nucleus"))
+        self._score_after = jit(functools.partial(_score_after, cfg))
+        self._prefix_form = jit(_prefix_form)
+        self._logits = jit(functools.partial(dec.logits, cfg))
         self._shared_lru: collections.OrderedDict = collections.OrderedDict()
         self.stats = collections.Counter()
 
@@ -366,7 +416,20 @@ class JaxEngine(LLM):
             # A retry's common prefix may run a few tokens past the cached few-shot block
             # a cached block covering half of it is used.
             kv = self._shared_kv(rows[0][:shared], create=n > 1, slack=shared // 2)
-        if kv is not None:
+        prefix = None
+        if kv is not None and self.shared_prefix_attention:
+            n_shared, sk, sv = kv
+            prefix = self._shared_prefix(n_shared, sk, sv)
+            rest = [r[n_shared:] for r in rows]
+            t = _length_bucket(max(len(r) for r in rest))
+            # Each row's own cache: its tokens after the block, then the new ones.
+            cache_size = _length_bucket(max(t, max(len(r) for r in rest) + steps))
+            cache, tok = self._prefill_after(
+                self.params, prefix, jnp.int32(n_shared),
+                self._rows_in(_pad_rows(rest, t, pad)), self._rows_in(lengths), rid, key, temp,
+                tp, cache_size=cache_size, greedy=greedy, nucleus=nucleus)
+            self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
+        elif kv is not None:
             n_shared, sk, sv = kv
             rest = [r[n_shared:] for r in rows]
             t = _length_bucket(max(len(r) for r in rest))
@@ -393,7 +456,7 @@ class JaxEngine(LLM):
         live = list(range(b))  # batch slot -> row (>= n: padding)
         for c in range(steps // chunk):
             cache, tok, pos, emitted = self._decode(self.params, cache, tok, pos, rid, key,
-                                                    jnp.int32(c * chunk), temp, tp,
+                                                    jnp.int32(c * chunk), temp, tp, prefix,
                                                     n_steps=chunk, greedy=greedy, nucleus=nucleus)
             self.stats["decode_steps"] += chunk
             self.stats["decode_row_steps"] += chunk * len(live)
@@ -465,8 +528,17 @@ class JaxEngine(LLM):
         else:
             self._shared_lru.move_to_end(best)
             self.stats["shared_hits"] += 1
-        k, v = self._shared_lru[best]
+        k, v = self._shared_lru[best][:2]
         return len(best), k, v
+
+    def _shared_prefix(self, n: int, k, v) -> dict:
+        """The cached block (n, k, v) in `_prefix_form` (made once per cached block)."""
+        for key, entry in self._shared_lru.items():
+            if entry[0] is k:
+                if len(entry) == 2:
+                    self._shared_lru[key] = entry = (k, v, self._prefix_form(k, v, jnp.int32(n)))
+                return entry[2]
+        return self._prefix_form(k, v, jnp.int32(n))
 
     # ------------------------------------------------------------------- score
 
@@ -566,7 +638,16 @@ class JaxEngine(LLM):
         pad = self.tokenizer.pad_id
         pred = _pad_rows(preds, c, 0)
         tgt = _pad_rows(targets, c, 0)
-        if shared >= self.min_shared:
+        if shared >= self.min_shared and self.shared_prefix_attention:
+            shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
+            rest = [r[shared:] for r in rows]
+            t = _score_bucket(max(len(r) for r in rest), fine)
+            pred = np.clip(pred - shared, 0, t - 1)
+            lp = self._score_after(self.params, self._shared_prefix(shared, k_shared, v_shared),
+                                   jnp.int32(shared), self._rows_in(_pad_rows(rest, t, pad)),
+                                   self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
+            self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
+        elif shared >= self.min_shared:
             shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
             rest = [r[shared:] for r in rows]
             t = _score_bucket(max(len(r) for r in rest), fine)

@@ -45,3 +45,42 @@ def attention(q_bhtd, k_bksd, v_bksd, mask, scale: float | None = None):
     ctx_bkrd = (weights_bkrs.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32)
     ctx_bkrd = ctx_bkrd / jnp.sum(weights_bkrs, axis=-1, keepdims=True)
     return ctx_bkrd.astype(v_bksd.dtype).reshape(b, h, t, d)
+
+
+def attention_with_prefix(q_bhtd, pk_ksd, pv_ksd, pmask, k_bksd, v_bksd, mask,
+                          scale: float | None = None):
+    """`attention` over a shared prefix's keys (one copy for every row) and each row's
+    own keys, as if the two were concatenated along the key axis.
+
+    A prefix that every row continues (a few-shot block) is stored once, not per row:
+    its logits are one matmul of all rows' queries against it, so decoding reads its
+    keys and values once per step instead of once per row.
+
+    Args:
+      q_bhtd: queries [b, h, t, d].
+      pk_ksd, pv_ksd: the prefix's keys and values [kv, s0, d] (shared by all rows).
+      pmask: which prefix keys each query sees: [b, t, s0] (or broadcastable to it).
+      k_bksd, v_bksd, mask: each row's keys and values [b, kv, s, d] and mask [b, t, s].
+      scale: logit scale (default d ** -0.5).
+
+    Returns:
+      [b, h, t, d] in v's dtype.
+    """
+    b, h, t, d = q_bhtd.shape
+    kv, s0, s = pk_ksd.shape[0], pk_ksd.shape[1], k_bksd.shape[2]
+    g = h // kv
+    scale = d ** -0.5 if scale is None else scale
+    q_bkrd = (q_bhtd * scale).reshape(b, kv, g * t, d)
+    lp = jnp.einsum("bkrd,ksd->bkrs", q_bkrd, pk_ksd).reshape(b, kv, g, t, s0)
+    lo = (q_bkrd @ jnp.swapaxes(k_bksd, -1, -2)).reshape(b, kv, g, t, s)
+    bias = lambda m: jnp.where(m[:, None, None] > 0, 0.0, MASKED).astype(jnp.float32)  # noqa: E731
+    lp = lp.astype(jnp.float32) + bias(jnp.broadcast_to(pmask, (b, t, s0)))
+    lo = lo.astype(jnp.float32) + bias(mask)
+    top = jax.lax.stop_gradient(jnp.maximum(jnp.max(lp, axis=-1, keepdims=True),
+                                            jnp.max(lo, axis=-1, keepdims=True)))
+    wp = jnp.exp(lp - top).reshape(b, kv, g * t, s0)
+    wo = jnp.exp(lo - top).reshape(b, kv, g * t, s)
+    ctx = (jnp.einsum("bkrs,ksd->bkrd", wp.astype(pv_ksd.dtype), pv_ksd).astype(jnp.float32)
+           + (wo.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32))
+    ctx = ctx / (jnp.sum(wp, axis=-1, keepdims=True) + jnp.sum(wo, axis=-1, keepdims=True))
+    return ctx.astype(v_bksd.dtype).reshape(b, h, t, d)

@@ -31,6 +31,7 @@ from flax import nnx
 
 from gecko_jax.kernels.dense import cpu_bf16_mode, dense, use_onednn
 from gecko_jax.models.attention import attention as shared_attention
+from gecko_jax.models.attention import attention_with_prefix
 from gecko_jax.models.dual_encoder import mean_pool
 from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
@@ -243,7 +244,8 @@ def _mlp(x: Array, p: dict, gemma: bool) -> Array:
 
 def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: Array,
           k_cache: Array, v_cache: Array, k_pos_bs: Array, k_valid_bs: Array,
-          write_at: Array | None, causal: bool) -> tuple[Array, Array, Array]:
+          write_at: Array | None, causal: bool, prefix: tuple | None = None
+          ) -> tuple[Array, Array, Array]:
     """One transformer layer.
 
     Args:
@@ -255,6 +257,8 @@ def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: A
       k_pos_bs, k_valid_bs: position and validity of each of the S key slots.
       write_at: None (k_cache is ignored: keys are the new tokens themselves), or
         int [B] slot where each row's T new keys/values are written.
+      prefix: None, or (k [K, S0, hd], v [K, S0, hd], pos [S0], valid [S0]): keys and
+        values of a block every row continues, stored once (see `forward`).
     Returns:
       (x_btd, k_cache, v_cache) after the layer.
     """
@@ -281,7 +285,15 @@ def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: A
         k_cache = upd(k_cache, k.astype(k_cache.dtype), write_at)
         v_cache = upd(v_cache, v.astype(v_cache.dtype), write_at)
     mask = attention_mask(pos_bt, k_pos_bs, k_valid_bs, causal, window)
-    o = attention(q, k_cache, v_cache, mask, scale)
+    if prefix is None:
+        o = attention(q, k_cache, v_cache, mask, scale)
+    else:
+        pk, pv, ppos, pvalid = prefix
+        pmask = attention_mask(pos_bt, ppos[None], pvalid[None], causal, window)
+        heads_major = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731
+        o = heads_major(attention_with_prefix(heads_major(q), pk, pv, pmask,
+                                              heads_major(k_cache), heads_major(v_cache),
+                                              mask, scale))
     o = _merge_heads(o, p["wo"])
     if gemma:
         o = rms_norm(o, p["post_attn_norm"], eps, True)
@@ -303,13 +315,18 @@ def embed_tokens(cfg: DecoderConfig, params: dict, ids_bt: Array) -> Array:
 def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             cache: dict | None = None, write_at: Array | None = None,
             valid_bt: Array | None = None, causal: bool = True,
-            options: LayerOptions | None = None) -> tuple[Array, dict | None]:
+            options: LayerOptions | None = None, prefix: dict | None = None
+            ) -> tuple[Array, dict | None]:
     """Final hidden states [B, T, D] (after the final norm), and the updated cache.
 
     Without a cache the T tokens attend to themselves (`valid_bt` marks real tokens;
     default all). With a cache {"k","v": [L, B, S, K, hd], "pos", "valid": [B, S]},
     the new keys are first written at slot `write_at` [B] and the tokens attend to
     every valid slot; the caller updates "pos"/"valid" for the new slots beforehand.
+    `prefix` (with a cache only): {"k", "v": [L, K, S0, hd] (heads-major), "pos",
+    "valid": [S0]}, a block of leading tokens every row continues, stored once for all
+    rows; the tokens attend to it and to their own cache (which then holds only the
+    tokens after it).
 
     `options` (layer_stack.LayerOptions; the cache-free path only): remat policy,
     scan (default) or unrolled layers, compute dtype (hidden states come back
@@ -345,12 +362,16 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             x = x.astype(jnp.float32)
 
         def body(x, xs):
-            p, g, kc, vc = xs
+            p, g, kc, vc = xs[:4]
+            pre = None if prefix is None else (xs[4], xs[5], prefix["pos"], prefix["valid"])
             x, kc, vc = block(cfg, p, x, g, pos_bt, kc, vc, cache["pos"], cache["valid"],
-                              write_at, causal)
+                              write_at, causal, pre)
             return x, (kc, vc)
 
-        x, (kc, vc) = jax.lax.scan(body, x, (params["layers"], flags, cache["k"], cache["v"]))
+        xs = (params["layers"], flags, cache["k"], cache["v"])
+        if prefix is not None:
+            xs += (prefix["k"], prefix["v"])
+        x, (kc, vc) = jax.lax.scan(body, x, xs)
         new_cache = dict(cache, k=kc, v=vc)
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps, cfg.is_gemma)
     return x, new_cache

@@ -1,0 +1,94 @@
+"""A shared block (the few-shot prompt) held once for every row (`attention_with_prefix`)
+instead of copied into each row's KV cache: the attention equals attention over the
+concatenated keys, and the engine's generations (greedy) and scores equal those of the
+copied-block path and of the plain path, for SmolLM2 and for Gemma-3 past its sliding
+window."""
+
+import numpy as np
+import pytest
+
+from gecko_jax.llm.jax_engine import JaxEngine
+from gecko_jax.models.attention import attention, attention_with_prefix
+
+FEW_SHOT = ("Write a search query that the passage answers.\n\n"
+            "Passage: Tea is an aromatic beverage prepared by pouring hot water over cured "
+            "leaves.\nQuery: how is tea made\n\n"
+            "Passage: The Moon is Earth's only natural satellite.\nQuery: how many moons does "
+            "earth have\n\n")
+PASSAGES = ["The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+            "Honey bees tell each other where flowers are by dancing.",
+            "Ada Lovelace wrote the first algorithm for Charles Babbage's Analytical Engine."]
+
+
+def test_attention_with_prefix_equals_attention_over_concatenated_keys():
+    """Random GQA operands (9 query heads over 3 kv heads), causal-like masks with hidden
+    prefix slots (padding) and hidden own slots: numpy-free reference is `attention` on
+    the concatenation (itself checked against numpy in tests/models)."""
+    rng = np.random.default_rng(0)
+    b, h, kv, t, s0, s, d = 3, 9, 3, 5, 11, 7, 16
+    q = rng.normal(size=(b, h, t, d)).astype(np.float32)
+    pk, pv = (rng.normal(size=(kv, s0, d)).astype(np.float32) for _ in range(2))
+    k, v = (rng.normal(size=(b, kv, s, d)).astype(np.float32) for _ in range(2))
+    pmask = np.broadcast_to(np.arange(s0) < 8, (b, t, s0))  # slots 8.. are padding
+    mask = np.arange(s)[None, None, :] <= np.arange(t)[None, :, None] + np.arange(b)[:, None,
+                                                                                     None]
+    got = attention_with_prefix(q, pk, pv, pmask, k, v, mask, 0.3)
+    cat = lambda a, x: np.concatenate([np.broadcast_to(a[None], (b,) + a.shape), x], 2)  # noqa
+    want = attention(q, cat(pk, k), cat(pv, v), np.concatenate([pmask, mask], -1), 0.3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=2e-6)
+
+
+def _engines(engine):
+    """The same model with the copied-block path, and with no prefix reuse at all."""
+    copied = JaxEngine(engine.config, engine.params, engine.tokenizer,
+                       max_batch=engine.max_batch, shared_prefix_attention=False)
+    plain = JaxEngine(engine.config, engine.params, engine.tokenizer,
+                      max_batch=engine.max_batch, generate_prefix_reuse=False)
+    return copied, plain
+
+
+def test_generation_and_scores_equal_the_copied_block_path(smollm2_engine):
+    eng = smollm2_engine
+    assert eng.shared_prefix_attention
+    copied, plain = _engines(eng)
+    ids = eng.tokenizer.encode_batch([FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES])
+    got = eng.generate_ids(ids, max_new_tokens=20, stop=["\n"])
+    assert got == copied.generate_ids(ids, max_new_tokens=20, stop=["\n"])
+    assert got == plain.generate_ids(ids, max_new_tokens=20, stop=["\n"])
+    assert all(got)
+    # Scoring: QL-like rows over the shared block (per-token log-probs).
+    pre = [FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES]
+    con = [" where is the eiffel tower", " how do bees communicate", " who was ada lovelace"]
+    a = eng.score(pre, con, per_token=True)
+    b = copied.score(pre, con, per_token=True)
+    tok = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    print(f"\nprefix attention vs copied block: max per-token diff {tok:.2e}")
+    assert tok < 3e-5
+
+
+@pytest.mark.slow  # Gemma-3 over a 600-token block: ~1 min
+def test_gemma3_block_longer_than_the_sliding_window(get_model):
+    """Rows continue a 600-token block (> Gemma-3's 512-token window): local layers must
+    hide the block's early keys from late tokens in the shared-prefix attention too."""
+    from gecko_jax.fret.corpus import wikipedia_passages
+
+    eng = get_model("engine", "gemma3")
+    text = ""
+    for row in wikipedia_passages(words=100):
+        text += row["text"] + "\n\n"
+        if len(eng.tokenizer.encode(text)) > 620:
+            break
+    block = eng.tokenizer.encode(text)[:600]
+    assert len(block) > eng.config.sliding_window
+    tails = [eng.tokenizer.encode(p, add_bos=False) for p in PASSAGES]
+    ids = [block + t for t in tails]
+    copied, plain = _engines(eng)
+    got = eng.generate_ids(ids, max_new_tokens=8)
+    assert got == plain.generate_ids(ids, max_new_tokens=8)
+    a = eng.score_ids([block] * 3, tails, per_token=True)
+    b = copied.score_ids([block] * 3, tails, per_token=True)
+    c = plain.score_ids([block] * 3, tails, per_token=True, reuse_prefix=False)
+    for other in (b, c):
+        tok = max(float(np.max(np.abs(x - y))) for x, y in zip(a, other))
+        print(f"\nGemma-3 prefix attention: max per-token diff {tok:.2e}")
+        assert tok < 1e-4
