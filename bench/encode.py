@@ -4,7 +4,7 @@
     python bench/encode.py --quick    # 400 articles
 
 Sides, all on the same texts and the same MiniLM folder in one process:
-  gecko_jax        the default path (`--dtype auto`: bf16 only on a CPU with AMX) and
+  gecko_jax        the default path (`--dtype auto`: bf16 on a CPU with AVX512-BF16/AMX) and
                    float32 (plus bf16 with `--ours-bf16`)
   sentence-transformers fp32, and bf16 (`model_kwargs={"torch_dtype": torch.bfloat16}`)
   onnxruntime fp32 sentence-transformers' `backend="onnx"` (exported from a copy of

@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=None, help="token cap (default: the model's)")
     p.add_argument("--dim", type=int, default=None, help="Matryoshka: keep the first DIM dims")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="compute dtype: auto = bfloat16 on an accelerator or a CPU with AMX, "
-                        "else float32 (bf16: min cosine to float32 >= 0.998 on MiniLM)")
+                   help="compute dtype: auto = bfloat16 on an accelerator, or on a CPU with "
+                        "AVX512-BF16 or AMX where the oneDNN kernel builds, else float32 "
+                        "(bf16: min cosine to float32 >= 0.998 on MiniLM)")
     p.add_argument("--shard", action="store_true",
                    help="split each batch over all local devices (data-parallel mesh)")
     p.set_defaults(func=run)
