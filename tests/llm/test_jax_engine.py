@@ -74,6 +74,7 @@ def test_sampling_is_seeded_and_independent_of_batch(smollm2_engine):
     assert eng.generate(prompts, max_new_tokens=12, temperature=1.0, top_p=1e-6, seed=3) == greedy
 
 
+@pytest.mark.slow  # ~35 s loaded (suite budget)
 def test_chat_template_matches_transformers(smollm2_engine, get_model):
     _, hf_tok = get_model("torch", "smollm2")
     messages = [{"role": "user", "content": "Write a question about tea."}]
