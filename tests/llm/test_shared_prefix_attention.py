@@ -10,14 +10,9 @@ import pytest
 from gecko_jax.llm.jax_engine import JaxEngine
 from gecko_jax.models.attention import attention, attention_with_prefix
 
-FEW_SHOT = ("Write a search query that the passage answers.\n\n"
-            "Passage: Tea is an aromatic beverage prepared by pouring hot water over cured "
-            "leaves.\nQuery: how is tea made\n\n"
-            "Passage: The Moon is Earth's only natural satellite.\nQuery: how many moons does "
-            "earth have\n\n")
-PASSAGES = ["The Eiffel Tower is a wrought-iron lattice tower in Paris.",
-            "Honey bees tell each other where flowers are by dancing.",
-            "Ada Lovelace wrote the first algorithm for Charles Babbage's Analytical Engine."]
+# The same few-shot block and passages as the prefix-reuse tests.
+from tests.llm.test_generate_reuse import FEW_SHOT, PASSAGES  # noqa: E402
+
 
 
 def test_attention_with_prefix_equals_attention_over_concatenated_keys():
