@@ -222,18 +222,20 @@ def bidirectional_window(sliding_window: int) -> int:
 
 def _project_heads(h_btd: Array, w_dhk: Array) -> Array:
     """[B, T, D] x [D, H, hd] -> [B, T, H, hd] (oneDNN's bf16 matmul where it pays)."""
-    if not use_onednn(h_btd, w_dhk.reshape(w_dhk.shape[0], -1)):
-        return jnp.einsum("btd,dhk->bthk", h_btd, w_dhk)
     d, nh, hd = w_dhk.shape
-    return dense(h_btd, w_dhk.reshape(d, nh * hd)).reshape(*h_btd.shape[:2], nh, hd)
+    w_dn = w_dhk.reshape(d, nh * hd)
+    if not use_onednn(h_btd, w_dn):
+        return jnp.einsum("btd,dhk->bthk", h_btd, w_dhk)
+    return dense(h_btd, w_dn).reshape(*h_btd.shape[:2], nh, hd)
 
 
 def _merge_heads(o_bthk: Array, w_hkd: Array) -> Array:
     """[B, T, H, hd] x [H, hd, D] -> [B, T, D]."""
     nh, hd, d = w_hkd.shape
-    if not use_onednn(o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d)):
+    o_btn, w_nd = o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d)
+    if not use_onednn(o_btn, w_nd):
         return jnp.einsum("bthk,hkd->btd", o_bthk, w_hkd)
-    return dense(o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d))
+    return dense(o_btn, w_nd)
 
 
 def _mlp(x: Array, p: dict, gemma: bool) -> Array:
