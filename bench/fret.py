@@ -5,6 +5,7 @@ teacher), on the same passages and prompts.
   python bench/fret.py            # 64 seed passages
   python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
   python bench/fret.py --limit 8 --warm 4 --no-before --no-llama-cpp   # one side, smaller
+  python bench/fret.py --quick --bf16   # adds the side jax-bf16 (teacher_dtype bfloat16)
 
 The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
 Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
@@ -20,7 +21,9 @@ every row's KV cache instead of attended to once; scoring's shared yes/no row an
 --no-before skips it; bench/profile_fret.py shows where a side's time goes; for the whole
 previous engine run this script against the previous commit's tree:
 `git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
---quick --no-before`), `llama.cpp` (the same SmolLM2 GGUF file: stage 1 through
+--quick --no-before`), `jax-bf16` (with --bf16: this engine with FRet's
+`teacher_dtype="bfloat16"`; the script prints how many of its records have the same
+query, positive and negative as the float32 side's), `llama.cpp` (the same SmolLM2 GGUF file: stage 1 through
 llama-cpp-python's OpenAI-compatible server on 127.0.0.1 via our OpenAICompatLLM
 client; stage 2 scored by the same libllama in process, because the server's only
 prompt-log-prob route, echo + logprobs, is wrong for SmolLM2 and sorts the vocabulary
@@ -39,6 +42,11 @@ copying the few-shot block's KV cache for every row; prefill 12.6 s), corpus emb
 18.8 s, compiles in the timed run < 2 s. `--quick --no-before` at load 0.4-2.0:
 jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per CPU-minute; 14 vs 15
 records: llama.cpp samples other queries): `ratio 1.26` (`--limit 8 --warm 4`: 1.22).
+Intel Xeon with AMX (2 cores, idle), `--quick --bf16`, two runs: jax 11.13 / 11.54,
+jax-bf16 12.43 / 15.91 (the second after decode steps moved to float32 weights and
+caches), jax-before 8.45 / 7.79 passages/min: float32 1.32x / 1.48x, bf16 2.04x (second
+run); bf16 and float32 records share the query in 12 of 14, and those 12 the same
+positive and negative.
 """
 
 from __future__ import annotations
@@ -71,13 +79,13 @@ def write_corpus(folder: pathlib.Path, size: int) -> pathlib.Path:
     return path
 
 
-def fret_config(teacher: str, limit: int):
+def fret_config(teacher: str, limit: int, teacher_dtype: str = "float32"):
     from gecko_jax.fret.pipeline import FRetConfig
     from gecko_jax.fret.relabel import RelabelConfig
 
     return FRetConfig(teacher=teacher, limit=limit, shard_size=8, max_batch=16,
                       embed_max_length=128, tfrecord=False, progress=False,
-                      relabel=RelabelConfig(num_neighbors=4))
+                      teacher_dtype=teacher_dtype, relabel=RelabelConfig(num_neighbors=4))
 
 
 def cpu_seconds(server_pid: int | None = None) -> float:
@@ -91,18 +99,18 @@ def cpu_seconds(server_pid: int | None = None) -> float:
 
 
 def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path,
-             server_pid: int | None = None, warm: int = 8) -> dict:
+             server_pid: int | None = None, warm: int = 8, teacher_dtype: str = "float32") -> dict:
     """Warm-up on the first shard, then the timed run: passages per wall minute and per
     CPU minute (the second is robust to other load on a shared machine)."""
     from gecko_jax.fret.pipeline import run_local
 
     t = time.perf_counter()
-    run_local(fret_config(teacher_spec, warm), corpus, work / f"{name}-warm", llm=llm,
-              encoder=encoder)
+    run_local(fret_config(teacher_spec, warm, teacher_dtype), corpus, work / f"{name}-warm",
+              llm=llm, encoder=encoder)
     warm = time.perf_counter() - t
     cpu0 = cpu_seconds(server_pid)
-    manifest = run_local(fret_config(teacher_spec, limit), corpus, work / name, llm=llm,
-                         encoder=encoder)
+    manifest = run_local(fret_config(teacher_spec, limit, teacher_dtype), corpus, work / name,
+                         llm=llm, encoder=encoder)
     cpu = cpu_seconds(server_pid) - cpu0
     ppm = manifest["timing"]["passages_per_min"]
     c = manifest["counts"]
@@ -110,7 +118,20 @@ def run_side(name, teacher_spec, llm, encoder, corpus, limit, work: pathlib.Path
     print(f"  {name}: {ppm:.2f} passages/min, {ppcm:.2f} passages/CPU-min ({c['records']} "
           f"records of {c['passages']} passages; warm-up shard {warm:.0f}s)", file=sys.stderr,
           flush=True)
-    return {"ppm": ppm, "ppcm": ppcm, "records": c["records"], "warm_s": warm}
+    return {"ppm": ppm, "ppcm": ppcm, "records": c["records"], "warm_s": warm,
+            "pairs": record_pairs(work / name)}
+
+
+def record_pairs(run_dir: pathlib.Path) -> dict:
+    """{query id: (query, positive, negative)} of a run's records (to compare sides)."""
+    import json
+
+    out = {}
+    for path in sorted((run_dir / "shards").glob("records-*-of-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            out[r["id"]] = (r["query"], r["positive"]["id"], (r.get("negative") or {}).get("id"))
+    return out
 
 
 def _free_port() -> int:
@@ -167,8 +188,12 @@ def main(argv=None):
                     help="a folder holding llama_cpp (pip install --target) when the venv "
                          "has none")
     ap.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--bf16", action="store_true",
+                    help="also run the engine with teacher_dtype bfloat16 (side jax-bf16)")
     args = ap.parse_args(argv)
     limit = args.limit or (16 if args.quick else 64)
+
+    import jax.numpy as jnp
 
     from gecko_jax.fret.pipeline import open_embedder
     from gecko_jax.llm.jax_engine import JaxEngine
@@ -185,6 +210,11 @@ def main(argv=None):
         if not args.no_jax:
             results["jax"] = run_side("jax", "smollm2", engine, encoder, corpus, limit, work,
                                       warm=args.warm)
+        if args.bf16:
+            bf = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
+                           dtype=jnp.bfloat16, name="smollm2")
+            results["jax-bf16"] = run_side("jax-bf16", "smollm2", bf, encoder, corpus, limit,
+                                           work, warm=args.warm, teacher_dtype="bfloat16")
         if not args.no_before:
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
@@ -221,6 +251,15 @@ def main(argv=None):
         j, b = results["jax"], results["jax-before"]
         print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
               f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
+    if "jax-bf16" in results and "jax" in results:
+        a, b = results["jax-bf16"]["pairs"], results["jax"]["pairs"]
+        same_q = [k for k in a if k in b and a[k][0] == b[k][0]]
+        same = sum(a[k] == b[k] for k in same_q)
+        print(f"jax-bf16 vs jax (float32): {len(same_q)} of {len(b)} records with the same "
+              f"query, {same} of them with the same positive and negative")
+        if "jax-before" in results:
+            print(f"speed-up jax-bf16 / jax-before: "
+                  f"{results['jax-bf16']['ppm'] / results['jax-before']['ppm']:.2f} (wall)")
     if "llama.cpp" in results and "jax" in results:
         print(f"ratio {results['jax']['ppm'] / results['llama.cpp']['ppm']:.2f}")
     else:

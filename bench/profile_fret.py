@@ -83,20 +83,24 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--warm", type=int, default=8)
     ap.add_argument("--before", action="store_true", help="the jax-before engine")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="the engine's compute dtype (FRet's teacher_dtype)")
     ap.add_argument("--off", action="append", default=[],
                     help="an engine option to switch off (e.g. shared_prefix_attention)")
     args = ap.parse_args(argv)
+
+    import jax.numpy as jnp
 
     from gecko_jax.fret.pipeline import open_embedder, run_local
     from gecko_jax.llm.jax_engine import JaxEngine
 
     print(describe(), flush=True)
-    engine = JaxEngine.load("smollm2", max_batch=16)
+    engine = JaxEngine.load("smollm2", max_batch=16, dtype=jnp.dtype(args.dtype))
     if args.before:
         engine = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                            generate_prefix_reuse=False, compact_finished=False,
                            score_fine_batching=False, shared_prefix_attention=False,
-                           name="smollm2")
+                           dtype=engine.dtype, name="smollm2")
     for name in args.off:
         setattr(engine, name, False)
     times, calls, new_shapes = collections.Counter(), collections.Counter(), collections.Counter()
@@ -109,13 +113,13 @@ def main(argv=None):
         corpus = write_corpus(work, 512)
         encoder = open_embedder(None, 128)
         t = time.perf_counter()
-        run_local(fret_config("smollm2", args.warm), corpus, work / "warm", llm=engine,
+        run_local(fret_config("smollm2", args.warm, args.dtype), corpus, work / "warm", llm=engine,
                   encoder=encoder)
         print(f"warm-up ({args.warm} passages): {time.perf_counter() - t:.1f}s", flush=True)
         for c in (times, calls, new_shapes, stage_times, engine.stats):
             c.clear()
         t = time.perf_counter()
-        m = run_local(fret_config("smollm2", args.limit), corpus, work / "run", llm=engine,
+        m = run_local(fret_config("smollm2", args.limit, args.dtype), corpus, work / "run", llm=engine,
                       encoder=encoder)
         wall = time.perf_counter() - t
     print(f"timed run: {wall:.1f}s, {m['timing']['passages_per_min']} passages/min, "

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -40,17 +41,26 @@ bool to_dnnl(ffi::DataType t, dnnl::memory::data_type* out) {
   return true;
 }
 
-// One primitive per shape, dtypes and layout; oneDNN primitives may run from many
-// threads at once.
-const dnnl::matmul& primitive(const Key& key, dnnl::memory::desc a, dnnl::memory::desc b,
-                              dnnl::memory::desc c) {
+// One primitive per shape, dtypes and layout. XLA may run the same primitive from
+// several threads at once (one per device of an emulated multi-device CPU mesh), and
+// oneDNN's library-managed scratchpad is shared between those calls, so each primitive
+// takes a user scratchpad instead: a buffer per calling thread.
+struct Cached {
+  dnnl::matmul prim;
+  dnnl::memory::desc scratch;
+};
+
+const Cached& primitive(const Key& key, dnnl::memory::desc a, dnnl::memory::desc b,
+                        dnnl::memory::desc c) {
   static std::mutex mu;
-  static std::map<Key, dnnl::matmul> cache;
+  static std::map<Key, Cached> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it == cache.end()) {
-    dnnl::matmul::primitive_desc pd(cpu_engine(), a, b, c);
-    it = cache.emplace(key, dnnl::matmul(pd)).first;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(cpu_engine(), a, b, c, attr);
+    it = cache.emplace(key, Cached{dnnl::matmul(pd), pd.scratchpad_desc()}).first;
   }
   return it->second;
 }
@@ -80,12 +90,16 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
     dnnl::memory::desc mc({m, n}, tc, tag::ab);
     Key key{m, k, n, static_cast<int>(ta), static_cast<int>(tb), static_cast<int>(tc),
             transpose_a != 0, transpose_b != 0};
-    const dnnl::matmul& mm = primitive(key, ma, mb, mc);
+    const Cached& mm = primitive(key, ma, mb, mc);
     dnnl::engine& eng = cpu_engine();
     dnnl::memory A(ma, eng, a.untyped_data()), B(mb, eng, b.untyped_data()),
         C(mc, eng, c->untyped_data());
+    thread_local std::vector<uint8_t> scratch_buf;
+    if (scratch_buf.size() < mm.scratch.get_size()) scratch_buf.resize(mm.scratch.get_size());
+    dnnl::memory S(mm.scratch, eng, scratch_buf.data());
     dnnl::stream s(eng);
-    mm.execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C}});
+    mm.prim.execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C},
+                        {DNNL_ARG_SCRATCHPAD, S}});
     s.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("onednn_matmul: ") + e.what());

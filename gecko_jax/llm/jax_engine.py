@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
+from gecko_jax.kernels.dense import cpu_bf16_mode
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec
@@ -274,6 +275,11 @@ class JaxEngine(LLM):
       shared_prefix_attention: a cached shared block is attended to as one copy for all
         rows (`attention_with_prefix`), and rows' caches hold only their own tokens;
         False: the block is copied into every row's cache (as before).
+      dtype: compute dtype. bfloat16 on a CPU with the oneDNN kernel (kernels/dense.py's
+        CPU bf16 mode): bf16 matmul operands in prefill and scoring, float32
+        activations and KV caches, and decode steps on a float32 copy of the weights
+        (their few-row matmuls are memory-bound; XLA:CPU runs them slower in bf16).
+        Elsewhere bfloat16 weights, activations and caches.
       mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
         are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
         (rows padded to a multiple of its size). None: one device.
@@ -296,13 +302,25 @@ class JaxEngine(LLM):
         if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
             raise ValueError(f"the mesh's data axis ({self._min_rows} devices) must be a power "
                              f"of two dividing max_batch ({max_batch})")
+        # Decode steps run a few rows each: memory-bound matmuls that oneDNN's bf16 kernel
+        # does not speed up and XLA:CPU runs slower in bf16 (kernels/dense.py MIN_ROWS).
+        # In the CPU bf16 mode they use a float32 copy of the parameters instead.
+        self.decode_params = self.params
+        if cpu_bf16_mode(dtype):
+            self.decode_params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
         if mesh is not None:
             self.params = shard_params(config, self.params, mesh)
+            self.decode_params = (self.params if self.decode_params is self.params
+                                  else shard_params(config, self.decode_params, mesh))
         self.name = name
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
         cfg = config
         jit = jax.jit
+        # KV caches hold the attention's operands: float32 in the CPU bf16 mode, whose
+        # activations and attention are float32 (a bf16 cache would be converted back
+        # on every decode step, which XLA:CPU does slowly).
+        dtype = jnp.float32 if cpu_bf16_mode(dtype) else dtype
         self._prefill = jit(functools.partial(_prefill, cfg, dtype=dtype),
                             static_argnames=("cache_size", "greedy", "nucleus"))
         self._decode = jit(functools.partial(_decode_chunk, cfg),
@@ -455,7 +473,7 @@ class JaxEngine(LLM):
         done = [False] * n
         live = list(range(b))  # batch slot -> row (>= n: padding)
         for c in range(steps // chunk):
-            cache, tok, pos, emitted = self._decode(self.params, cache, tok, pos, rid, key,
+            cache, tok, pos, emitted = self._decode(self.decode_params, cache, tok, pos, rid, key,
                                                     jnp.int32(c * chunk), temp, tp, prefix,
                                                     n_steps=chunk, greedy=greedy, nucleus=nucleus)
             self.stats["decode_steps"] += chunk

@@ -107,3 +107,21 @@ def test_dense_on_the_8_device_mesh_equals_one_device():
     sharded = f(jax.device_put(x, NamedSharding(mesh, PartitionSpec("data"))), w)
     one = f(jax.device_put(x, jax.devices()[0]), w)
     np.testing.assert_array_equal(np.asarray(sharded), np.asarray(one))
+
+
+def test_concurrent_calls_on_8_devices_equal_float64():
+    # Each emulated device runs the kernel on its own rows at the same time, from its own
+    # thread: every call needs a scratchpad of its own (oneDNN's library-managed one is
+    # shared between concurrent executions of a primitive, and corrupted results here
+    # before the kernel switched to user scratchpads).
+    mesh = jax.make_mesh((8,), ("data",))
+    x = _rand((8 * 256, 384), 10, jnp.bfloat16)
+    w = _rand((384, 1536), 11, jnp.bfloat16)
+    f = jax.jit(jax.shard_map(lambda a, b: onednn.matmul(a, b, out_dtype=jnp.float32), mesh=mesh,
+                          in_specs=(PartitionSpec("data"), PartitionSpec()),
+                          out_specs=PartitionSpec("data")))
+    want = _f64(x) @ _f64(w)
+    xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    for _ in range(3):
+        got = np.asarray(f(xs, w), np.float64)
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)

@@ -27,6 +27,56 @@ def test_bf16_scores_and_greedy_tokens_track_float32(smollm2_engine):
     assert agree >= 0.9
     assert per_token < 0.25  # bfloat16 keeps ~3 significant digits
     assert sum(s16[0]) > sum(s16[1])  # the relevant query still wins
+    from gecko_jax.kernels.dense import cpu_bf16_mode
+
+    if cpu_bf16_mode(jnp.bfloat16):
+        # CPU bf16 mode: decode steps (a few rows) run a float32 copy of the weights.
+        leaves = jnp.asarray([x.dtype == jnp.float32 for x in
+                              __import__("jax").tree.leaves(bf16.decode_params)])
+        assert bool(leaves.all())
     g32 = f32.generate_ids([ids], max_new_tokens=8)[0]
     g16 = bf16.generate_ids([ids], max_new_tokens=8)[0]
     assert g16[:2] == g32[:2]
+
+
+MESH_SCRIPT = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from gecko_jax.llm.jax_engine import JaxEngine
+from tests.llm.test_generate_reuse import PROMPTS
+
+assert len(jax.devices()) == 8
+one = JaxEngine.load("smollm2", max_batch=8, dtype=jnp.bfloat16)
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+dp = JaxEngine(one.config, one.params, one.tokenizer, max_batch=8, mesh=mesh,
+               dtype=jnp.bfloat16)
+out = {"decode_devices": len(jax.tree.leaves(dp.decode_params)[0].sharding.device_set),
+       "decode_f32": all(x.dtype == jnp.float32 for x in jax.tree.leaves(dp.decode_params))}
+for name, eng in (("one", one), ("mesh", dp)):
+    out[name] = eng.generate(PROMPTS, max_new_tokens=16)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_bf16_teacher_on_a_mesh_generates_like_one_device():
+    """The bf16 teacher's float32 decode weights are placed on the mesh like its bf16
+    ones; greedy generations equal one device's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from gecko_jax.kernels.dense import cpu_bf16_mode
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=1800)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["decode_devices"] == 8
+    assert out["decode_f32"] == cpu_bf16_mode(jnp.bfloat16)
+    assert out["mesh"] == out["one"]
