@@ -61,22 +61,10 @@ print("RESULT " + json.dumps(out))
 def test_bf16_teacher_on_a_mesh_generates_like_one_device():
     """The bf16 teacher's float32 decode weights are placed on the mesh like its bf16
     ones; greedy generations equal one device's."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from gecko_jax.kernels.dense import cpu_bf16_mode
+    from tests.llm.test_teacher_mesh import run_on_8_devices
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=1800)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_on_8_devices(MESH_SCRIPT)
     assert out["decode_devices"] == 8
     assert out["decode_f32"] == cpu_bf16_mode(jnp.bfloat16)
     assert out["mesh"] == out["one"]

@@ -40,16 +40,22 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_mesh_teacher_equals_one_device():
+def run_on_8_devices(script: str) -> dict:
+    """Runs `script` in a fresh Python with 8 emulated CPU devices (the repository on
+    its path); returns the JSON it printed after "RESULT "."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root,
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=root,
                           capture_output=True, text=True, timeout=1800)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_mesh_teacher_equals_one_device():
+    out = run_on_8_devices(SCRIPT)
     assert out["param_devices"] == 8
     one, mesh = out["one"], out["mesh"]
     assert mesh["gen"] == one["gen"] and mesh["cut"] == one["cut"]
