@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
 from gecko_jax.kernels.dense import cpu_bf16_mode
+from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
 from gecko_jax.llm.tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec
@@ -305,8 +305,9 @@ class JaxEngine(LLM):
         # Decode steps run a few rows each: memory-bound matmuls that oneDNN's bf16 kernel
         # does not speed up and XLA:CPU runs slower in bf16 (kernels/dense.py MIN_ROWS).
         # In the CPU bf16 mode they use a float32 copy of the parameters instead.
+        cpu_bf16 = cpu_bf16_mode(dtype)
         self.decode_params = self.params
-        if cpu_bf16_mode(dtype):
+        if cpu_bf16:
             self.decode_params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
         if mesh is not None:
             self.params = shard_params(config, self.params, mesh)
@@ -320,19 +321,19 @@ class JaxEngine(LLM):
         # KV caches hold the attention's operands: float32 in the CPU bf16 mode, whose
         # activations and attention are float32 (a bf16 cache would be converted back
         # on every decode step, which XLA:CPU does slowly).
-        dtype = jnp.float32 if cpu_bf16_mode(dtype) else dtype
-        self._prefill = jit(functools.partial(_prefill, cfg, dtype=dtype),
+        cache_dtype = jnp.float32 if cpu_bf16 else dtype
+        self._prefill = jit(functools.partial(_prefill, cfg, dtype=cache_dtype),
                             static_argnames=("cache_size", "greedy", "nucleus"))
         self._decode = jit(functools.partial(_decode_chunk, cfg),
                            static_argnames=("n_steps", "greedy", "nucleus"),
                            donate_argnums=(1,))
         self._score_full = jit(functools.partial(_score_full, cfg))
-        self._prefill_shared = jit(functools.partial(_prefill_shared, cfg, dtype=dtype))
-        self._prefill_extend = jit(functools.partial(_prefill_extend, cfg, dtype=dtype),
+        self._prefill_shared = jit(functools.partial(_prefill_shared, cfg, dtype=cache_dtype))
+        self._prefill_extend = jit(functools.partial(_prefill_extend, cfg, dtype=cache_dtype),
                                    static_argnames=("cache_size", "greedy", "nucleus"))
         self._take_rows = jit(_take_rows)
         self._score_extend = jit(functools.partial(_score_extend, cfg))
-        self._prefill_after = jit(functools.partial(_prefill_after, cfg, dtype=dtype),
+        self._prefill_after = jit(functools.partial(_prefill_after, cfg, dtype=cache_dtype),
                                   static_argnames=("cache_size", "greedy", "nucleus"))
         self._score_after = jit(functools.partial(_score_after, cfg))
         self._prefix_form = jit(_prefix_form)
