@@ -1,6 +1,7 @@
 """The bf16 compute option (weights, activations and KV cache in bfloat16; norms, softmax
 and logits in float32) against the float32 engine on the real SmolLM2 teacher."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,9 +32,7 @@ def test_bf16_scores_and_greedy_tokens_track_float32(smollm2_engine):
 
     if cpu_bf16_mode(jnp.bfloat16):
         # CPU bf16 mode: decode steps (a few rows) run a float32 copy of the weights.
-        leaves = jnp.asarray([x.dtype == jnp.float32 for x in
-                              __import__("jax").tree.leaves(bf16.decode_params)])
-        assert bool(leaves.all())
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16.decode_params))
     g32 = f32.generate_ids([ids], max_new_tokens=8)[0]
     g16 = bf16.generate_ids([ids], max_new_tokens=8)[0]
     assert g16[:2] == g32[:2]
