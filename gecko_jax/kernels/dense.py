@@ -16,7 +16,11 @@ The product goes through the oneDNN custom call (kernels/onednn.py) when:
 - there are at least MIN_ROWS rows (oneDNN's per-call cost loses to XLA on
   decode-sized matmuls of a few rows);
 - the kernel builds and loads here (`onednn.available()`; GECKO_ONEDNN=0 turns it off).
-Gradients (a custom VJP) use the same kernel: dx = g W^T, dW = x^T g.
+A bias and an activation (GELU, ReLU) are applied inside the kernel: the [M, N]
+result is written once instead of passing three times through XLA's elementwise loops
+(XLA:CPU's erf GELU alone took longer than the bf16 matmul before it).
+Gradients (a custom VJP) use the same kernel: dx = g W^T, dW = x^T g; with an
+activation, the differentiated forward keeps the pre-activation for its derivative.
 """
 
 from __future__ import annotations
@@ -47,42 +51,69 @@ def use_onednn(x, w) -> bool:
             and onednn.available())
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _matmul_2d(x_mk, w, w_is_nk, out_dtype):
-    return onednn.matmul(x_mk, w, transpose_b=w_is_nk, out_dtype=out_dtype)
+# The activations `dense` can apply (oneDNN fuses them into the kernel; XLA's forms
+# here are the reference and the fallback). "gelu" is the erf form (HF's "gelu").
+ACTIVATIONS = {
+    "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+    "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
+    "relu": jax.nn.relu,
+}
 
 
-def _fwd(x_mk, w, w_is_nk, out_dtype):
-    return _matmul_2d(x_mk, w, w_is_nk, out_dtype), (x_mk, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _dense_2d(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
+    return onednn.matmul(x_mk, w, transpose_b=w_is_nk, out_dtype=out_dtype, bias=bias_n,
+                         activation=activation)
 
 
-def _bwd(w_is_nk, out_dtype, res, g_mn):
-    x_mk, w = res
+def _fwd(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
+    if activation is None:
+        return _dense_2d(x_mk, w, bias_n, w_is_nk, out_dtype, None), (x_mk, w, bias_n, None)
+    # Differentiated: keep the pre-activation for the activation's derivative.
+    z_mn = onednn.matmul(x_mk, w, transpose_b=w_is_nk, out_dtype=jnp.float32, bias=bias_n)
+    return ACTIVATIONS[activation](z_mn).astype(out_dtype), (x_mk, w, bias_n, z_mn)
+
+
+def _bwd(w_is_nk, out_dtype, activation, res, g_mn):
+    x_mk, w, bias_n, z_mn = res
+    if activation is not None:
+        _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
+        (g_mn,) = act_vjp(g_mn.astype(jnp.float32))
+    dbias = None if bias_n is None else jnp.sum(g_mn.astype(jnp.float32), axis=0).astype(bias_n.dtype)
     g_mn = g_mn.astype(x_mk.dtype)
     # dx = g op(W)^T; dW = x^T g ([K, N]) or g^T x ([N, K]).
     dx = onednn.matmul(g_mn, w, transpose_b=not w_is_nk)
     dw = (onednn.matmul(g_mn, x_mk, transpose_a=True) if w_is_nk
           else onednn.matmul(x_mk, g_mn, transpose_a=True))
-    return dx, dw
+    return dx, dw, dbias
 
 
-_matmul_2d.defvjp(_fwd, _bwd)
+_dense_2d.defvjp(_fwd, _bwd)
 
 
-def dense(x, w, *, w_is_nk: bool = False, out_dtype=None):
-    """x [..., K] @ w [K, N] -> [..., N]; with `w_is_nk`, w is stored [N, K] (a tied
-    embedding used as the LM head) and x @ w.T is computed. The result is in
-    `out_dtype` (default x's dtype). See the module docstring for the route."""
+def dense(x, w, *, bias=None, activation: str | None = None, w_is_nk: bool = False,
+          out_dtype=None):
+    """activation(x [..., K] @ w [K, N] + bias [N]) -> [..., N]; with `w_is_nk`, w is
+    stored [N, K] (a tied embedding used as the LM head) and x @ w.T is computed. The
+    result is in `out_dtype` (default x's dtype); the bias is added and the activation
+    (a key of ACTIVATIONS, or None) applied before rounding to it. On the oneDNN route
+    both happen inside the kernel. See the module docstring for the route."""
     out_dtype = out_dtype or x.dtype
     if not use_onednn(x, w):
         if x.dtype == jnp.float32 and w.dtype == jnp.bfloat16:   # the CPU bf16 mode
             x = x.astype(w.dtype)
         if w_is_nk:
-            return jnp.einsum("...k,nk->...n", x, w, preferred_element_type=out_dtype)
-        if out_dtype == x.dtype:
-            return x @ w
-        return jnp.matmul(x, w, preferred_element_type=out_dtype)
+            y = jnp.einsum("...k,nk->...n", x, w, preferred_element_type=out_dtype)
+        elif out_dtype == x.dtype:
+            y = x @ w
+        else:
+            y = jnp.matmul(x, w, preferred_element_type=out_dtype)
+        if bias is not None:
+            y = y + bias.astype(out_dtype)
+        return y if activation is None else ACTIVATIONS[activation](y)
     lead = x.shape[:-1]
     x = x.astype(w.dtype)
-    out = _matmul_2d(x.reshape(-1, x.shape[-1]), w, w_is_nk, out_dtype)
+    if bias is not None:
+        bias = bias.astype(jnp.float32)
+    out = _dense_2d(x.reshape(-1, x.shape[-1]), w, bias, w_is_nk, out_dtype, activation)
     return out.reshape(*lead, w.shape[0] if w_is_nk else w.shape[1])

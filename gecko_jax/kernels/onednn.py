@@ -4,7 +4,8 @@ XLA:CPU's dot emitters do not use the CPU's bf16 dot-product (AVX512-BF16) or
 matrix (AMX) units, so its bf16 matmuls run no faster than float32 there, while
 oneDNN's reach about 3x float32 on an AVX512-BF16 Zen 4 (bench/matmul.py).
 `gecko_jax/kernels/onednn_matmul.cc` wraps oneDNN's matmul primitive in a typed FFI
-handler; this module compiles it on first use with the system C++ compiler against
+handler (with a bias and an activation fused), `onednn_attention.cc` the BERT tower's
+attention (two batched bf16 matmuls around a float32 softmax); this module compiles it on first use with the system C++ compiler against
 the pinned `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels and jaxlib's FFI
 headers, caches the library (GECKO_KERNEL_CACHE, default ~/.cache/gecko_jax/kernels,
 keyed by the source and both versions), loads it and registers the target.
@@ -30,8 +31,12 @@ import tempfile
 
 import jax
 
+from gecko_jax import hardware
+
 TARGET = "gecko_onednn_matmul"
-_SOURCE = pathlib.Path(__file__).with_name("onednn_matmul.cc")
+ATTENTION_TARGET = "gecko_onednn_attention"
+_SOURCES = tuple(pathlib.Path(__file__).with_name(n)
+                 for n in ("onednn_matmul.cc", "onednn_attention.cc"))
 _WHEEL = "onednn-cpu-gomp"
 
 
@@ -50,10 +55,15 @@ def _cache_dir() -> pathlib.Path:
 
 
 def _library_path() -> pathlib.Path:
-    key = hashlib.sha256(_SOURCE.read_bytes())
+    key = hashlib.sha256()
+    for source in _SOURCES:
+        key.update(source.read_bytes())
     for dist in ("jaxlib", _WHEEL):
         key.update(f"{dist}={importlib.metadata.version(dist)}".encode())
     key.update(str(_dnnl_root()).encode())
+    # Built with -march=native: one library per kind of CPU (a shared cache directory
+    # may serve several).
+    key.update(" ".join(sorted(hardware.cpu_features())).encode())
     return _cache_dir() / f"onednn_matmul-{key.hexdigest()[:16]}.so"
 
 
@@ -70,13 +80,14 @@ def build(out: pathlib.Path) -> pathlib.Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
         tmp_path = pathlib.Path(tmp.name)
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(_SOURCE),
+    cmd = [cxx, "-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-std=c++17", "-shared",
+           "-fPIC", "-w", *map(str, _SOURCES),
            f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
            f"-Wl,-rpath,{lib}", "-o", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         tmp_path.unlink(missing_ok=True)
-        raise KernelUnavailable(f"compiling {_SOURCE.name} failed:\n{proc.stderr[-2000:]}")
+        raise KernelUnavailable(f"compiling {' '.join(s.name for s in _SOURCES)} failed:\n{proc.stderr[-2000:]}")
     os.replace(tmp_path, out)
     return out
 
@@ -97,6 +108,8 @@ def _load() -> str | None:
         lib = ctypes.cdll.LoadLibrary(str(path))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.GeckoOnednnMatmul),
                                     platform="cpu")
+        jax.ffi.register_ffi_target(ATTENTION_TARGET,
+                                    jax.ffi.pycapsule(lib.GeckoOnednnAttention), platform="cpu")
     except importlib.metadata.PackageNotFoundError:
         return f"{_WHEEL} is not installed"
     except (KernelUnavailable, OSError) as e:
@@ -112,15 +125,45 @@ def available() -> bool:
     return _load() is None
 
 
-def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dtype=None):
-    """op(a) @ op(b) for 2-D a, b (both bf16 or both float32), in `out_dtype`
-    (default a's dtype), accumulated in float32 by oneDNN. op(x) = x.T when asked."""
+# Activations oneDNN applies inside the kernel (post-ops), by the handler's code.
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
+
+
+def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dtype=None,
+           bias=None, activation: str | None = None):
+    """act(op(a) @ op(b) + bias) for 2-D a, b (both bf16 or both float32), in
+    `out_dtype` (default a's dtype), accumulated in float32 by oneDNN. op(x) = x.T when
+    asked; `bias` is float32 [N] (or None); `activation` one of ACTIVATIONS ("gelu" is
+    the erf form), applied to the float32 sum before the result is rounded."""
     import numpy as np
 
     if not available():
         raise KernelUnavailable(why_unavailable())
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} is not one of {sorted(map(str, ACTIVATIONS))}")
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
+    bias = (jax.numpy.zeros((0,), jax.numpy.float32) if bias is None
+            else jax.numpy.asarray(bias, jax.numpy.float32).reshape(n))
     out = jax.ShapeDtypeStruct((m, n), out_dtype or a.dtype)
     call = jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")
-    return call(a, b, transpose_a=np.int32(transpose_a), transpose_b=np.int32(transpose_b))
+    return call(a, b, bias, transpose_a=np.int32(transpose_a), transpose_b=np.int32(transpose_b),
+                activation=np.int32(ACTIVATIONS[activation]))
+
+
+def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
+    """softmax(q k^T * scale over the keys `mask_bl` shows) v for every head, with q, k,
+    v read in place from a fused projection qkv [b, l, 3, h, d] (bf16); mask [b, l]
+    (nonzero = visible key). Returns [b, l, h * d] in `out_dtype` (default bf16);
+    logits and softmax are float32, both products bf16 with float32 accumulation."""
+    import numpy as np
+
+    if not available():
+        raise KernelUnavailable(why_unavailable())
+    b, l, three, h, d = qkv_bl3hd.shape
+    if three != 3:
+        raise ValueError(f"qkv must be [b, l, 3, h, d], got {qkv_bl3hd.shape}")
+    out = jax.ShapeDtypeStruct((b, l, h * d), out_dtype or jax.numpy.bfloat16)
+    call = jax.ffi.ffi_call(ATTENTION_TARGET, out, vmap_method="sequential")
+    return call(qkv_bl3hd.astype(jax.numpy.bfloat16), mask_bl.astype(jax.numpy.int32),
+                scale=np.float32(scale))

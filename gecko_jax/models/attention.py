@@ -11,8 +11,12 @@ softmax are float32 whatever the operands' dtype.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+from gecko_jax.kernels import onednn
 
 MASKED = -1e9  # additive bias of a hidden key (exp underflows to exactly 0)
 
@@ -45,6 +49,43 @@ def attention(q_bhtd, k_bksd, v_bksd, mask, scale: float | None = None):
     ctx_bkrd = (weights_bkrs.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32)
     ctx_bkrd = ctx_bkrd / jnp.sum(weights_bkrs, axis=-1, keepdims=True)
     return ctx_bkrd.astype(v_bksd.dtype).reshape(b, h, t, d)
+
+
+def _qkv_attention_xla(qkv_bl3hd, mask_bl, scale: float):
+    b, l, _, h, d = qkv_bl3hd.shape
+    q, k, v = (qkv_bl3hd[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    return attention(q, k, v, mask_bl, scale).transpose(0, 2, 1, 3).reshape(b, l, h * d)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _qkv_attention_onednn(qkv_bl3hd, mask_bl, scale):
+    return onednn.attention(qkv_bl3hd, mask_bl, scale)
+
+
+def _onednn_fwd(qkv_bl3hd, mask_bl, scale):
+    return _qkv_attention_onednn(qkv_bl3hd, mask_bl, scale), (qkv_bl3hd, mask_bl)
+
+
+def _onednn_bwd(scale, res, g_bld):
+    qkv_bl3hd, mask_bl = res   # gradients by the XLA form, recomputed
+    _, vjp = jax.vjp(lambda x: _qkv_attention_xla(x, mask_bl, scale), qkv_bl3hd)
+    return vjp(g_bld.astype(qkv_bl3hd.dtype)) + (None,)
+
+
+_qkv_attention_onednn.defvjp(_onednn_fwd, _onednn_bwd)
+
+
+def qkv_attention(qkv_bl3hd, mask_bl, scale: float, *, fused: bool):
+    """`attention` with q, k, v from one fused projection [b, l, 3, h, d] and a padding
+    mask [b, l]; returns [b, l, h * d] in qkv's dtype.
+
+    `fused` (the CPU bf16 mode, kernels/dense.py) runs it as one oneDNN custom call
+    (kernels/onednn_attention.cc: bf16 products, float32 softmax, no [b, h, l, l]
+    logits in memory) and returns bf16; gradients then come from the XLA form,
+    recomputed. Otherwise the XLA form above."""
+    if fused:
+        return _qkv_attention_onednn(qkv_bl3hd.astype(jnp.bfloat16), mask_bl, scale)
+    return _qkv_attention_xla(qkv_bl3hd, mask_bl, scale)
 
 
 def attention_with_prefix(q_bhtd, pk_ksd, pv_ksd, pmask, k_bksd, v_bksd, mask,

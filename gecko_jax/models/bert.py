@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gecko_jax.kernels.dense import cpu_bf16_mode, dense
-from gecko_jax.models.attention import attention
+from gecko_jax.models.attention import qkv_attention
 from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
 
@@ -49,11 +49,8 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # HF "gelu" is the erf form
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
+# HF hidden_act -> kernels/dense.py's activation ("gelu" is the erf form in both).
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
 
 
 def _init(names, stddev=0.02):
@@ -98,19 +95,23 @@ class BertLayer(nnx.Module):
                                 self.value.kernel[...]], axis=1).astype(mm)
         b_n = jnp.concatenate([self.query.bias[...], self.key.bias[...],
                                self.value.bias[...]]).astype(x_bld.dtype)
-        qkv_bl3hk = (dense(x_bld, w_dn) + b_n).reshape(b, l, 3, h, k)
-        q_bhlk, k_bhlk, v_bhlk = (qkv_bl3hk[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        ctx_bhlk = attention(q_bhlk, k_bhlk, v_bhlk, mask_bl, 1.0 / math.sqrt(k))
-        ctx_bld = ctx_bhlk.transpose(0, 2, 1, 3).reshape(b, l, d)
-        x_bld = _norm(self.attention_norm, x_bld + _linear(self.attention_out, ctx_bld, mm))
-        act = _ACTIVATIONS[self.cfg.hidden_act]
-        h_blf = act(_linear(self.intermediate, x_bld, mm))
+        # In the CPU bf16 mode attention is one fused kernel that takes bf16 q, k, v
+        # and returns a bf16 context (models/attention.qkv_attention).
+        fused = cpu_bf16_mode(mm) and x_bld.dtype == jnp.float32
+        qkv_bl3hk = dense(x_bld, w_dn, bias=b_n,
+                          out_dtype=jnp.bfloat16 if fused else None).reshape(b, l, 3, h, k)
+        ctx_bld = qkv_attention(qkv_bl3hk, mask_bl, 1.0 / math.sqrt(k), fused=fused)
+        x_bld = _norm(self.attention_norm,
+                      x_bld + _linear(self.attention_out, ctx_bld, mm, out_dtype=x_bld.dtype))
+        h_blf = _linear(self.intermediate, x_bld, mm, _ACTIVATIONS[self.cfg.hidden_act])
         return _norm(self.output_norm, x_bld + _linear(self.output, h_blf, mm))
 
 
-def _linear(lin: nnx.Linear, x, matmul_dtype):
-    """x @ W + b in x's dtype, W cast to `matmul_dtype` (kernels/dense.py)."""
-    return dense(x, lin.kernel[...].astype(matmul_dtype)) + lin.bias[...].astype(x.dtype)
+def _linear(lin: nnx.Linear, x, matmul_dtype, activation=None, out_dtype=None):
+    """activation(x @ W + b) in `out_dtype` (default x's), W cast to `matmul_dtype`
+    (kernels/dense.py)."""
+    return dense(x, lin.kernel[...].astype(matmul_dtype), bias=lin.bias[...],
+                 activation=activation, out_dtype=out_dtype)
 
 
 def _norm(ln: nnx.LayerNorm, x):

@@ -125,3 +125,59 @@ def test_concurrent_calls_on_8_devices_equal_float64():
     for _ in range(3):
         got = np.asarray(f(xs, w), np.float64)
         np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)
+
+
+def _act64(name, z):
+    from scipy.special import erf
+
+    if name == "gelu":
+        return 0.5 * z * (1 + erf(z / np.sqrt(2)))
+    if name == "gelu_tanh":
+        return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
+    return np.maximum(z, 0) if name == "relu" else z
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "gelu_tanh", "relu"])
+def test_bias_and_activation_inside_the_kernel_equal_float64(activation):
+    x = _rand((130, 64), 12, jnp.float32)
+    w = _rand((64, 48), 13, jnp.bfloat16)
+    bias = _rand((48,), 14, jnp.float32)
+    assert dense_lib.use_onednn(x, w)
+    want = _act64(activation, _f64(x.astype(jnp.bfloat16)) @ _f64(w) + _f64(bias))
+    got = jax.jit(lambda x, w, b: dense_lib.dense(x, w, bias=b, activation=activation))(x, w, bias)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(_f64(got), want, atol=1e-5 * np.abs(want).max(), rtol=0)
+    # XLA's route (few rows) computes the same thing.
+    xla = dense_lib.dense(x[:8], w, bias=bias, activation=activation)
+    assert not dense_lib.use_onednn(x[:8], w)
+    np.testing.assert_allclose(_f64(xla), want[:8], atol=1e-5 * np.abs(want).max(), rtol=0)
+
+
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_bias_and_activation_gradients_match_xla(activation):
+    # The kernel route's custom VJP against jax.grad of the XLA route on the same
+    # bf16-rounded operands (both round the output cotangent to bf16 for the products).
+    x = _rand((96, 40), 15, jnp.float32)
+    w = _rand((40, 24), 16, jnp.bfloat16)
+    bias = _rand((24,), 17, jnp.float32)
+    c = _rand((96, 24), 18, jnp.float32)
+
+    def loss(dense_fn, x, w, b):
+        return jnp.sum(dense_fn(x, w, bias=b, activation=activation) * c)
+
+    def xla_dense(x, w, bias, activation):
+        z = jnp.matmul(x.astype(jnp.bfloat16), w, preferred_element_type=jnp.float32) + bias
+        return z if activation is None else dense_lib.ACTIVATIONS[activation](z)
+
+    got = jax.grad(lambda *a: loss(dense_lib.dense, *a), argnums=(0, 1, 2))(x, w, bias)
+    want = jax.grad(lambda *a: loss(xla_dense, *a), argnums=(0, 1, 2))(x, w, bias)
+    for g, r in zip(got, want):
+        assert g.dtype == r.dtype
+        r = _f64(r)
+        np.testing.assert_allclose(_f64(g), r, atol=2 ** -7 * np.abs(r).max(), rtol=0)
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation 'swish'"):
+        onednn.matmul(_rand((4, 8), 0, jnp.bfloat16), _rand((8, 4), 1, jnp.bfloat16),
+                      activation="swish")
