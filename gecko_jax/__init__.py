@@ -1,3 +1,8 @@
 """gecko_jax: the Gecko recipe (LLM-distilled text embedders) in JAX/Flax."""
 
+from gecko_jax import hardware as _hardware
+
 __version__ = "0.1.0"
+
+# Before JAX starts its CPU client's threads (hardware.tune_allocator says why).
+_hardware.tune_allocator()

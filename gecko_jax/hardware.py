@@ -68,3 +68,43 @@ def nominal_peak_gflops(cores: int | None = None) -> float | None:
     else:
         return None
     return (cores or os.cpu_count() or 1) * mhz * 1e-3 * per_cycle
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+@functools.lru_cache(maxsize=None)
+def tune_allocator() -> bool:
+    """Let XLA:CPU reuse freed memory instead of page-faulting fresh pages every call.
+
+    XLA:CPU allocates each execution's buffers with malloc from its worker threads.
+    glibc serves a block over its mmap threshold (at most 32 MB), and on a thread any
+    block larger than a thread arena's 64 MB heap, with a fresh mmap, so each call
+    zero-fills those pages again in the kernel: scoring 4 x 256 tokens with the bf16
+    teacher spent over a quarter of its time in page faults. As many arenas as CPUs
+    (glibc's default is 8 per CPU), no mmap threshold and no trimming keep freed
+    blocks in the process for the next call. Measured on 2 cores (AMX Xeon): bf16
+    teacher scoring ~1,870 -> ~2,200 tok/s, bf16 MiniLM encoding ~122 -> ~131 docs/s;
+    one arena lost encoding ~10% (threads queueing on its lock), four lost scoring.
+    The peak resident size is what the largest call needs; freed memory goes back to
+    the system at exit, not before.
+
+    It applies to threads that have not allocated yet, so it runs when gecko_jax is
+    imported, before JAX starts its CPU client. glibc Linux only; GECKO_MALLOC_TUNING=0
+    leaves the allocator alone. Returns whether it was applied.
+    """
+    if os.environ.get("GECKO_MALLOC_TUNING", "1") == "0" or platform.system() != "Linux":
+        return False
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    limit = 2 ** 31 - 1
+    arenas = max(2, os.cpu_count() or 1)
+    return all(libc.mallopt(param, value) == 1 for param, value in (
+        (_M_ARENA_MAX, arenas), (_M_MMAP_THRESHOLD, limit), (_M_TRIM_THRESHOLD, limit)))

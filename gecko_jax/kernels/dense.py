@@ -16,7 +16,7 @@ The product goes through the oneDNN custom call (kernels/onednn.py) when:
 - there are at least MIN_ROWS rows (oneDNN's per-call cost loses to XLA on
   decode-sized matmuls of a few rows);
 - the kernel builds and loads here (`onednn.available()`; GECKO_ONEDNN=0 turns it off).
-A bias and an activation (GELU, ReLU) are applied inside the kernel: the [M, N]
+A bias and an activation (GELU, ReLU, SiLU) are applied inside the kernel: the [M, N]
 result is written once instead of passing three times through XLA's elementwise loops
 (XLA:CPU's erf GELU alone took longer than the bf16 matmul before it).
 Gradients (a custom VJP) use the same kernel: dx = g W^T, dW = x^T g; with an
@@ -57,6 +57,7 @@ ACTIVATIONS = {
     "gelu": lambda z: jax.nn.gelu(z, approximate=False),
     "gelu_tanh": lambda z: jax.nn.gelu(z, approximate=True),
     "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
 }
 
 

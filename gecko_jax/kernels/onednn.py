@@ -126,7 +126,7 @@ def available() -> bool:
 
 
 # Activations oneDNN applies inside the kernel (post-ops), by the handler's code.
-ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4}
 
 
 def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dtype=None,

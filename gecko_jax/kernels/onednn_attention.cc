@@ -39,38 +39,66 @@ dnnl::engine& engine() {
 }
 
 struct Prims {
+  int64_t heads;  // heads per step: a divisor of h whose logits stay in a core's L2
   dnnl::matmul logits, context;
-  dnnl::memory::desc q, k, s, p, v, o, scratch_logits, scratch_context;
+  dnnl::softmax_forward softmax;
+  dnnl::memory::desc q, k, s, p, v, o, bias, scratch_logits, scratch_softmax, scratch_context;
 };
 
-using Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // h, l, d, f32 output
+using Key = std::tuple<int64_t, int64_t, int64_t, float>;  // h, l, d, scale
 
-// The two batched matmuls for one sequence: logits[h, l, l] = q[h, l, d] k^T and
-// out[h, l, d] = p[h, l, l] v, with q, k, v, out as strided views of one sequence.
-const Prims& prims(int64_t h, int64_t l, int64_t d, bool f32_out) {
+// Logits of the heads taken at once stay under this size (L2 holds them between the
+// matmul, the softmax and the second matmul; all heads of a 256-token sequence, 3 MB,
+// did not, and the softmax ran from memory).
+constexpr int64_t kLogitsBytes = 1 << 19;
+
+// One sequence's three steps, all oneDNN primitives on dense heads-major operands
+// (its AMX kernels take dense operands; on strided views of qkv it falls back to a
+// slower gemm): logits[h, l, l] = q k^T * scale + bias (a post-op: bias[l] hides
+// padding keys), probabilities = softmax(logits) in float32 written as bf16, and
+// out[h, l, d] = p v.
+const Prims& prims(int64_t h, int64_t l, int64_t d, float scale) {
   static std::mutex mu;
   static std::map<Key, Prims> cache;
   std::lock_guard<std::mutex> lock(mu);
-  Key key{h, l, d, false};
+  Key key{h, l, d, scale};
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   using dt = dnnl::memory::data_type;
   Prims p;
-  // Heads-major copies of one sequence's q, k, v (oneDNN's AMX kernels take dense
-  // operands; on the strided views of qkv it falls back to a slower gemm).
+  p.heads = 1;
+  for (int64_t g = h; g >= 1; --g) {
+    if (h % g == 0 && g * l * l * 4 <= kLogitsBytes) {
+      p.heads = g;
+      break;
+    }
+  }
+  h = p.heads;
   p.q = dnnl::memory::desc({h, l, d}, dt::bf16, {l * d, d, 1});
   p.k = dnnl::memory::desc({h, d, l}, dt::bf16, {l * d, 1, d});  // k^T as a view
   p.s = dnnl::memory::desc({h, l, l}, dt::f32, {l * l, l, 1});
   p.p = dnnl::memory::desc({h, l, l}, dt::bf16, {l * l, l, 1});
   p.v = dnnl::memory::desc({h, l, d}, dt::bf16, {l * d, d, 1});
   p.o = dnnl::memory::desc({h, l, d}, dt::f32, {l * d, d, 1});
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::matmul::primitive_desc pl(engine(), p.q, p.k, p.s, attr);
-  dnnl::matmul::primitive_desc pc(engine(), p.p, p.v, p.o, attr);
+  p.bias = dnnl::memory::desc({1, 1, l}, dt::f32, {l, l, 1});
+  dnnl::primitive_attr plain;
+  plain.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::primitive_attr with_bias;  // (a copy of `plain` would share its handle)
+  with_bias.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::post_ops ops;
+  ops.append_eltwise(dnnl::algorithm::eltwise_linear, scale, 0.f);
+  ops.append_binary(dnnl::algorithm::binary_add, p.bias);
+  with_bias.set_post_ops(ops);
+  dnnl::matmul::primitive_desc pl(engine(), p.q, p.k, p.s, with_bias);
+  dnnl::softmax_forward::primitive_desc ps(engine(), dnnl::prop_kind::forward_inference,
+                                           dnnl::algorithm::softmax_accurate, p.s, p.p, 2,
+                                           plain);
+  dnnl::matmul::primitive_desc pc(engine(), p.p, p.v, p.o, plain);
   p.logits = dnnl::matmul(pl);
+  p.softmax = dnnl::softmax_forward(ps);
   p.context = dnnl::matmul(pc);
   p.scratch_logits = pl.scratchpad_desc();
+  p.scratch_softmax = ps.scratchpad_desc();
   p.scratch_context = pc.scratchpad_desc();
   return cache.emplace(key, p).first->second;
 }
@@ -81,42 +109,20 @@ inline uint16_t to_bf16(float f) {  // round to nearest even (inputs are finite)
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
-// Rows of logits s[n, l] -> probabilities p[n, l] (bf16) over the keys with keep[j] = 1.
-// Hidden keys are zeroed after the exp, not pushed to -inf before it: the exponent is
-// clamped to >= -87 (exp stays a normal float), so the vector exp never takes its slow
-// underflow path.
-void softmax_rows(const float* s, uint16_t* p, int64_t n, int64_t l, const float* keep,
-                  float scale) {
-  std::vector<float> e(l);
-  for (int64_t r = 0; r < n; ++r) {
-    const float* x = s + r * l;
-    float top = -FLT_MAX;
-    for (int64_t j = 0; j < l; ++j) top = std::fmax(top, keep[j] > 0.f ? x[j] : -FLT_MAX);
-    top *= scale;
-    float sum = 0.f;
-    for (int64_t j = 0; j < l; ++j) {
-      e[j] = std::exp(std::fmax(x[j] * scale - top, -87.f)) * keep[j];
-      sum += e[j];
-    }
-    const float inv = 1.f / sum;
-    uint16_t* y = p + r * l;
-    for (int64_t j = 0; j < l; ++j) y[j] = to_bf16(e[j] * inv);
-  }
-}
-
 struct Scratch {
   std::vector<float> s, o;
   std::vector<uint16_t> p, q, k, v;
   std::vector<uint8_t> pad;
-  std::vector<float> keep;
+  std::vector<float> bias;
 };
 
 void one_sequence(const Prims& pr, const uint16_t* qkv, const int32_t* mask, void* out,
-                  int64_t h, int64_t l, int64_t d, float scale, size_t out_bytes) {
+                  int64_t h, int64_t l, int64_t d, size_t out_bytes) {
   thread_local Scratch sc;
-  sc.s.resize(h * l * l);
-  sc.p.resize(h * l * l);
-  sc.keep.resize(l);
+  const int64_t g = pr.heads;  // heads per step
+  sc.s.resize(g * l * l);
+  sc.p.resize(g * l * l);
+  sc.bias.resize(l);
   sc.q.resize(h * l * d);
   sc.k.resize(h * l * d);
   sc.v.resize(h * l * d);
@@ -133,28 +139,35 @@ void one_sequence(const Prims& pr, const uint16_t* qkv, const int32_t* mask, voi
   }
   bool any = false;
   for (int64_t j = 0; j < l; ++j) any |= mask[j] != 0;
-  for (int64_t j = 0; j < l; ++j) sc.keep[j] = mask[j] != 0 ? 1.f : 0.f;
-  size_t pad = std::max(pr.scratch_logits.get_size(), pr.scratch_context.get_size());
+  for (int64_t j = 0; j < l; ++j) sc.bias[j] = mask[j] != 0 ? 0.f : -1e30f;
+  size_t pad = std::max({pr.scratch_logits.get_size(), pr.scratch_softmax.get_size(),
+                         pr.scratch_context.get_size()});
   if (sc.pad.size() < pad) sc.pad.resize(pad);
   dnnl::engine& eng = engine();
   dnnl::stream st(eng);
   auto mem = [&](const dnnl::memory::desc& md, const void* ptr) {
     return dnnl::memory(md, eng, const_cast<void*>(ptr));
   };
-  pr.logits.execute(st, {{DNNL_ARG_SRC, mem(pr.q, sc.q.data())},
-                         {DNNL_ARG_WEIGHTS, mem(pr.k, sc.k.data())},
-                         {DNNL_ARG_DST, mem(pr.s, sc.s.data())},
-                         {DNNL_ARG_SCRATCHPAD, mem(pr.scratch_logits, sc.pad.data())}});
-  st.wait();
-  if (any) {
-    softmax_rows(sc.s.data(), sc.p.data(), h * l, l, sc.keep.data(), scale);
-  } else {  // no visible key: the mean of all values, as the XLA form gives
-    std::fill(sc.p.begin(), sc.p.end(), to_bf16(1.f / l));
+  for (int64_t h0 = 0; h0 < h; h0 += g) {
+    const int64_t at = h0 * l * d;
+    pr.logits.execute(st, {{DNNL_ARG_SRC, mem(pr.q, sc.q.data() + at)},
+                           {DNNL_ARG_WEIGHTS, mem(pr.k, sc.k.data() + at)},
+                           {DNNL_ARG_DST, mem(pr.s, sc.s.data())},
+                           {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+                            mem(pr.bias, sc.bias.data())},
+                           {DNNL_ARG_SCRATCHPAD, mem(pr.scratch_logits, sc.pad.data())}});
+    if (any) {
+      pr.softmax.execute(st, {{DNNL_ARG_SRC, mem(pr.s, sc.s.data())},
+                              {DNNL_ARG_DST, mem(pr.p, sc.p.data())},
+                              {DNNL_ARG_SCRATCHPAD, mem(pr.scratch_softmax, sc.pad.data())}});
+    } else {  // no visible key: the mean of all values, as the XLA form gives
+      std::fill(sc.p.begin(), sc.p.end(), to_bf16(1.f / l));
+    }
+    pr.context.execute(st, {{DNNL_ARG_SRC, mem(pr.p, sc.p.data())},
+                            {DNNL_ARG_WEIGHTS, mem(pr.v, sc.v.data() + at)},
+                            {DNNL_ARG_DST, mem(pr.o, sc.o.data() + at)},
+                            {DNNL_ARG_SCRATCHPAD, mem(pr.scratch_context, sc.pad.data())}});
   }
-  pr.context.execute(st, {{DNNL_ARG_SRC, mem(pr.p, sc.p.data())},
-                          {DNNL_ARG_WEIGHTS, mem(pr.v, sc.v.data())},
-                          {DNNL_ARG_DST, mem(pr.o, sc.o.data())},
-                          {DNNL_ARG_SCRATCHPAD, mem(pr.scratch_context, sc.pad.data())}});
   st.wait();
   // [h, l, d] -> out [l, h * d]
   for (int64_t j = 0; j < l; ++j) {
@@ -193,13 +206,13 @@ ffi::Error Attention(ffi::AnyBuffer qkv, ffi::Buffer<ffi::S32> mask,
   const int32_t* m = mask.typed_data();
   std::string failure;
   try {
-    const Prims& pr = prims(h, l, d, f32_out);
+    const Prims& pr = prims(h, l, d, scale);
     const int threads = omp_get_max_threads();
 #pragma omp parallel for schedule(dynamic, 1) if (b > 1 && threads > 1)
     for (int64_t i = 0; i < b; ++i) {
       try {
         one_sequence(pr, q + i * l * 3 * h * d, m + i * l, o + i * l * h * d * out_bytes, h, l,
-                     d, scale, out_bytes);
+                     d, out_bytes);
       } catch (const dnnl::error& e) {
 #pragma omp critical
         failure = e.what();

@@ -4,7 +4,7 @@
 // transpose_a / transpose_b: the buffer then holds the operand transposed, row-major).
 // a and b are both bfloat16 or both float32; c is bfloat16 or float32; bias is float32
 // [N], or empty for none; act (attribute activation) is 0 none, 1 GELU (erf form),
-// 2 GELU (tanh form), 3 ReLU, applied by oneDNN inside the kernel as a post-op, so the
+// 2 GELU (tanh form), 3 ReLU, 4 SiLU, applied by oneDNN inside the kernel as a post-op, so the
 // [M, N] result is written once. oneDNN accumulates in float32. On a CPU with AVX512-BF16 or AMX, oneDNN's bf16 kernels use them, which
 // XLA:CPU's own dot emitters do not (bench/matmul.py).
 //
@@ -58,6 +58,7 @@ bool activation(int32_t code, dnnl::algorithm* out) {
     case 1: *out = dnnl::algorithm::eltwise_gelu_erf; return true;
     case 2: *out = dnnl::algorithm::eltwise_gelu_tanh; return true;
     case 3: *out = dnnl::algorithm::eltwise_relu; return true;
+    case 4: *out = dnnl::algorithm::eltwise_swish; return true;  // alpha 1: SiLU
     default: return false;
   }
 }
@@ -74,7 +75,7 @@ const Cached& primitive(const Key& key, dnnl::memory::desc a, dnnl::memory::desc
     dnnl::algorithm alg;
     if (activation(act, &alg)) {
       dnnl::post_ops ops;
-      ops.append_eltwise(alg, 0.f, 0.f);
+      ops.append_eltwise(alg, alg == dnnl::algorithm::eltwise_swish ? 1.f : 0.f, 0.f);
       attr.set_post_ops(ops);
     }
     dnnl::matmul::primitive_desc pd = bias

@@ -103,8 +103,12 @@ class BertLayer(nnx.Module):
         ctx_bld = qkv_attention(qkv_bl3hk, mask_bl, 1.0 / math.sqrt(k), fused=fused)
         x_bld = _norm(self.attention_norm,
                       x_bld + _linear(self.attention_out, ctx_bld, mm, out_dtype=x_bld.dtype))
-        h_blf = _linear(self.intermediate, x_bld, mm, _ACTIVATIONS[self.cfg.hidden_act])
-        return _norm(self.output_norm, x_bld + _linear(self.output, h_blf, mm))
+        # The FFN's hidden activations only feed the next matmul, which rounds them to
+        # bf16 anyway: in the CPU bf16 mode they are written in bf16 (half the memory).
+        h_blf = _linear(self.intermediate, x_bld, mm, _ACTIVATIONS[self.cfg.hidden_act],
+                        out_dtype=jnp.bfloat16 if fused else None)
+        return _norm(self.output_norm,
+                     x_bld + _linear(self.output, h_blf, mm, out_dtype=x_bld.dtype))
 
 
 def _linear(lin: nnx.Linear, x, matmul_dtype, activation=None, out_dtype=None):

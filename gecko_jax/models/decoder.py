@@ -239,9 +239,16 @@ def _merge_heads(o_bthk: Array, w_hkd: Array) -> Array:
 
 
 def _mlp(x: Array, p: dict, gemma: bool) -> Array:
-    g = dense(x, p["w_gate"])
-    act = jax.nn.gelu(g, approximate=True) if gemma else jax.nn.silu(g)
-    return dense(act * dense(x, p["w_up"]), p["w_down"])
+    """Gated MLP: down(act(x W_gate) * (x W_up)). On the oneDNN route (CPU bf16 mode)
+    the activation runs inside the gate's kernel and both halves are written in bf16:
+    their product only feeds the down projection, which rounds it to bf16 anyway."""
+    kernel = use_onednn(x, p["w_gate"])
+    mid = jnp.bfloat16 if kernel else None
+    act = "gelu_tanh" if gemma else "silu"
+    g = dense(x, p["w_gate"], activation=act, out_dtype=mid)
+    u = dense(x, p["w_up"], out_dtype=mid)
+    gu = g.astype(jnp.float32) * u.astype(jnp.float32) if kernel else g * u
+    return dense(gu.astype(x.dtype), p["w_down"])
 
 
 def block(cfg: DecoderConfig, p: dict, x_btd: Array, is_global: Array, pos_bt: Array,
