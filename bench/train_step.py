@@ -266,7 +266,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for side in ("ours", "theirs"):
             cmd = [sys.executable, __file__, "--side", side] + common
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            # The peer runs with glibc's default allocator, as a sentence-transformers
+            # user has it, even where GECKO_MALLOC_TUNING=1 is set for ours.
+            side_env = env if side == "ours" else dict(env, GECKO_MALLOC_TUNING="0")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=side_env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")

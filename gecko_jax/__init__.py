@@ -4,5 +4,6 @@ from gecko_jax import hardware as _hardware
 
 __version__ = "0.1.0"
 
-# Before JAX starts its CPU client's threads (hardware.tune_allocator says why).
+# Opt-in (GECKO_MALLOC_TUNING=1), before JAX starts its CPU client's threads
+# (hardware.tune_allocator says why and what it costs).
 _hardware.tune_allocator()

@@ -76,7 +76,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 @functools.lru_cache(maxsize=None)
 def tune_allocator() -> bool:
-    """Let XLA:CPU reuse freed memory instead of page-faulting fresh pages every call.
+    """Let XLA:CPU reuse freed memory instead of page-faulting fresh pages every call
+    (opt-in: GECKO_MALLOC_TUNING=1).
 
     XLA:CPU allocates each execution's buffers with malloc from its worker threads.
     glibc serves a block over its mmap threshold (at most 32 MB), and on a thread any
@@ -85,16 +86,17 @@ def tune_allocator() -> bool:
     teacher spent over a quarter of its time in page faults. As many arenas as CPUs
     (glibc's default is 8 per CPU), no mmap threshold and no trimming keep freed
     blocks in the process for the next call. Measured on 2 cores (AMX Xeon): bf16
-    teacher scoring ~1,870 -> ~2,200 tok/s, bf16 MiniLM encoding ~122 -> ~131 docs/s;
-    one arena lost encoding ~10% (threads queueing on its lock), four lost scoring.
-    The peak resident size is what the largest call needs; freed memory goes back to
-    the system at exit, not before.
+    teacher scoring ~1,870 -> ~2,200 tok/s and MiniLM bf16 encoding ~122 -> ~131
+    docs/s in a process of their own, but the MiniLM train step lost about a quarter
+    (bench/train_step.py --quick: 4.7-7.2 vs 6.9-7.4 examples/s) and one arena lost
+    encoding ~10%; so it is not a default. Freed memory goes back to the system at
+    exit, not before.
 
     It applies to threads that have not allocated yet, so it runs when gecko_jax is
-    imported, before JAX starts its CPU client. glibc Linux only; GECKO_MALLOC_TUNING=0
-    leaves the allocator alone. Returns whether it was applied.
+    imported, before JAX starts its CPU client, where GECKO_MALLOC_TUNING=1. glibc
+    Linux only. Returns whether it was applied.
     """
-    if os.environ.get("GECKO_MALLOC_TUNING", "1") == "0" or platform.system() != "Linux":
+    if os.environ.get("GECKO_MALLOC_TUNING", "0") != "1" or platform.system() != "Linux":
         return False
     if platform.libc_ver()[0] != "glibc":
         return False

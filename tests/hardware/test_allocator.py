@@ -1,6 +1,7 @@
-"""hardware.tune_allocator (applied when gecko_jax is imported): a large block freed
-and allocated again is reused, on the main thread and on another thread, instead of
-being mapped and page-faulted afresh; GECKO_MALLOC_TUNING=0 leaves glibc's default."""
+"""hardware.tune_allocator (applied when gecko_jax is imported with
+GECKO_MALLOC_TUNING=1): a large block freed and allocated again is reused, on the main
+thread and on another thread, instead of being mapped and page-faulted afresh; without
+the variable (the default) glibc's allocator is left alone."""
 
 import json
 import os
@@ -37,15 +38,18 @@ print(json.dumps({"applied": hw.tune_allocator(), "faults": out}))
 
 
 def _probe(env_value):
-    env = dict(os.environ, GECKO_MALLOC_TUNING=env_value)
+    env = dict(os.environ)
+    env.pop("GECKO_MALLOC_TUNING", None)
+    if env_value is not None:
+        env["GECKO_MALLOC_TUNING"] = env_value
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_freed_large_blocks_are_reused_without_page_faults():
-    tuned, default = _probe("1"), _probe("0")
-    assert tuned["applied"] and not default["applied"]
+    tuned, default, off = _probe("1"), _probe(None), _probe("0")
+    assert tuned["applied"] and not default["applied"] and not off["applied"]
     # A block reused from the heap touches no new page; a fresh mapping faults one per
     # page (or per huge page where the kernel backs it with those).
     assert tuned["faults"] == [0.0, 0.0], tuned
