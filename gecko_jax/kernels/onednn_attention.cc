@@ -2,22 +2,20 @@
 //
 // ctx[b, t, h, d] = softmax(q k^T * scale, keys hidden by mask) v, with q, k and v read
 // from the fused projection qkv[b, l, 3, h, d] (bfloat16) and mask[b, l]
-// (int32, nonzero = a visible key). For each sequence, both products run as one
-// oneDNN bf16 matmul batched over the heads (AMX / AVX512-BF16 where the CPU has
-// them), and the softmax between them in float32 here, so the [h, l, l] logits stay
-// in cache instead of passing through memory three times as XLA's loops do. ctx is
-// written as [b, l, h * d], the out-projection's input, in bfloat16 or float32.
-// A sequence with no visible key gets the mean of its values (the XLA form's result).
+// (int32, nonzero = a visible key). For each sequence and group of heads, both
+// products run as oneDNN bf16 matmuls batched over the heads (AMX / AVX512-BF16
+// where the CPU has them) and oneDNN's float32 softmax between them, so the
+// [heads, l, l] logits stay in cache (see `prims`). ctx is written as [b, l, h * d],
+// the out-projection's input, in bfloat16 or float32. A sequence with no visible key
+// gets the mean of its values (the XLA form's result).
 //
 // Each sequence's q, k, v are first copied heads-major (dense operands keep oneDNN
-// on its AMX kernels). Sequences run in parallel over OpenMP threads (oneDNN runs single-threaded inside
-// them); a batch of one leaves the threads to oneDNN.
+// on its AMX kernels). Sequences run in parallel over OpenMP threads (oneDNN runs
+// single-threaded inside them); a batch of one leaves the threads to oneDNN.
 
 #include <omp.h>
 
 #include <algorithm>
-#include <cfloat>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
