@@ -80,7 +80,8 @@ def _bwd(w_is_nk, out_dtype, activation, res, g_mn):
     if activation is not None:
         _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
         (g_mn,) = act_vjp(g_mn.astype(jnp.float32))
-    dbias = None if bias_n is None else jnp.sum(g_mn.astype(jnp.float32), axis=0).astype(bias_n.dtype)
+    dbias = (None if bias_n is None
+             else jnp.sum(g_mn.astype(jnp.float32), axis=0).astype(bias_n.dtype))
     g_mn = g_mn.astype(x_mk.dtype)
     # dx = g op(W)^T; dW = x^T g ([K, N]) or g^T x ([N, K]).
     dx = onednn.matmul(g_mn, w, transpose_b=not w_is_nk)

@@ -4,11 +4,13 @@ XLA:CPU's dot emitters do not use the CPU's bf16 dot-product (AVX512-BF16) or
 matrix (AMX) units, so its bf16 matmuls run no faster than float32 there, while
 oneDNN's reach about 3x float32 on an AVX512-BF16 Zen 4 (bench/matmul.py).
 `gecko_jax/kernels/onednn_matmul.cc` wraps oneDNN's matmul primitive in a typed FFI
-handler (with a bias and an activation fused), `onednn_attention.cc` the BERT tower's
-attention (two batched bf16 matmuls around a float32 softmax); this module compiles it on first use with the system C++ compiler against
+handler (with a bias and an activation fused), `onednn_attention.cc` the BERT
+tower's attention (two batched bf16 matmuls around a float32 softmax); this module
+compiles them on first use with the system C++ compiler against
 the pinned `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels and jaxlib's FFI
 headers, caches the library (GECKO_KERNEL_CACHE, default ~/.cache/gecko_jax/kernels,
-keyed by the source and both versions), loads it and registers the target.
+keyed by the sources, both versions and the CPU's flags: it is built with
+-march=native), loads it and registers both targets.
 
 `available()` says whether the kernel can run here (and `why_unavailable()` why not:
 no compiler, no wheel, not x86-64 Linux, or GECKO_ONEDNN=0); callers fall back to
@@ -80,14 +82,15 @@ def build(out: pathlib.Path) -> pathlib.Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
         tmp_path = pathlib.Path(tmp.name)
-    cmd = [cxx, "-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-std=c++17", "-shared",
-           "-fPIC", "-w", *map(str, _SOURCES),
+    cmd = [cxx, "-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
+           "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w", *map(str, _SOURCES),
            f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
            f"-Wl,-rpath,{lib}", "-o", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         tmp_path.unlink(missing_ok=True)
-        raise KernelUnavailable(f"compiling {' '.join(s.name for s in _SOURCES)} failed:\n{proc.stderr[-2000:]}")
+        names = " ".join(s.name for s in _SOURCES)
+        raise KernelUnavailable(f"compiling {names} failed:\n{proc.stderr[-2000:]}")
     os.replace(tmp_path, out)
     return out
 
@@ -140,7 +143,8 @@ def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dt
     if not available():
         raise KernelUnavailable(why_unavailable())
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation {activation!r} is not one of {sorted(map(str, ACTIVATIONS))}")
+        known = sorted(map(str, ACTIVATIONS))
+        raise ValueError(f"activation {activation!r} is not one of {known}")
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     bias = (jax.numpy.zeros((0,), jax.numpy.float32) if bias is None
@@ -153,7 +157,7 @@ def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dt
 
 def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
     """softmax(q k^T * scale over the keys `mask_bl` shows) v for every head, with q, k,
-    v read in place from a fused projection qkv [b, l, 3, h, d] (bf16); mask [b, l]
+    v taken from a fused projection qkv [b, l, 3, h, d] (bf16); mask [b, l]
     (nonzero = visible key). Returns [b, l, h * d] in `out_dtype` (default bf16);
     logits and softmax are float32, both products bf16 with float32 accumulation."""
     import numpy as np

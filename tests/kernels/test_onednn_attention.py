@@ -43,8 +43,9 @@ def test_fused_attention_equals_float64(b, l, h, d):
     qkv, mask = _case(b, l, h, d, seed=l)
     scale = d ** -0.5
     want = _reference(qkv, mask, scale)
-    fused = jax.jit(lambda x, m: qkv_attention(x, m, scale, fused=True))(qkv, mask)
-    assert "ffi_call" in str(jax.make_jaxpr(lambda x, m: qkv_attention(x, m, scale, fused=True))(qkv, mask))
+    fused_fn = lambda x, m: qkv_attention(x, m, scale, fused=True)  # noqa: E731
+    fused = jax.jit(fused_fn)(qkv, mask)
+    assert "ffi_call" in str(jax.make_jaxpr(fused_fn)(qkv, mask))
     assert fused.dtype == jnp.bfloat16 and fused.shape == (b, l, h * d)
     xla = qkv_attention(qkv.astype(jnp.float32), mask, scale, fused=False)
     # Probabilities and output are rounded to bf16 once each: |error| <= ~2^-8 relative.
