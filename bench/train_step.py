@@ -9,6 +9,7 @@ Each side runs in its own subprocess so its peak RSS is its own.
     python bench/train_step.py            # full: batch 32, q64 / d256, 3 timed steps, 2 rounds
     python bench/train_step.py --quick    # batch 8, q32 / d128, 2 timed steps (< 1 min)
     python bench/train_step.py --quick --student gemma3
+    python bench/train_step.py --quick --dtype bfloat16   # both sides in bf16 (below)
     python bench/train_step.py --large    # batch 256, q64 / d256: GradCache (chunk 32) vs
                                           # CachedMultipleNegativesRankingLoss (mini-batch 32)
 
@@ -23,12 +24,20 @@ sentence-transformers layout; ours trains that folder with the Gecko trainer,
 sentence-transformers trains `SentenceTransformer(folder)` (Gemma3TextModel with
 use_bidirectional_attention) on the same batch.
 
+`--dtype bfloat16`: ours with `LayerOptions(compute_dtype='bfloat16')` (bf16 matmul
+operands, float32 activations, softmax, parameters and AdamW state; on a CPU with
+AVX512-BF16/AMX the oneDNN kernels of gecko_jax/kernels), theirs under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (bf16 matmuls, float32 parameters and
+optimizer), the mixed precision a torch user would pick. Both print the first step's
+loss so that the two precisions can be compared with float32's.
+
 Last line: `ratio <ours examples/s / theirs examples/s>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -64,6 +73,7 @@ def run_ours(args) -> dict:
 
     from gecko_jax import assets
     from gecko_jax.tokenization import pad_batch
+    from gecko_jax.models.layer_stack import LayerOptions, set_options
     from gecko_jax.training import optimizers, partitioning, trainer
 
     queries, positives, negatives = _batch(args)
@@ -73,6 +83,8 @@ def run_ours(args) -> dict:
         model, tok = llm_tower.llm_model(source=args.folder, dense_dims=GEMMA_DENSE)
     else:
         model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
+    if args.dtype != "float32":
+        set_options(model, LayerOptions(compute_dtype=args.dtype))
     sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
     opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
@@ -89,8 +101,9 @@ def run_ours(args) -> dict:
         ids, mask = pad_batch(tok.encode(texts, length), length, tok.pad_id)
         batch[f"{name}_ids"], batch[f"{name}_mask"] = ids, mask
     t0 = time.perf_counter()
+    first_loss = None
     if args.warmup:
-        jax.block_until_ready(tr.step(batch))          # compile + first step
+        first_loss = float(tr.step(batch)["loss"])     # compile + first step
     else:                                              # compile only: every step is timed
         gbatch = partitioning.host_to_global(batch, mesh)
         tr._step_fn = jax.jit(
@@ -110,7 +123,7 @@ def run_ours(args) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"compile_s": compile_s, "step_s": float(np.median(times)),
-            "step_cpu_s": float(np.median(cpu)),
+            "step_cpu_s": float(np.median(cpu)), "first_loss": first_loss,
             "tokens": {k: int(v.sum()) for k, v in batch.items() if k.endswith("mask")}}
 
 
@@ -147,16 +160,19 @@ def run_theirs(args) -> dict:
              features(negatives, args.doc_len)]
     labels = torch.arange(args.batch)
 
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bfloat16"
+                else contextlib.nullcontext())
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn([dict(f) for f in feats], labels)
+        with autocast:
+            loss = loss_fn([dict(f) for f in feats], labels)
         loss.backward()
         opt.step()
         return float(loss)
 
     t0 = time.perf_counter()
-    if args.warmup:
-        step()
+    first_loss = step() if args.warmup else None
     first_s = time.perf_counter() - t0
     times, cpu = [], []
     for _ in range(args.steps):
@@ -165,7 +181,7 @@ def run_theirs(args) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"compile_s": first_s, "step_s": float(np.median(times)),
-            "step_cpu_s": float(np.median(cpu)),
+            "step_cpu_s": float(np.median(cpu)), "first_loss": first_loss,
             "tokens": {n: int(f["attention_mask"].sum()) for n, f in
                        zip(("query", "positive", "negative"), feats)},
             "threads": torch.get_num_threads()}
@@ -220,6 +236,8 @@ def main() -> None:
     p.add_argument("--separate-update", choices=("auto", "on", "off"), default="auto",
                    help="our step as two compiled calls, gradients then update "
                         "(Trainer.separate_update; auto: on for the LLM tower, as its gin config)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype of both sides (bfloat16: mixed precision, see above)")
     p.add_argument("--side", choices=("ours", "theirs", "export"), help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -250,7 +268,8 @@ def main() -> None:
     common = ["--batch", str(args.batch), "--query-len", str(args.query_len),
               "--doc-len", str(args.doc_len), "--steps", str(args.steps),
               "--student", args.student, "--grad-cache", str(args.grad_cache),
-              "--our-chunk", str(args.our_chunk), "--separate-update", args.separate_update]
+              "--our-chunk", str(args.our_chunk), "--separate-update", args.separate_update,
+              "--dtype", args.dtype]
     common += [] if args.warmup else ["--no-warmup"]
     tmp = None
     if args.student == "gemma3":
@@ -263,9 +282,14 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"export failed:\n{proc.stderr[-3000:]}")
     results = {}
+    # In bf16 the torch side runs twice, under autocast and in float32: the ratio is
+    # against the faster of the two (autocast can be the slower on small batches).
+    sides = [("ours", "ours", args.dtype), ("theirs", "theirs", args.dtype)]
+    if args.dtype != "float32":
+        sides.append(("theirs-fp32", "theirs", "float32"))
     for _ in range(args.rounds):
-        for side in ("ours", "theirs"):
-            cmd = [sys.executable, __file__, "--side", side] + common
+        for key, side, dtype in sides:
+            cmd = [sys.executable, __file__, "--side", side] + common + ["--dtype", dtype]
             # The peer runs with glibc's default allocator, as a sentence-transformers
             # user has it, even where GECKO_MALLOC_TUNING=1 is set for ours.
             side_env = env if side == "ours" else dict(env, GECKO_MALLOC_TUNING="0")
@@ -274,14 +298,18 @@ def main() -> None:
             if proc.returncode or not line:
                 sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
             result = json.loads(line[-1][len("RESULT "):])
-            if side not in results or result["step_s"] < results[side]["step_s"]:
-                results[side] = result
+            if key not in results or result["step_s"] < results[key]["step_s"]:
+                results[key] = result
     print(describe())
     print(f"batch {args.batch}, query {args.query_len} / doc {args.doc_len} tokens, "
-          f"1 hard negative, AdamW, {STUDENTS[args.student]} (median of {args.steps} steps, "
+          f"1 hard negative, AdamW, {STUDENTS[args.student]}, {args.dtype} compute "
+          f"(median of {args.steps} steps, "
           f"best of {args.rounds} alternating rounds)")
     ours_name = "gecko_jax (2 calls)" if args.separate_update == "on" else "gecko_jax (jit)"
     names = (("ours", ours_name), ("theirs", "sentence-transformers MNRL"))
+    if args.dtype != "float32":
+        names = (("ours", f"{ours_name} bf16"), ("theirs", "s-t MNRL bf16 autocast"),
+                 ("theirs-fp32", "s-t MNRL float32"))
     if args.grad_cache:
         names = (("ours", f"gecko_jax GradCache {args.our_chunk or args.grad_cache}"),
                  ("theirs", f"s-t CachedMNRL {args.grad_cache}"))
@@ -293,11 +321,15 @@ def main() -> None:
         print(f"{name:28s} {r['examples_per_s']:7.2f} examples/s  step {r['step_s']:.2f}s  "
               f"{first_label(side)} {r['compile_s']:.1f}s  process CPU {r['cpu_s_total']:.0f}s  "
               f"step CPU {r['step_cpu_s']:.0f}s  peak RSS {r['peak_rss_mib']:.0f} MiB  "
-              f"tokens {r['tokens']}")
+              f"tokens {r['tokens']}"
+              + (f"  first-step loss {r['first_loss']:.4f}" if r.get("first_loss") else ""))
     print("load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    cpu_ratio = results['theirs']['step_cpu_s'] / results['ours']['step_cpu_s']
+    peer = max((k for k in results if k != "ours"), key=lambda k: results[k]["examples_per_s"])
+    cpu_ratio = results[peer]['step_cpu_s'] / results['ours']['step_cpu_s']
     print(f"CPU-seconds per step, theirs / ours: {cpu_ratio:.2f} (less load-sensitive)")
-    print(f"ratio {results['ours']['examples_per_s'] / results['theirs']['examples_per_s']:.2f}")
+    if peer != "theirs":
+        print(f"ratio against {dict(names)[peer]}, the faster peer")
+    print(f"ratio {results['ours']['examples_per_s'] / results[peer]['examples_per_s']:.2f}")
 
 
 if __name__ == "__main__":

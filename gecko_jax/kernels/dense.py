@@ -10,8 +10,9 @@ activations, norms, softmax and attention (XLA:CPU's float32 is native, its bf16
 elementwise work is emulated). Elsewhere (accelerators) activations are bf16 too.
 
 The product goes through the oneDNN custom call (kernels/onednn.py) when:
-- the weights are bfloat16 (float32 stays on XLA, whose float32 dots match
-  oneDNN's on these CPUs: bench/matmul.py);
+- the weights are bfloat16, or x and the weights are float32 on a CPU where
+  oneDNN's float32 matmul beats XLA's (`float32_kernel_pays`: Intel with AMX;
+  elsewhere XLA's float32 dots matched oneDNN's: bench/matmul.py);
 - the default backend is the CPU;
 - there are at least MIN_ROWS rows (oneDNN's per-call cost loses to XLA on
   decode-sized matmuls of a few rows);
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 
+from gecko_jax import hardware
 from gecko_jax.kernels import onednn
 
 MIN_ROWS = 64
@@ -43,10 +46,23 @@ def cpu_bf16_mode(compute_dtype) -> bool:
             and jax.default_backend() == "cpu" and onednn.available())
 
 
+def float32_kernel_pays() -> bool:
+    """Whether float32 products go through oneDNN too: on the Intel CPUs with AMX where
+    it was measured (a 2-core Sapphire Rapids Xeon: oneDNN's float32 matmul 12-27%
+    above XLA's on the towers' shapes, the MiniLM float32 train step +13-16% with the
+    GELU fused). Elsewhere (e.g. AMD Zen 4, where XLA's float32 dots matched oneDNN's)
+    XLA keeps them. GECKO_ONEDNN_F32=1 / 0 forces it on / off."""
+    forced = os.environ.get("GECKO_ONEDNN_F32")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return hardware.has_amx_bf16()
+
+
 def use_onednn(x, w) -> bool:
     """Whether `dense(x, w)` goes through oneDNN (decided at trace time)."""
     rows = math.prod(x.shape[:-1])
-    return (w.dtype == jnp.bfloat16 and x.dtype in (jnp.bfloat16, jnp.float32)
+    f32 = w.dtype == jnp.float32 and x.dtype == jnp.float32 and float32_kernel_pays()
+    return ((w.dtype == jnp.bfloat16 or f32) and x.dtype in (jnp.bfloat16, jnp.float32)
             and w.ndim == 2 and rows >= MIN_ROWS and jax.default_backend() == "cpu"
             and onednn.available())
 

@@ -312,7 +312,7 @@ class JaxEngine(LLM):
                  mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax"):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
-        self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+        self._params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
         self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
         self.score_fine_batching = score_fine_batching
@@ -326,13 +326,15 @@ class JaxEngine(LLM):
         # does not speed up and XLA:CPU runs slower in bf16 (kernels/dense.py MIN_ROWS).
         # In the CPU bf16 mode they use a float32 copy of the parameters instead.
         cpu_bf16 = cpu_bf16_mode(dtype)
-        self.decode_params = self.params
+        self.decode_params = self._params
         if cpu_bf16:
             self.decode_params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
         if mesh is not None:
-            self.params = shard_params(config, self.params, mesh)
-            self.decode_params = (self.params if self.decode_params is self.params
+            self._params = shard_params(config, self._params, mesh)
+            self.decode_params = (self._params if self.decode_params is self._params
                                   else shard_params(config, self.decode_params, mesh))
+        if cpu_bf16:  # bf16 weights kept as bits: XLA:CPU's loop would convert them
+            self._params = dec.layers_as_bits(self._params)
         self.name = name
         self.capabilities = Capabilities(generate=True, score=True,
                                          chat=bool(tokenizer.chat_template), seeded=True)
@@ -360,6 +362,14 @@ class JaxEngine(LLM):
         self._logits = jit(functools.partial(dec.logits, cfg))
         self._shared_lru: collections.OrderedDict = collections.OrderedDict()
         self.stats = collections.Counter()
+
+    @property
+    def params(self) -> dict:
+        """The parameters in the compute dtype (bf16 weights as bf16, not as the bits
+        the engine runs on in the CPU bf16 mode)."""
+        layers = {k: jax.lax.bitcast_convert_type(v, jnp.bfloat16) if v.dtype == jnp.uint16
+                  else v for k, v in self._params["layers"].items()}
+        return dict(self._params, layers=layers)
 
     @classmethod
     def load(cls, spec, **kwargs) -> "JaxEngine":
@@ -391,7 +401,7 @@ class JaxEngine(LLM):
         """Next-token logits [T, V] of one sequence (plain forward; for tests and checks)."""
         t = _length_bucket(len(ids))
         x = _pad_rows([list(ids)], t, self.tokenizer.pad_id)
-        return np.asarray(self._logits(self.params, jnp.asarray(x)))[0, :len(ids)]
+        return np.asarray(self._logits(self._params, jnp.asarray(x)))[0, :len(ids)]
 
     def _bucket_rows(self, n: int) -> int:
         """Rows of a batch of n: a power of two <= max_batch, >= the data-axis size."""
@@ -464,7 +474,7 @@ class JaxEngine(LLM):
             # Each row's own cache: its tokens after the block, then the new ones.
             cache_size = _length_bucket(max(t, max(len(r) for r in rest) + steps))
             cache, tok = self._prefill_after(
-                self.params, prefix, jnp.int32(n_shared),
+                self._params, prefix, jnp.int32(n_shared),
                 self._rows_in(_pad_rows(rest, t, pad)), self._rows_in(lengths), rid, key, temp,
                 tp, cache_size=cache_size, greedy=greedy, nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
@@ -474,14 +484,14 @@ class JaxEngine(LLM):
             t = _length_bucket(max(len(r) for r in rest))
             cache_size = _length_bucket(max(sk.shape[2], n_shared + t, int(lengths.max()) + steps))
             cache, tok = self._prefill_extend(
-                self.params, sk, sv, jnp.int32(n_shared), self._rows_in(_pad_rows(rest, t, pad)),
+                self._params, sk, sv, jnp.int32(n_shared), self._rows_in(_pad_rows(rest, t, pad)),
                 self._rows_in(lengths), rid, key, temp, tp, cache_size=cache_size, greedy=greedy,
                 nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = _length_bucket(int(lengths.max()))
             cache_size = _length_bucket(int(lengths.max()) + steps)
-            cache, tok = self._prefill(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+            cache, tok = self._prefill(self._params, self._rows_in(_pad_rows(rows, t, pad)),
                                        self._rows_in(lengths), rid, key, temp, tp,
                                        cache_size=cache_size, greedy=greedy, nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rows[:n])
@@ -559,7 +569,7 @@ class JaxEngine(LLM):
             return None
         if best is None:
             x = _pad_rows([list(ids)], _length_bucket(len(ids)), self.tokenizer.pad_id)
-            self._shared_lru[ids] = self._prefill_shared(self.params, jnp.asarray(x))
+            self._shared_lru[ids] = self._prefill_shared(self._params, jnp.asarray(x))
             if len(self._shared_lru) > 8:
                 self._shared_lru.popitem(last=False)
             self.stats["shared_prefills"] += 1
@@ -682,7 +692,7 @@ class JaxEngine(LLM):
             rest = [r[shared:] for r in rows]
             t = _score_bucket(max(len(r) for r in rest), fine)
             pred = np.clip(pred - shared, 0, t - 1)
-            lp = self._score_after(self.params, self._shared_prefix(shared, k_shared, v_shared),
+            lp = self._score_after(self._params, self._shared_prefix(shared, k_shared, v_shared),
                                    jnp.int32(shared), self._rows_in(_pad_rows(rest, t, pad)),
                                    self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
@@ -691,14 +701,14 @@ class JaxEngine(LLM):
             rest = [r[shared:] for r in rows]
             t = _score_bucket(max(len(r) for r in rest), fine)
             pred = np.clip(pred - shared, 0, t - 1)
-            lp = self._score_extend(self.params, k_shared, v_shared, jnp.int32(shared),
+            lp = self._score_extend(self._params, k_shared, v_shared, jnp.int32(shared),
                                     self._rows_in(_pad_rows(rest, t, pad)),
                                     self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = _score_bucket(max(len(r) for r in rows), fine)
             lens = np.array([len(r) for r in rows], np.int32)
-            lp = self._score_full(self.params, self._rows_in(_pad_rows(rows, t, pad)),
+            lp = self._score_full(self._params, self._rows_in(_pad_rows(rows, t, pad)),
                                   self._rows_in(lens),
                                   self._rows_in(np.minimum(pred, t - 1).astype(np.int32)),
                                   self._rows_in(tgt))

@@ -242,7 +242,7 @@ def _mlp(x: Array, p: dict, gemma: bool) -> Array:
     """Gated MLP: down(act(x W_gate) * (x W_up)). On the oneDNN route (CPU bf16 mode)
     the activation runs inside the gate's kernel and both halves are written in bf16:
     their product only feeds the down projection, which rounds it to bf16 anyway."""
-    kernel = use_onednn(x, p["w_gate"])
+    kernel = use_onednn(x, p["w_gate"]) and p["w_gate"].dtype == jnp.bfloat16
     mid = jnp.bfloat16 if kernel else None
     act = "gelu_tanh" if gemma else "silu"
     g = dense(x, p["w_gate"], activation=act, out_dtype=mid)
@@ -321,6 +321,27 @@ def embed_tokens(cfg: DecoderConfig, params: dict, ids_bt: Array) -> Array:
     return x
 
 
+def layers_as_bits(params: dict) -> dict:
+    """`params` with the bf16 per-layer weights stored as their bits (uint16), for an
+    inference engine that keeps bf16 weights: `forward` reads them back as bf16 inside
+    its layer loop.
+
+    XLA:CPU converts bf16 arrays that a loop slices to float32 before the loop and each
+    slice back to bf16 inside it: for a bf16 teacher that was every weight of the model
+    converted twice per call (~30% of a SmolLM2 scoring call). Integer arrays are
+    sliced as they are, and the bitcast back costs nothing. Not for training: a bitcast
+    to integers has no gradient."""
+    layers = {k: jax.lax.bitcast_convert_type(v, jnp.uint16) if v.dtype == jnp.bfloat16
+              else v for k, v in params["layers"].items()}
+    return dict(params, layers=layers)
+
+
+def _layer_weights(p: dict) -> dict:
+    """One layer's weights with bits stored by `layers_as_bits` read back as bf16."""
+    return {k: jax.lax.bitcast_convert_type(v, jnp.bfloat16) if v.dtype == jnp.uint16 else v
+            for k, v in p.items()}
+
+
 def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
             cache: dict | None = None, write_at: Array | None = None,
             valid_bt: Array | None = None, causal: bool = True,
@@ -350,15 +371,17 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
         # CPU bf16 mode (kernels/dense.py): bf16 matmul weights, float32 activations.
         x = to_compute(x, None if cpu_bf16_mode(options.dtype) else options.dtype)
 
-        def layer_fn(x, xs):
-            p, g = xs
-            x, _, _ = block(cfg, p, x, g, pos_bt, None, None, k_pos, k_valid, None, causal)
-            return x
-
         # Matmul weights in the compute dtype; norm weights stay float32 (rms_norm
         # computes in float32 and returns the activations' dtype).
         layers = {k: v if k.endswith("norm") else to_compute(v, options.dtype)
                   for k, v in params["layers"].items()}
+
+        def layer_fn(x, xs):
+            p, g = xs
+            x, _, _ = block(cfg, _layer_weights(p), x, g, pos_bt, None, None, k_pos, k_valid,
+                            None, causal)
+            return x
+
         x = run_stack(layer_fn, x, (layers, flags), stacked=True, remat=options.remat,
                       scan=True if options.scan is None else options.scan)
         if options.dtype is not None:
@@ -373,8 +396,8 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
         def body(x, xs):
             p, g, kc, vc = xs[:4]
             pre = None if prefix is None else (xs[4], xs[5], prefix["pos"], prefix["valid"])
-            x, kc, vc = block(cfg, p, x, g, pos_bt, kc, vc, cache["pos"], cache["valid"],
-                              write_at, causal, pre)
+            x, kc, vc = block(cfg, _layer_weights(p), x, g, pos_bt, kc, vc, cache["pos"],
+                              cache["valid"], write_at, causal, pre)
             return x, (kc, vc)
 
         xs = (params["layers"], flags, cache["k"], cache["v"])

@@ -67,3 +67,34 @@ def test_bf16_teacher_on_a_mesh_generates_like_one_device():
     assert out["decode_devices"] == 8
     assert out["decode_f32"] == cpu_bf16_mode(jnp.bfloat16)
     assert out["mesh"] == out["one"]
+
+
+def test_bf16_weights_run_as_bits_give_the_same_scores_and_no_float32_copy():
+    """In the CPU bf16 mode the engine keeps its per-layer bf16 weights as bits
+    (decoder.layers_as_bits): the scores equal those of the plain bf16 weights, and the
+    compiled scoring call holds no float32 copy of a stacked weight (XLA:CPU made one
+    of every bf16 weight its layer loop slices, each call)."""
+    from gecko_jax.kernels.dense import cpu_bf16_mode
+    from gecko_jax.llm.jax_engine import JaxEngine
+
+    if not cpu_bf16_mode(jnp.bfloat16):
+        pytest.skip("no CPU bf16 mode here (oneDNN kernel unavailable)")
+    eng = JaxEngine.load("smollm2", max_batch=4, dtype=jnp.bfloat16)
+    assert all(v.dtype == jnp.uint16 for k, v in eng._params["layers"].items()
+               if not k.endswith("norm"))
+    plain = eng.params  # the bf16 view
+    assert all(v.dtype == jnp.bfloat16 for k, v in plain["layers"].items()
+               if not k.endswith("norm"))
+    ids = np.array([eng.tokenizer.encode(" ".join([PASSAGE] * 4))[:96]] * 2, np.int32)
+    assert ids.shape == (2, 96)
+    args = (ids, np.full((2,), 96, np.int32), np.tile(np.arange(40, 95, dtype=np.int32), (2, 1)),
+            ids[:, 41:96])
+    bits_lp = np.asarray(eng._score_full(eng._params, *args))
+    plain_lp = np.asarray(eng._score_full(plain, *args))
+    np.testing.assert_array_equal(bits_lp, plain_lp)
+    assert np.all(np.isfinite(bits_lp)) and bits_lp.mean() < 0
+    hlo = eng._score_full.lower(eng._params, *args).compile().as_text()
+    w_down = plain["layers"]["w_down"].shape
+    assert "f32[" + ",".join(map(str, w_down)) + "]" not in hlo
+    plain_hlo = eng._score_full.lower(plain, *args).compile().as_text()
+    assert "f32[" + ",".join(map(str, w_down)) + "]" in plain_hlo  # what it guards against

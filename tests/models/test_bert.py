@@ -51,3 +51,34 @@ def test_bf16_encode_stays_close_to_float32(tmp_path, minilm_dir, bbc_articles):
     assert cosine.min() >= 0.998, cosine.min()
     assert cosine.min() < 0.999999  # bf16 really ran: not bit-identical to float32
     print(f"bf16 vs float32 cosine: min {cosine.min():.5f}, mean {cosine.mean():.5f}")
+
+
+def test_encoder_bf16_kernels_cast_once_give_the_same_embeddings(minilm_dir, bbc_articles):
+    # The Encoder stores the layers' kernels in bf16 once (encode.layer_kernels_as); the
+    # model, run on its float32 parameters with the same compute dtype, casts them in
+    # every layer. Same rounding, so the same numbers.
+    import jax
+    import jax.numpy as jnp
+    import pytest
+    from flax import nnx
+
+    from gecko_jax.encode import Encoder, layer_kernels_as
+    from gecko_jax.kernels.dense import cpu_bf16_mode
+    from gecko_jax.models.weights import load_dual_encoder
+    from gecko_jax.tokenization import pad_batch
+
+    if not cpu_bf16_mode(jnp.bfloat16):
+        pytest.skip("no CPU bf16 mode here (oneDNN kernel unavailable)")
+    enc = Encoder.from_pretrained(minilm_dir, max_length=128, batch_size=8,
+                                  compute_dtype="bfloat16")
+    cast = [x for x in jax.tree_util.tree_leaves(enc._state) if x.dtype == jnp.bfloat16]
+    assert len(cast) == 6 * 6  # q, k, v, attention out, intermediate, output per layer
+    texts = [a.body for a in bbc_articles[:8]]
+    ids, mask = pad_batch(enc.tokenizer.encode(texts, 128), 128, enc.tokenizer.pad_id)
+    state = nnx.split(load_dual_encoder(minilm_dir)[0])[1]  # float32 kernels
+    ours = np.asarray(enc._embed(enc._state, ids, mask))
+    theirs = np.asarray(enc._embed(state, ids, mask))
+    assert not any(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(state))
+    np.testing.assert_array_equal(ours, theirs)
+    assert jax.tree_util.tree_structure(layer_kernels_as(state, jnp.bfloat16)) == \
+        jax.tree_util.tree_structure(enc._state)
