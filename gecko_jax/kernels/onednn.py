@@ -37,8 +37,10 @@ from gecko_jax import hardware
 
 TARGET = "gecko_onednn_matmul"
 ATTENTION_TARGET = "gecko_onednn_attention"
-_SOURCES = tuple(pathlib.Path(__file__).with_name(n)
-                 for n in ("onednn_matmul.cc", "onednn_attention.cc"))
+ATTENTION_GRAD_TARGET = "gecko_onednn_attention_grad"
+_SOURCES = tuple(pathlib.Path(__file__).with_name(n) for n in
+                 ("onednn_matmul.cc", "onednn_attention.cc", "onednn_attention_grad.cc"))
+_HEADERS = (pathlib.Path(__file__).with_name("attention_common.h"),)
 _WHEEL = "onednn-cpu-gomp"
 
 
@@ -58,7 +60,7 @@ def _cache_dir() -> pathlib.Path:
 
 def _library_path() -> pathlib.Path:
     key = hashlib.sha256()
-    for source in _SOURCES:
+    for source in _SOURCES + _HEADERS:
         key.update(source.read_bytes())
     for dist in ("jaxlib", _WHEEL):
         key.update(f"{dist}={importlib.metadata.version(dist)}".encode())
@@ -113,6 +115,9 @@ def _load() -> str | None:
                                     platform="cpu")
         jax.ffi.register_ffi_target(ATTENTION_TARGET,
                                     jax.ffi.pycapsule(lib.GeckoOnednnAttention), platform="cpu")
+        jax.ffi.register_ffi_target(ATTENTION_GRAD_TARGET,
+                                    jax.ffi.pycapsule(lib.GeckoOnednnAttentionGrad),
+                                    platform="cpu")
     except importlib.metadata.PackageNotFoundError:
         return f"{_WHEEL} is not installed"
     except (KernelUnavailable, OSError) as e:
@@ -157,9 +162,10 @@ def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dt
 
 def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
     """softmax(q k^T * scale over the keys `mask_bl` shows) v for every head, with q, k,
-    v taken from a fused projection qkv [b, l, 3, h, d] (bf16); mask [b, l]
-    (nonzero = visible key). Returns [b, l, h * d] in `out_dtype` (default bf16);
-    logits and softmax are float32, both products bf16 with float32 accumulation."""
+    v taken from a fused projection qkv [b, l, 3, h, d] (bf16 or float32: the products'
+    operand type); mask [b, l] (nonzero = visible key). Returns [b, l, h * d] in
+    `out_dtype` (default qkv's); logits and softmax are float32, the products
+    accumulated in float32."""
     import numpy as np
 
     if not available():
@@ -167,7 +173,27 @@ def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
     b, l, three, h, d = qkv_bl3hd.shape
     if three != 3:
         raise ValueError(f"qkv must be [b, l, 3, h, d], got {qkv_bl3hd.shape}")
-    out = jax.ShapeDtypeStruct((b, l, h * d), out_dtype or jax.numpy.bfloat16)
+    if qkv_bl3hd.dtype not in (jax.numpy.bfloat16, jax.numpy.float32):
+        qkv_bl3hd = qkv_bl3hd.astype(jax.numpy.bfloat16)
+    out = jax.ShapeDtypeStruct((b, l, h * d), out_dtype or qkv_bl3hd.dtype)
     call = jax.ffi.ffi_call(ATTENTION_TARGET, out, vmap_method="sequential")
-    return call(qkv_bl3hd.astype(jax.numpy.bfloat16), mask_bl.astype(jax.numpy.int32),
+    return call(qkv_bl3hd, mask_bl.astype(jax.numpy.int32), scale=np.float32(scale))
+
+
+def attention_grad(qkv_bl3hd, mask_bl, g_bld, scale: float):
+    """The vector-Jacobian product of `attention` in float32: d(qkv) [b, l, 3, h, d]
+    for the output's cotangent g [b, l, h * d] (onednn_attention_grad.cc: the
+    probabilities recomputed, five float32 products batched over the heads)."""
+    import numpy as np
+
+    if not available():
+        raise KernelUnavailable(why_unavailable())
+    b, l, three, h, d = qkv_bl3hd.shape
+    if three != 3 or g_bld.shape != (b, l, h * d):
+        raise ValueError(f"qkv must be [b, l, 3, h, d] and g [b, l, h * d], got "
+                         f"{qkv_bl3hd.shape} and {g_bld.shape}")
+    f32 = jax.numpy.float32
+    out = jax.ShapeDtypeStruct(qkv_bl3hd.shape, f32)
+    call = jax.ffi.ffi_call(ATTENTION_GRAD_TARGET, out, vmap_method="sequential")
+    return call(qkv_bl3hd.astype(f32), mask_bl.astype(jax.numpy.int32), g_bld.astype(f32),
                 scale=np.float32(scale))

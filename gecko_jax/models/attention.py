@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gecko_jax.kernels import onednn
+from gecko_jax.kernels.dense import float32_kernel_pays
 
 MASKED = -1e9  # additive bias of a hidden key (exp underflows to exactly 0)
 
@@ -67,24 +68,38 @@ def _onednn_fwd(qkv_bl3hd, mask_bl, scale):
 
 
 def _onednn_bwd(scale, res, g_bld):
-    qkv_bl3hd, mask_bl = res   # gradients by the XLA form, recomputed
-    _, vjp = jax.vjp(lambda x: _qkv_attention_xla(x, mask_bl, scale), qkv_bl3hd)
-    return vjp(g_bld.astype(qkv_bl3hd.dtype)) + (None,)
+    # kernels/onednn_attention_grad.cc, in float32 whatever the forward's operands (for
+    # bf16 ones: the exact gradient at the bf16 values, rounded to bf16 once)
+    qkv_bl3hd, mask_bl = res
+    return onednn.attention_grad(qkv_bl3hd, mask_bl, g_bld, scale).astype(qkv_bl3hd.dtype), None
 
 
 _qkv_attention_onednn.defvjp(_onednn_fwd, _onednn_bwd)
+
+
+def float32_kernel(dtype) -> bool:
+    """Whether float32 attention runs as the oneDNN kernels (forward and gradient) here:
+    where float32 dense layers do (kernels/dense.float32_kernel_pays). On the AMX Xeon
+    it was measured on, XLA:CPU's float32 attention of 16 x 128 tokens, 12 heads, took
+    28 ms forward and backward, torch's 10 ms."""
+    return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
+            and onednn.available() and float32_kernel_pays())
 
 
 def qkv_attention(qkv_bl3hd, mask_bl, scale: float, *, fused: bool):
     """`attention` with q, k, v from one fused projection [b, l, 3, h, d] and a padding
     mask [b, l]; returns [b, l, h * d] in qkv's dtype.
 
-    `fused` (the CPU bf16 mode, kernels/dense.py) runs it as one oneDNN custom call
-    (kernels/onednn_attention.cc: bf16 products, float32 softmax, no [b, h, l, l]
-    logits in memory) and returns bf16; gradients then come from the XLA form,
-    recomputed. Otherwise the XLA form above."""
+    `fused` runs it as one oneDNN custom call (kernels/onednn_attention.cc: products in
+    qkv's dtype, bf16 or float32, float32 softmax, no [b, h, l, l] logits in memory):
+    the CPU bf16 mode (kernels/dense.py) and float32 where `float32_kernel` says so.
+    Gradients: the kernel of onednn_attention_grad.cc (float32 products; for bf16 qkv
+    the exact gradient at its bf16 values, rounded to bf16). Otherwise the XLA form
+    above."""
     if fused:
-        return _qkv_attention_onednn(qkv_bl3hd.astype(jnp.bfloat16), mask_bl, scale)
+        if qkv_bl3hd.dtype != jnp.float32:
+            qkv_bl3hd = qkv_bl3hd.astype(jnp.bfloat16)
+        return _qkv_attention_onednn(qkv_bl3hd, mask_bl, scale)
     return _qkv_attention_xla(qkv_bl3hd, mask_bl, scale)
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gecko_jax.kernels.dense import cpu_bf16_mode, dense
-from gecko_jax.models.attention import qkv_attention
+from gecko_jax.models.attention import float32_kernel, qkv_attention
 from gecko_jax.models.layer_stack import LayerOptions, run_stack, to_compute
 
 
@@ -96,11 +96,13 @@ class BertLayer(nnx.Module):
         b_n = jnp.concatenate([self.query.bias[...], self.key.bias[...],
                                self.value.bias[...]]).astype(x_bld.dtype)
         # In the CPU bf16 mode attention is one fused kernel that takes bf16 q, k, v
-        # and returns a bf16 context (models/attention.qkv_attention).
+        # and returns a bf16 context (models/attention.qkv_attention); float32 runs
+        # as the float32 kernel where attention.float32_kernel says so.
         fused = cpu_bf16_mode(mm) and x_bld.dtype == jnp.float32
         qkv_bl3hk = dense(x_bld, w_dn, bias=b_n,
                           out_dtype=jnp.bfloat16 if fused else None).reshape(b, l, 3, h, k)
-        ctx_bld = qkv_attention(qkv_bl3hk, mask_bl, 1.0 / math.sqrt(k), fused=fused)
+        ctx_bld = qkv_attention(qkv_bl3hk, mask_bl, 1.0 / math.sqrt(k),
+                                fused=fused or float32_kernel(qkv_bl3hk.dtype))
         x_bld = _norm(self.attention_norm,
                       x_bld + _linear(self.attention_out, ctx_bld, mm, out_dtype=x_bld.dtype))
         # The FFN's hidden activations only feed the next matmul, which rounds them to

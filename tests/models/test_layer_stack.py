@@ -179,3 +179,32 @@ def test_bad_option_names_are_refused():
         LayerOptions(remat="dot")
     with pytest.raises(ValueError, match="compute_dtype='fp16'"):
         LayerOptions(compute_dtype="fp16")
+
+
+
+def test_bert_float32_attention_takes_the_kernels_where_they_pay(monkeypatch):
+    """float32 BERT attention and its gradient run as the oneDNN kernels exactly where
+    models/attention.float32_kernel says (AMX CPUs); that route gives the XLA route's
+    loss and gradients (GECKO_ONEDNN_F32=0) within 1e-5 of the largest entry."""
+    from gecko_jax.models.attention import float32_kernel
+
+    tower = _tower("bert")
+    ids, mask = _batch(TINY_BERT.vocab_size)
+    graphdef, state = nnx.split(tower)
+
+    def value_and_grad(s):
+        def loss(t):
+            return jnp.sum(nnx.merge(graphdef, t)(ids, mask) ** 2 * mask[..., None])
+        return jax.value_and_grad(loss)(s)
+
+    on = float32_kernel(jnp.float32)
+    hlo = jax.jit(value_and_grad).lower(state).as_text()
+    assert ("gecko_onednn_attention_grad" in hlo) == on
+    got = jax.jit(value_and_grad)(state)
+    monkeypatch.setenv("GECKO_ONEDNN_F32", "0")
+    assert not float32_kernel(jnp.float32)
+    want = jax.jit(lambda s: value_and_grad(s))(state)
+    assert abs(float(got[0]) - float(want[0])) <= 1e-5 * abs(float(want[0]))
+    top = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(want[1]))
+    for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * top, rtol=0)
