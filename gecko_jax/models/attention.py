@@ -68,10 +68,15 @@ def _onednn_fwd(qkv_bl3hd, mask_bl, scale):
 
 
 def _onednn_bwd(scale, res, g_bld):
-    # kernels/onednn_attention_grad.cc, in float32 whatever the forward's operands (for
-    # bf16 ones: the exact gradient at the bf16 values, rounded to bf16 once)
     qkv_bl3hd, mask_bl = res
-    return onednn.attention_grad(qkv_bl3hd, mask_bl, g_bld, scale).astype(qkv_bl3hd.dtype), None
+    if qkv_bl3hd.dtype == jnp.float32 or float32_kernel_pays():
+        # kernels/onednn_attention_grad.cc, in float32 (for bf16 operands: the exact
+        # gradient at their bf16 values, rounded to bf16 once)
+        grad = onednn.attention_grad(qkv_bl3hd, mask_bl, g_bld, scale)
+        return grad.astype(qkv_bl3hd.dtype), None
+    # bf16 where float32 products were not measured to pay: the XLA form, recomputed
+    _, vjp = jax.vjp(lambda x: _qkv_attention_xla(x, mask_bl, scale), qkv_bl3hd)
+    return vjp(g_bld.astype(qkv_bl3hd.dtype)) + (None,)
 
 
 _qkv_attention_onednn.defvjp(_onednn_fwd, _onednn_bwd)
@@ -94,8 +99,9 @@ def qkv_attention(qkv_bl3hd, mask_bl, scale: float, *, fused: bool):
     qkv's dtype, bf16 or float32, float32 softmax, no [b, h, l, l] logits in memory):
     the CPU bf16 mode (kernels/dense.py) and float32 where `float32_kernel` says so.
     Gradients: the kernel of onednn_attention_grad.cc (float32 products; for bf16 qkv
-    the exact gradient at its bf16 values, rounded to bf16). Otherwise the XLA form
-    above."""
+    the exact gradient at its bf16 values, rounded to bf16), for bf16 only where
+    float32 products pay (kernels/dense.float32_kernel_pays: AMX CPUs; elsewhere the
+    XLA form, recomputed, as before). Otherwise the XLA form above."""
     if fused:
         if qkv_bl3hd.dtype != jnp.float32:
             qkv_bl3hd = qkv_bl3hd.astype(jnp.bfloat16)

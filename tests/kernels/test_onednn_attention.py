@@ -102,7 +102,7 @@ def test_float32_kernel_equals_float64_and_the_xla_form(b, l, h, d):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("b,l,h,d", [(2, 24, 2, 16), (3, 128, 12, 32)])
-def test_fused_attention_gradients_equal_float64(dtype, b, l, h, d):
+def test_fused_attention_gradients_equal_float64(dtype, b, l, h, d, monkeypatch):
     qkv, mask = _case(b, l, h, d, seed=2 + l, dtype=dtype)
     c = jnp.asarray(np.random.default_rng(3).standard_normal((b, l, h * d)), jnp.float32)
     scale = d ** -0.5
@@ -112,6 +112,9 @@ def test_fused_attention_gradients_equal_float64(dtype, b, l, h, d):
 
     got = jax.grad(loss)(qkv, True)
     assert got.dtype == dtype
+    if dtype == jnp.bfloat16:   # bf16 gradients take the kernel where float32 ones pay
+        monkeypatch.setenv("GECKO_ONEDNN_F32", "1")
+        got = jax.grad(loss)(qkv, True)
     assert "gecko_onednn_attention_grad" in jax.jit(jax.grad(loss), static_argnums=1).lower(
         qkv, True).as_text()
     # The cotangent reaching a bf16 output is bf16: the reference uses it rounded too.
@@ -125,6 +128,21 @@ def test_fused_attention_gradients_equal_float64(dtype, b, l, h, d):
         np.testing.assert_allclose(np.asarray(xla, np.float64), want, atol=1e-5 * top, rtol=0)
     else:   # exact in float32 at the bf16 values, rounded to bf16 once: 2^-9 relative
         np.testing.assert_allclose(got64, want, atol=2.0 ** -8 * top, rtol=0)
+
+
+def test_bf16_gradients_keep_the_xla_form_where_float32_kernels_do_not_pay(monkeypatch):
+    monkeypatch.setenv("GECKO_ONEDNN_F32", "0")
+    qkv, mask = _case(2, 24, 2, 16, seed=9)
+    c = jnp.asarray(np.random.default_rng(3).standard_normal((2, 24, 32)), jnp.float32)
+
+    def loss(x, fused):
+        return jnp.sum(qkv_attention(x, mask, 0.25, fused=fused).astype(jnp.float32) * c)
+
+    hlo = jax.jit(jax.grad(loss), static_argnums=1).lower(qkv, True).as_text()
+    assert "gecko_onednn_attention_grad" not in hlo
+    got, want = jax.grad(loss)(qkv, True), jax.grad(loss)(qkv, False)
+    np.testing.assert_array_equal(np.asarray(got.astype(jnp.float32)),
+                                  np.asarray(want.astype(jnp.float32)))
 
 
 def test_gradient_with_no_visible_key_equals_the_xla_form():
