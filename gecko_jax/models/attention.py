@@ -131,18 +131,34 @@ def attention_with_prefix(q_bhtd, pk_ksd, pv_ksd, pmask, k_bksd, v_bksd, mask,
     b, h, t, d = q_bhtd.shape
     kv, s0, s = pk_ksd.shape[0], pk_ksd.shape[1], k_bksd.shape[2]
     g = h // kv
+    n = b * g * t
     scale = d ** -0.5 if scale is None else scale
     q_bkrd = (q_bhtd * scale).reshape(b, kv, g * t, d)
-    lp = jnp.einsum("bkrd,ksd->bkrs", q_bkrd, pk_ksd).reshape(b, kv, g, t, s0)
+    # The prefix part kv-major ([kv, rows of every batch row, s0]): one matmul of all
+    # rows' queries against the single prefix copy, and its logits stay in the layout
+    # the matmul writes (batch-major logits came out of XLA's dot as [kv, s0, rows] and
+    # were transposed with a stride, which cost more than the matmul in decode steps).
+    q_knd = jnp.swapaxes(q_bkrd, 0, 1).reshape(kv, n, d)
+    lp = jnp.einsum("knd,ksd->kns", q_knd, pk_ksd).astype(jnp.float32)
+    pm = jnp.broadcast_to(pmask, (b, t, s0))
+    pbias = jnp.where(jnp.broadcast_to(pm[:, None], (b, g, t, s0)).reshape(n, s0) > 0, 0.0,
+                      MASKED).astype(jnp.float32)
+    lp = lp + pbias[None]
     lo = (q_bkrd @ jnp.swapaxes(k_bksd, -1, -2)).reshape(b, kv, g, t, s)
-    bias = lambda m: jnp.where(m[:, None, None] > 0, 0.0, MASKED).astype(jnp.float32)  # noqa: E731
-    lp = lp.astype(jnp.float32) + bias(jnp.broadcast_to(pmask, (b, t, s0)))
-    lo = lo.astype(jnp.float32) + bias(mask)
-    top = jax.lax.stop_gradient(jnp.maximum(jnp.max(lp, axis=-1, keepdims=True),
-                                            jnp.max(lo, axis=-1, keepdims=True)))
-    wp = jnp.exp(lp - top).reshape(b, kv, g * t, s0)
-    wo = jnp.exp(lo - top).reshape(b, kv, g * t, s)
-    ctx = (jnp.einsum("bkrs,ksd->bkrd", wp.astype(pv_ksd.dtype), pv_ksd).astype(jnp.float32)
-           + (wo.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32))
-    ctx = ctx / (jnp.sum(wp, axis=-1, keepdims=True) + jnp.sum(wo, axis=-1, keepdims=True))
+    lo = lo.astype(jnp.float32) + jnp.where(mask[:, None, None] > 0, 0.0,
+                                            MASKED).astype(jnp.float32)
+    lo = lo.reshape(b, kv, g * t, s)
+
+    def to_rows(x_kn):   # [kv, n] -> [b, kv, g * t]
+        return jnp.swapaxes(x_kn.reshape(kv, b, g * t), 0, 1)
+
+    top = jax.lax.stop_gradient(jnp.maximum(to_rows(jnp.max(lp, axis=-1)),
+                                            jnp.max(lo, axis=-1)))       # [b, kv, r]
+    top_kn = jnp.swapaxes(top, 0, 1).reshape(kv, n)
+    wp = jnp.exp(lp - top_kn[..., None])
+    wo = jnp.exp(lo - top[..., None])
+    ctx_p = jnp.einsum("kns,ksd->knd", wp.astype(pv_ksd.dtype), pv_ksd).astype(jnp.float32)
+    ctx_p = jnp.swapaxes(ctx_p.reshape(kv, b, g * t, d), 0, 1)
+    ctx = ctx_p + (wo.astype(v_bksd.dtype) @ v_bksd).astype(jnp.float32)
+    ctx = ctx / (to_rows(jnp.sum(wp, axis=-1))[..., None] + jnp.sum(wo, axis=-1, keepdims=True))
     return ctx.astype(v_bksd.dtype).reshape(b, h, t, d)
