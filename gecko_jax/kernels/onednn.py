@@ -5,12 +5,13 @@ matrix (AMX) units, so its bf16 matmuls run no faster than float32 there, while
 oneDNN's reach about 3x float32 on an AVX512-BF16 Zen 4 (bench/matmul.py).
 `gecko_jax/kernels/onednn_matmul.cc` wraps oneDNN's matmul primitive in a typed FFI
 handler (with a bias and an activation fused), `onednn_attention.cc` the BERT
-tower's attention (two batched bf16 matmuls around a float32 softmax); this module
-compiles them on first use with the system C++ compiler against
-the pinned `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels and jaxlib's FFI
-headers, caches the library (GECKO_KERNEL_CACHE, default ~/.cache/gecko_jax/kernels,
-keyed by the sources, both versions and the CPU's flags: it is built with
--march=native), loads it and registers both targets.
+tower's attention (two batched bf16 or float32 matmuls around a float32 softmax) and
+`onednn_attention_grad.cc` its float32 gradient (both share attention_common.h);
+this module compiles them on first use with the system C++ compiler against the
+pinned `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels and jaxlib's FFI headers,
+caches the library (GECKO_KERNEL_CACHE, default ~/.cache/gecko_jax/kernels, keyed by
+the sources, both versions and the CPU's flags: it is built with -march=native),
+loads it and registers the three targets.
 
 `available()` says whether the kernel can run here (and `why_unavailable()` why not:
 no compiler, no wheel, not x86-64 Linux, or GECKO_ONEDNN=0); callers fall back to

@@ -31,7 +31,7 @@ struct GradScratch {
   std::vector<uint8_t> pad;
 };
 
-// P (normalised) and then dS in place of dP, for rows of n keys.
+// P, normalised, for rows of n keys (uniform where no key is visible).
 void softmax_rows(const float* s, const float* bias, float scale, float* p, int64_t rows,
                   int64_t n, bool any) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -45,6 +45,7 @@ void softmax_rows(const float* s, const float* bias, float scale, float* p, int6
   }
 }
 
+// dS = P (dP - rowsum(P dP)) * scale, written over dP.
 void ds_rows(const float* p, float* dp, float scale, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* pr = p + r * n;

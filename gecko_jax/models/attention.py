@@ -86,7 +86,7 @@ def float32_kernel(dtype) -> bool:
     """Whether float32 attention runs as the oneDNN kernels (forward and gradient) here:
     where float32 dense layers do (kernels/dense.float32_kernel_pays). On the AMX Xeon
     it was measured on, XLA:CPU's float32 attention of 16 x 128 tokens, 12 heads, took
-    28 ms forward and backward, torch's 10 ms."""
+    27 ms forward and backward, the kernels 4.8 ms, torch's 10 ms."""
     return (jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu"
             and onednn.available() and float32_kernel_pays())
 
