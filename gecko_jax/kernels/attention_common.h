@@ -86,7 +86,7 @@ inline const Prims& prims(int64_t h, int64_t l, int64_t d, dnnl::memory::data_ty
 }
 
 // c = a x b by one of the Prims' matmuls (scratchpad `pad_md` in `pad`), on a stream
-// of this thread's own.
+// of this thread's own, created once per thread (not once per product).
 inline void run(const dnnl::matmul& mm, const dnnl::memory::desc& ma, const void* a,
                 const dnnl::memory::desc& mb, const void* b, const dnnl::memory::desc& mc,
                 void* c, const dnnl::memory::desc& pad_md, std::vector<uint8_t>& pad) {
@@ -95,7 +95,7 @@ inline void run(const dnnl::matmul& mm, const dnnl::memory::desc& ma, const void
   auto mem = [&](const dnnl::memory::desc& md, const void* ptr) {
     return dnnl::memory(md, eng, const_cast<void*>(ptr));
   };
-  dnnl::stream st(eng);
+  thread_local dnnl::stream st(eng);
   mm.execute(st, {{DNNL_ARG_SRC, mem(ma, a)}, {DNNL_ARG_WEIGHTS, mem(mb, b)},
                   {DNNL_ARG_DST, mem(mc, c)}, {DNNL_ARG_SCRATCHPAD, mem(pad_md, pad.data())}});
   st.wait();
