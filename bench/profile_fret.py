@@ -108,6 +108,13 @@ def main(argv=None):
     instrument(engine, times, calls, new_shapes, seen)
     stage_times: collections.Counter = collections.Counter()
     instrument_stages(stage_times)
+    compile_s = collections.Counter()
+
+    def on_event(event, seconds, **_):
+        if event.startswith("/jax/core/compile/"):
+            compile_s[event.rsplit("/", 1)[1]] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
     with tempfile.TemporaryDirectory(prefix="prof_fret_") as tmp:
         work = pathlib.Path(tmp)
         corpus = write_corpus(work, 512)
@@ -116,7 +123,7 @@ def main(argv=None):
         run_local(fret_config("smollm2", args.warm, args.dtype), corpus, work / "warm", llm=engine,
                   encoder=encoder)
         print(f"warm-up ({args.warm} passages): {time.perf_counter() - t:.1f}s", flush=True)
-        for c in (times, calls, new_shapes, stage_times, engine.stats):
+        for c in (times, calls, new_shapes, stage_times, engine.stats, compile_s):
             c.clear()
         t = time.perf_counter()
         m = run_local(fret_config("smollm2", args.limit, args.dtype), corpus, work / "run", llm=engine,
@@ -132,6 +139,8 @@ def main(argv=None):
         base = k.split(" ")[0]
         n = calls[base] if "(" not in k else new_shapes[base]
         print(f"  {k:28s} {v:7.2f}s  {n:4d} calls")
+    print("compiling in the timed run (tracing, lowering, XLA):",
+          ", ".join(f"{k} {v:.2f}s" for k, v in compile_s.most_common()) or "none")
     print("stats:", dict(engine.stats))
     counts = m["counts"]
     print("counts:", {k: v for k, v in counts.items() if not k.startswith("parse_failure:")})

@@ -336,6 +336,35 @@ def layers_as_bits(params: dict) -> dict:
     return dict(params, layers=layers)
 
 
+def split_layers(params: dict) -> dict:
+    """`params` with the stacked layer weights [L, ...] as a list of L per-layer dicts,
+    each leaf its own buffer (sharded as the stack was, less its layer axis).
+
+    `forward` with a cache runs such a list as an unrolled loop. For decode steps on
+    CPU: XLA:CPU copies each layer's slice out of a stacked weight (and KV cache) at
+    every iteration of a layer loop, as much memory traffic as the few-row matmuls
+    themselves; with one buffer per layer the matmuls read the weights in place."""
+    stacked = params["layers"]
+    n = jax.tree.leaves(stacked)[0].shape[0]
+
+    def layer(a, i):
+        out = a[i]
+        s = getattr(a, "sharding", None)
+        if isinstance(s, jax.sharding.NamedSharding):
+            out = jax.device_put(out, jax.sharding.NamedSharding(
+                s.mesh, jax.sharding.PartitionSpec(*s.spec[1:])))
+        return out
+
+    return dict(params, layers=[jax.tree.map(lambda a: layer(a, i), stacked)
+                                for i in range(n)])
+
+
+def split_cache(kv: Array) -> list:
+    """A stacked [L, ...] KV cache (or shared prefix) as per-layer arrays (see
+    `split_layers`)."""
+    return [kv[i] for i in range(kv.shape[0])]
+
+
 def _layer_weights(p: dict) -> dict:
     """One layer's weights with bits stored by `layers_as_bits` read back as bf16."""
     return {k: jax.lax.bitcast_convert_type(v, jnp.bfloat16) if v.dtype == jnp.uint16 else v
@@ -357,6 +386,9 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
     "valid": [S0]}, a block of leading tokens every row continues, stored once for all
     rows; the tokens attend to it and to their own cache (which then holds only the
     tokens after it).
+
+    With `params` from `split_layers` (a list of layers) the cache path runs the layers
+    unrolled, and the cache's "k"/"v" (and the prefix's) are lists of per-layer arrays.
 
     `options` (layer_stack.LayerOptions; the cache-free path only): remat policy,
     scan (default) or unrolled layers, compute dtype (hidden states come back
@@ -392,6 +424,19 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
     else:
         if cpu_bf16_mode(x.dtype):   # a bf16 teacher on CPU: float32 activations
             x = x.astype(jnp.float32)
+
+        if isinstance(params["layers"], (list, tuple)):
+            ks, vs = [], []
+            for i, (p, g) in enumerate(zip(params["layers"], cfg.global_layers())):
+                pre = (None if prefix is None else
+                       (prefix["k"][i], prefix["v"][i], prefix["pos"], prefix["valid"]))
+                x, kc, vc = block(cfg, _layer_weights(p), x, bool(g), pos_bt, cache["k"][i],
+                                  cache["v"][i], cache["pos"], cache["valid"], write_at,
+                                  causal, pre)
+                ks.append(kc)
+                vs.append(vc)
+            x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps, cfg.is_gemma)
+            return x, dict(cache, k=ks, v=vs)
 
         def body(x, xs):
             p, g, kc, vc = xs[:4]

@@ -87,3 +87,24 @@ def test_one_token_labels_of_one_prefix_share_a_row(smollm2_engine):
     np.testing.assert_allclose(merged, plain, atol=1e-4, rtol=0)
     assert t1 - t0 < (t2 - t1) / 2  # 2 rows after the cached block vs 4 whole rows
     assert merged[0] != merged[2]
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_decode_layer_buffers_give_the_same_tokens(get_model, name):
+    """Decode steps over one buffer per layer (an unrolled loop, the CPU default) give
+    the tokens of the scanned stack: greedy with the shared block and a stop string
+    (rows finish at different steps and are compacted), and seeded nucleus sampling."""
+    from gecko_jax.llm.jax_engine import JaxEngine
+
+    engine = get_model("engine", name)
+    assert engine.decode_layer_buffers  # CPU default
+    assert isinstance(engine.decode_params["layers"], list)
+    stacked = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=8,
+                        decode_layer_buffers=False)
+    kw = dict(max_new_tokens=24, stop=["\n"])
+    greedy = _generate(engine, True, True, **kw)
+    assert greedy == _generate(stacked, True, True, **kw)
+    assert len({len(g) for g in greedy}) > 1  # rows stopped at different steps
+    if name == "smollm2":
+        kw = dict(max_new_tokens=16, temperature=0.8, top_p=0.95, seed=5)
+        assert engine.generate(PROMPTS, **kw) == stacked.generate(PROMPTS, **kw)
