@@ -35,6 +35,7 @@ import tempfile
 import jax
 
 from gecko_jax import hardware
+from gecko_jax.kernels import spmd
 
 TARGET = "gecko_onednn_matmul"
 ATTENTION_TARGET = "gecko_onednn_attention"
@@ -138,27 +139,63 @@ def available() -> bool:
 ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4}
 
 
+def _matmul_local(a, b, bias, transpose_a, transpose_b, out_dtype, activation):
+    """One device's oneDNN product (spmd.matmul_partitioned splits a sharded one)."""
+    import numpy as np
+
+    m = a.shape[1] if transpose_a else a.shape[0]
+    n = b.shape[0] if transpose_b else b.shape[1]
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
+                            vmap_method="sequential")
+    return call(a, b, bias, transpose_a=np.int32(transpose_a), transpose_b=np.int32(transpose_b),
+                activation=np.int32(ACTIVATIONS[activation]))
+
+
+_matmul = spmd.matmul_partitioned(_matmul_local)
+
+
 def matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, out_dtype=None,
            bias=None, activation: str | None = None):
     """act(op(a) @ op(b) + bias) for 2-D a, b (both bf16 or both float32), in
     `out_dtype` (default a's dtype), accumulated in float32 by oneDNN. op(x) = x.T when
     asked; `bias` is float32 [N] (or None); `activation` one of ACTIVATIONS ("gelu" is
-    the erf form), applied to the float32 sum before the result is rounded."""
-    import numpy as np
-
+    the erf form), applied to the float32 sum before the result is rounded. On a mesh
+    each device computes its own rows/columns (spmd.py)."""
     if not available():
         raise KernelUnavailable(why_unavailable())
     if activation not in ACTIVATIONS:
         known = sorted(map(str, ACTIVATIONS))
         raise ValueError(f"activation {activation!r} is not one of {known}")
-    m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     bias = (jax.numpy.zeros((0,), jax.numpy.float32) if bias is None
             else jax.numpy.asarray(bias, jax.numpy.float32).reshape(n))
-    out = jax.ShapeDtypeStruct((m, n), out_dtype or a.dtype)
-    call = jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")
-    return call(a, b, bias, transpose_a=np.int32(transpose_a), transpose_b=np.int32(transpose_b),
-                activation=np.int32(ACTIVATIONS[activation]))
+    return _matmul(a, b, bias, bool(transpose_a), bool(transpose_b),
+                   jax.numpy.dtype(out_dtype or a.dtype), activation)
+
+
+def _attention_local(qkv_bl3hd, mask_bl, scale, out_dtype):
+    import numpy as np
+
+    b, l, _, h, d = qkv_bl3hd.shape
+    call = jax.ffi.ffi_call(ATTENTION_TARGET, jax.ShapeDtypeStruct((b, l, h * d), out_dtype),
+                            vmap_method="sequential")
+    return call(qkv_bl3hd, mask_bl, scale=np.float32(scale))
+
+
+def _attention_grad_local(qkv_bl3hd, mask_bl, g_bld, scale):
+    import numpy as np
+
+    call = jax.ffi.ffi_call(ATTENTION_GRAD_TARGET,
+                            jax.ShapeDtypeStruct(qkv_bl3hd.shape, jax.numpy.float32),
+                            vmap_method="sequential")
+    return call(qkv_bl3hd, mask_bl, g_bld, scale=np.float32(scale))
+
+
+_attention = spmd.batch_partitioned(_attention_local, "b l t h d, b l -> b l (h d)", (2, 3),
+                                    ("l", "t", "h", "d"))
+_attention_grad = spmd.batch_partitioned(_attention_grad_local,
+                                         "b l t h d, b l, b l (h d) -> b l t h d", (3,),
+                                         ("l", "t", "h", "d"))
 
 
 def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
@@ -166,9 +203,7 @@ def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
     v taken from a fused projection qkv [b, l, 3, h, d] (bf16 or float32: the products'
     operand type); mask [b, l] (nonzero = visible key). Returns [b, l, h * d] in
     `out_dtype` (default qkv's); logits and softmax are float32, the products
-    accumulated in float32."""
-    import numpy as np
-
+    accumulated in float32. On a mesh each device runs its sequences (spmd.py)."""
     if not available():
         raise KernelUnavailable(why_unavailable())
     b, l, three, h, d = qkv_bl3hd.shape
@@ -176,17 +211,14 @@ def attention(qkv_bl3hd, mask_bl, scale: float, out_dtype=None):
         raise ValueError(f"qkv must be [b, l, 3, h, d], got {qkv_bl3hd.shape}")
     if qkv_bl3hd.dtype not in (jax.numpy.bfloat16, jax.numpy.float32):
         qkv_bl3hd = qkv_bl3hd.astype(jax.numpy.bfloat16)
-    out = jax.ShapeDtypeStruct((b, l, h * d), out_dtype or qkv_bl3hd.dtype)
-    call = jax.ffi.ffi_call(ATTENTION_TARGET, out, vmap_method="sequential")
-    return call(qkv_bl3hd, mask_bl.astype(jax.numpy.int32), scale=np.float32(scale))
+    return _attention(qkv_bl3hd, mask_bl.astype(jax.numpy.int32), float(scale),
+                      jax.numpy.dtype(out_dtype or qkv_bl3hd.dtype))
 
 
 def attention_grad(qkv_bl3hd, mask_bl, g_bld, scale: float):
     """The vector-Jacobian product of `attention` in float32: d(qkv) [b, l, 3, h, d]
     for the output's cotangent g [b, l, h * d] (onednn_attention_grad.cc: the
     probabilities recomputed, five float32 products batched over the heads)."""
-    import numpy as np
-
     if not available():
         raise KernelUnavailable(why_unavailable())
     b, l, three, h, d = qkv_bl3hd.shape
@@ -194,7 +226,5 @@ def attention_grad(qkv_bl3hd, mask_bl, g_bld, scale: float):
         raise ValueError(f"qkv must be [b, l, 3, h, d] and g [b, l, h * d], got "
                          f"{qkv_bl3hd.shape} and {g_bld.shape}")
     f32 = jax.numpy.float32
-    out = jax.ShapeDtypeStruct(qkv_bl3hd.shape, f32)
-    call = jax.ffi.ffi_call(ATTENTION_GRAD_TARGET, out, vmap_method="sequential")
-    return call(qkv_bl3hd.astype(f32), mask_bl.astype(jax.numpy.int32), g_bld.astype(f32),
-                scale=np.float32(scale))
+    return _attention_grad(qkv_bl3hd.astype(f32), mask_bl.astype(jax.numpy.int32),
+                           g_bld.astype(f32), float(scale))

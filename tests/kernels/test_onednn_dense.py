@@ -97,8 +97,8 @@ def test_dense_gradients_equal_float64(w_is_nk):
 
 
 def test_dense_on_the_8_device_mesh_equals_one_device():
-    # The suite emulates 8 CPU devices: the custom call has no sharding rule, so XLA
-    # gathers its operands and runs it replicated; the result must not change.
+    # The suite emulates 8 CPU devices: each runs the kernel on its own rows
+    # (kernels/spmd.py; tests/kernels/test_spmd.py); the result must not change.
     assert jax.device_count() == 8
     mesh = jax.make_mesh((8,), ("data",))
     x = _rand((8, 16, 48), 8, jnp.float32)
