@@ -46,7 +46,11 @@ Intel Xeon with AMX (2 cores, idle), `--quick --bf16`, two runs: jax 11.13 / 11.
 jax-bf16 12.43 / 15.91 (the second after decode steps moved to float32 weights and
 caches), jax-before 8.45 / 7.79 passages/min: float32 1.32x / 1.48x, bf16 2.04x (second
 run); bf16 and float32 records share the query in 12 of 14, and those 12 the same
-positive and negative.
+positive and negative. Same Xeon, after nucleus sampling's cutoff came from the top 256
+logits (not a sort of the vocabulary) and decode steps read per-layer buffers, `--quick`
+three runs: jax 19.72 / 21.35 / 21.16 passages/min, jax-before 12.65 / 13.08,
+llama.cpp 8.51 / 8.40 (`ratio 2.32` / `2.52`); the package before issue 17 (see above,
+two runs) 9.50 / 9.72: 2.03-2.25x.
 """
 
 from __future__ import annotations
