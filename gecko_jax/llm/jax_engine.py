@@ -210,12 +210,12 @@ def _target_logprobs(cfg, params, h_btd, pred_pos_bc, targets_bc):
     h = jnp.take_along_axis(h_btd, pred_pos_bc[..., None], axis=1)  # [B, C, D]
     b, c, d = h.shape
     n = b * c
-    # Always whole blocks: the head's matmul has the same shape however many rows a
-    # device holds, so a data-parallel teacher's scores equal one device's bit for bit
-    # (XLA:CPU's dot rounds differently at other row counts).
-    pad = -n % _HEAD_ROWS
-    blocks_h = jnp.pad(h.reshape(n, d), ((0, pad), (0, 0))).reshape(-1, _HEAD_ROWS, d)
-    blocks_t = jnp.pad(targets_bc.reshape(n), (0, pad)).reshape(-1, _HEAD_ROWS)
+    if n <= _HEAD_ROWS:
+        blocks_h, blocks_t = h.reshape(1, n, d), targets_bc.reshape(1, n)
+    else:
+        pad = -n % _HEAD_ROWS
+        blocks_h = jnp.pad(h.reshape(n, d), ((0, pad), (0, 0))).reshape(-1, _HEAD_ROWS, d)
+        blocks_t = jnp.pad(targets_bc.reshape(n), (0, pad)).reshape(-1, _HEAD_ROWS)
 
     def block(args):
         h_rd, t_r = args
@@ -511,7 +511,7 @@ class JaxEngine(LLM):
             self.stats["prefill_tokens"] += sum(len(r) for r in rows[:n])
         if self.decode_layer_buffers:
             cache = self._split_kv(cache)
-            prefix = None if prefix is None else self._split_kv(dict(prefix))
+            prefix = None if prefix is None else self._split_kv(prefix)
         pos = self._rows_in(lengths)
         stop_ids = set(self.tokenizer.stop_ids)
         # A stop string is looked for in the tokens of this chunk plus enough earlier ones
