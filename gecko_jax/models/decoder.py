@@ -435,21 +435,20 @@ def forward(cfg: DecoderConfig, params: dict, ids_bt: Array, pos_bt: Array,
                                   causal, pre)
                 ks.append(kc)
                 vs.append(vc)
-            x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps, cfg.is_gemma)
-            return x, dict(cache, k=ks, v=vs)
+            new_cache = dict(cache, k=ks, v=vs)
+        else:
+            def body(x, xs):
+                p, g, kc, vc = xs[:4]
+                pre = None if prefix is None else (xs[4], xs[5], prefix["pos"], prefix["valid"])
+                x, kc, vc = block(cfg, _layer_weights(p), x, g, pos_bt, kc, vc, cache["pos"],
+                                  cache["valid"], write_at, causal, pre)
+                return x, (kc, vc)
 
-        def body(x, xs):
-            p, g, kc, vc = xs[:4]
-            pre = None if prefix is None else (xs[4], xs[5], prefix["pos"], prefix["valid"])
-            x, kc, vc = block(cfg, _layer_weights(p), x, g, pos_bt, kc, vc, cache["pos"],
-                              cache["valid"], write_at, causal, pre)
-            return x, (kc, vc)
-
-        xs = (params["layers"], flags, cache["k"], cache["v"])
-        if prefix is not None:
-            xs += (prefix["k"], prefix["v"])
-        x, (kc, vc) = jax.lax.scan(body, x, xs)
-        new_cache = dict(cache, k=kc, v=vc)
+            xs = (params["layers"], flags, cache["k"], cache["v"])
+            if prefix is not None:
+                xs += (prefix["k"], prefix["v"])
+            x, (kc, vc) = jax.lax.scan(body, x, xs)
+            new_cache = dict(cache, k=kc, v=vc)
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps, cfg.is_gemma)
     return x, new_cache
 
