@@ -109,6 +109,48 @@ def _bwd(w_is_nk, out_dtype, activation, res, g_mn):
 _dense_2d.defvjp(_fwd, _bwd)
 
 
+# XLA's route, with the same custom VJP as the kernel's: the gradient keeps x, W and
+# (with an activation) the pre-activation z only, and the activation's derivative is
+# recomputed from z in the backward pass. Autodiff of the tanh GELU kept six
+# [rows, width] intermediates per layer, and XLA:CPU fused their product into the
+# transposed copy its weight-gradient dot asked for, evaluated in strided order: in a
+# Gemma-3 train step those fusions cost more than the layer's matmuls.
+def _xla_product(x_mk, w, bias_n, w_is_nk, out_dtype):
+    z_mn = jax.lax.dot_general(x_mk, w, (((1,), (1 if w_is_nk else 0,)), ((), ())),
+                               preferred_element_type=out_dtype)
+    return z_mn if bias_n is None else z_mn + bias_n.astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _dense_xla(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
+    z_mn = _xla_product(x_mk, w, bias_n, w_is_nk, out_dtype)
+    return z_mn if activation is None else ACTIVATIONS[activation](z_mn)
+
+
+def _xla_fwd(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
+    z_mn = _xla_product(x_mk, w, bias_n, w_is_nk, out_dtype)
+    y = z_mn if activation is None else ACTIVATIONS[activation](z_mn)
+    return y, (x_mk, w, bias_n, None if activation is None else z_mn)
+
+
+def _xla_bwd(w_is_nk, out_dtype, activation, res, g_mn):
+    x_mk, w, bias_n, z_mn = res
+    if activation is not None:
+        _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
+        (g_mn,) = act_vjp(g_mn)
+    dbias = None if bias_n is None else jnp.sum(g_mn, axis=0).astype(bias_n.dtype)
+    g_mn = g_mn.astype(x_mk.dtype)
+    dx = jax.lax.dot_general(g_mn, w, (((1,), (0 if w_is_nk else 1,)), ((), ())),
+                             preferred_element_type=x_mk.dtype)
+    rows = (((0,), (0,)), ((), ()))
+    dw = (jax.lax.dot_general(g_mn, x_mk, rows, preferred_element_type=w.dtype) if w_is_nk
+          else jax.lax.dot_general(x_mk, g_mn, rows, preferred_element_type=w.dtype))
+    return dx, dw, dbias
+
+
+_dense_xla.defvjp(_xla_fwd, _xla_bwd)
+
+
 def dense(x, w, *, bias=None, activation: str | None = None, w_is_nk: bool = False,
           out_dtype=None):
     """activation(x [..., K] @ w [K, N] + bias [N]) -> [..., N]; with `w_is_nk`, w is
@@ -117,21 +159,15 @@ def dense(x, w, *, bias=None, activation: str | None = None, w_is_nk: bool = Fal
     (a key of ACTIVATIONS, or None) applied before rounding to it. On the oneDNN route
     both happen inside the kernel. See the module docstring for the route."""
     out_dtype = out_dtype or x.dtype
+    lead = x.shape[:-1]
+    n = w.shape[0] if w_is_nk else w.shape[1]
     if not use_onednn(x, w):
         if x.dtype == jnp.float32 and w.dtype == jnp.bfloat16:   # the CPU bf16 mode
             x = x.astype(w.dtype)
-        if w_is_nk:
-            y = jnp.einsum("...k,nk->...n", x, w, preferred_element_type=out_dtype)
-        elif out_dtype == x.dtype:
-            y = x @ w
-        else:
-            y = jnp.matmul(x, w, preferred_element_type=out_dtype)
-        if bias is not None:
-            y = y + bias.astype(out_dtype)
-        return y if activation is None else ACTIVATIONS[activation](y)
-    lead = x.shape[:-1]
+        out = _dense_xla(x.reshape(-1, x.shape[-1]), w, bias, w_is_nk, out_dtype, activation)
+        return out.reshape(*lead, n)
     x = x.astype(w.dtype)
     if bias is not None:
         bias = bias.astype(jnp.float32)
     out = _dense_2d(x.reshape(-1, x.shape[-1]), w, bias, w_is_nk, out_dtype, activation)
-    return out.reshape(*lead, w.shape[0] if w_is_nk else w.shape[1])
+    return out.reshape(*lead, n)

@@ -221,21 +221,15 @@ def bidirectional_window(sliding_window: int) -> int:
 
 
 def _project_heads(h_btd: Array, w_dhk: Array) -> Array:
-    """[B, T, D] x [D, H, hd] -> [B, T, H, hd] (oneDNN's bf16 matmul where it pays)."""
+    """[B, T, D] x [D, H, hd] -> [B, T, H, hd] (kernels/dense: oneDNN where it pays)."""
     d, nh, hd = w_dhk.shape
-    w_dn = w_dhk.reshape(d, nh * hd)
-    if not use_onednn(h_btd, w_dn):
-        return jnp.einsum("btd,dhk->bthk", h_btd, w_dhk)
-    return dense(h_btd, w_dn).reshape(*h_btd.shape[:2], nh, hd)
+    return dense(h_btd, w_dhk.reshape(d, nh * hd)).reshape(*h_btd.shape[:2], nh, hd)
 
 
 def _merge_heads(o_bthk: Array, w_hkd: Array) -> Array:
     """[B, T, H, hd] x [H, hd, D] -> [B, T, D]."""
     nh, hd, d = w_hkd.shape
-    o_btn, w_nd = o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d)
-    if not use_onednn(o_btn, w_nd):
-        return jnp.einsum("bthk,hkd->btd", o_bthk, w_hkd)
-    return dense(o_btn, w_nd)
+    return dense(o_bthk.reshape(*o_bthk.shape[:2], nh * hd), w_hkd.reshape(nh * hd, d))
 
 
 def _mlp(x: Array, p: dict, gemma: bool) -> Array:
