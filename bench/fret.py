@@ -6,6 +6,7 @@ teacher), on the same passages and prompts.
   python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
   python bench/fret.py --limit 8 --warm 4 --no-before --no-llama-cpp   # one side, smaller
   python bench/fret.py --quick --bf16   # adds the side jax-bf16 (teacher_dtype bfloat16)
+  python bench/fret.py --quick --batch-invariant   # adds jax-invariant (row-by-row scoring)
 
 The config is `gecko distill`'s FRet stage: SmolLM2-135M teacher, a 512-passage
 Wikipedia-sample corpus, MiniLM retrieving N = 4 neighbours, shards of 8, batches of
@@ -194,6 +195,8 @@ def main(argv=None):
     ap.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--bf16", action="store_true",
                     help="also run the engine with teacher_dtype bfloat16 (side jax-bf16)")
+    ap.add_argument("--batch-invariant", action="store_true",
+                    help="also run the engine with batch_invariant scoring (side jax-invariant)")
     args = ap.parse_args(argv)
     limit = args.limit or (16 if args.quick else 64)
 
@@ -219,6 +222,11 @@ def main(argv=None):
                            dtype=jnp.bfloat16, name="smollm2")
             results["jax-bf16"] = run_side("jax-bf16", "smollm2", bf, encoder, corpus, limit,
                                            work, warm=args.warm, teacher_dtype="bfloat16")
+        if args.batch_invariant:
+            inv = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
+                            batch_invariant=True, name="smollm2")
+            results["jax-invariant"] = run_side("jax-invariant", "smollm2", inv, encoder,
+                                                corpus, limit, work, warm=args.warm)
         if not args.no_before:
             old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
                             generate_prefix_reuse=False, compact_finished=False,
@@ -255,6 +263,11 @@ def main(argv=None):
         j, b = results["jax"], results["jax-before"]
         print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
               f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
+    if "jax-invariant" in results and "jax" in results:
+        a, b = results["jax-invariant"]["pairs"], results["jax"]["pairs"]
+        print(f"jax-invariant vs jax: {sum(a.get(k) == v for k, v in b.items())} of {len(b)} "
+              f"records the same; speed {results['jax-invariant']['ppm'] / results['jax']['ppm']:.2f}"
+              " of jax's")
     if "jax-bf16" in results and "jax" in results:
         a, b = results["jax-bf16"]["pairs"], results["jax"]["pairs"]
         same_q = [k for k in a if k in b and a[k][0] == b[k][0]]

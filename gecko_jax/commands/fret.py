@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                                           "data=-1 (all devices), data=8, data=4,model=2")
     p.add_argument("--teacher-dtype", choices=("float32", "bfloat16"),
                    help="local teacher compute dtype (default float32)")
+    p.add_argument("--teacher-batch-invariant", action="store_true", default=None,
+                   help="score each row by itself: the same scores on any number of "
+                        "devices (--teacher-mesh)")
     p.add_argument("--runner", choices=("local", "beam"), default="local")
     p.add_argument("--beam-arg", action="append", default=[],
                    help="Beam pipeline option, e.g. --beam-arg=--runner=DirectRunner")
@@ -94,7 +97,8 @@ def build_config(args):
            "shard_size": args.shard_size, "seed": args.seed, "prompts_dir": args.prompts,
            "prompt_style": args.prompt_style,
            "max_batch": args.max_batch, "teacher_mesh": args.teacher_mesh,
-           "teacher_dtype": args.teacher_dtype}
+           "teacher_dtype": args.teacher_dtype,
+           "teacher_batch_invariant": args.teacher_batch_invariant}
     rel = {"num_neighbors": args.num_neighbors, "negative": args.negative, "rrf_k": args.rrf_k}
     try:
         relabel = dataclasses.replace(cfg.relabel, **{k: v for k, v in rel.items() if v is not None})

@@ -53,6 +53,10 @@ class FRetConfig:
     teacher_mesh: the local teacher data-parallel over a device mesh, as mesh axis sizes
       ("data=-1": every device; "data=8"; "data=4,model=2"); None: one device.
       Scores agree with one device to float rounding, so it is not part of the identity.
+    teacher_batch_invariant: the local teacher scores each row by itself
+      (`JaxEngine(batch_invariant=True)`): scores are then the same bits on any number
+      of devices (otherwise within ~2e-5: float32 sums in another order). Runtime only,
+      like teacher_mesh.
     teacher_dtype: "float32" or "bfloat16" compute for the local teacher (bfloat16
       changes scores, so it joins the identity).
     prompt_style: 'auto' (chat turns for a teacher with a chat template, or an
@@ -74,6 +78,7 @@ class FRetConfig:
     # Runtime only (not part of the identity: they do not change the records).
     max_batch: int = 16
     teacher_mesh: str | None = None
+    teacher_batch_invariant: bool = False
     embed_max_length: int = 256
     tfrecord: bool = True
     progress: bool = True
@@ -263,15 +268,17 @@ _CACHE: dict = {}
 
 
 def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
-                 dtype: str = "float32"):
-    """The teacher LLM (cached per process: a Beam worker loads it once). mesh, dtype:
-    FRetConfig.teacher_mesh / teacher_dtype (local teachers only)."""
-    key = ("teacher", spec, max_batch, mesh, dtype)
+                 dtype: str = "float32", batch_invariant: bool = False):
+    """The teacher LLM (cached per process: a Beam worker loads it once). mesh, dtype,
+    batch_invariant: FRetConfig.teacher_mesh / teacher_dtype / teacher_batch_invariant
+    (local teachers only)."""
+    key = ("teacher", spec, max_batch, mesh, dtype, batch_invariant)
     if key not in _CACHE:
         if spec.startswith(("http://", "https://")):
-            if mesh is not None or dtype != "float32":
-                raise InputError(f"teacher {spec}: teacher_mesh / teacher_dtype apply to a "
-                                 "local teacher only (the server decides its own)")
+            if mesh is not None or dtype != "float32" or batch_invariant:
+                raise InputError(f"teacher {spec}: teacher_mesh / teacher_dtype / "
+                                 "teacher_batch_invariant apply to a local teacher only "
+                                 "(the server decides its own)")
             from gecko_jax.llm.openai_compat import OpenAICompatLLM
 
             _CACHE[key] = OpenAICompatLLM(spec)
@@ -286,13 +293,15 @@ def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
 
                 device_mesh = make_mesh(MeshSpec(**parse_mesh(mesh)))
             _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch, mesh=device_mesh,
-                                         dtype=jnp.dtype(dtype))
+                                         dtype=jnp.dtype(dtype), batch_invariant=batch_invariant)
     return _CACHE[key]
 
 
 def teacher_for(cfg: FRetConfig):
-    """The run's teacher (FRetConfig's teacher, max_batch, teacher_mesh, teacher_dtype)."""
-    return open_teacher(cfg.teacher, cfg.max_batch, cfg.teacher_mesh, cfg.teacher_dtype)
+    """The run's teacher (FRetConfig's teacher, max_batch, teacher_mesh, teacher_dtype,
+    teacher_batch_invariant)."""
+    return open_teacher(cfg.teacher, cfg.max_batch, cfg.teacher_mesh, cfg.teacher_dtype,
+                        cfg.teacher_batch_invariant)
 
 
 def resolve_prompt_style(setting: str, teacher: str) -> str:

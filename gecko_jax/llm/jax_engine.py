@@ -272,6 +272,30 @@ def _score_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, pred_pos_bc
     return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
 
 
+def _row_by_row(fn, n_rows: int, mesh: jax.sharding.Mesh | None):
+    """`fn(params, *shared, *rows)` (its last n_rows arguments batch-leading, its result
+    too) computed one row at a time: a loop whose step is the same one-row program
+    whatever the number of rows, so a row's result does not depend on how many rows a
+    device holds. On a mesh
+    each device loops over its own rows (shard_map over "data"; parameters and shared
+    arguments replicated), so the result does not depend on the mesh either: XLA:CPU's
+    float32 dots pick other algorithms for other row counts (a row alone vs 8 in one
+    product), which moved summed log-probs by ~2e-5 between 1 and 8 devices."""
+    def per_row(params, *args):
+        shared, rows = args[:len(args) - n_rows], args[len(args) - n_rows:]
+        return jax.lax.map(lambda r: fn(params, *shared, *(a[None] for a in r))[0], rows)
+
+    if mesh is None or "data" not in mesh.shape:
+        return per_row
+    P = jax.sharding.PartitionSpec
+
+    def sharded(params, *args):
+        specs = (P(),) * (1 + len(args) - n_rows) + (P("data"),) * n_rows
+        return jax.shard_map(per_row, mesh=mesh, in_specs=specs, out_specs=P("data"),
+                             check_vma=False)(params, *args)
+    return sharded
+
+
 # ------------------------------------------------------------------------- engine
 
 class JaxEngine(LLM):
@@ -303,6 +327,11 @@ class JaxEngine(LLM):
       mesh: data-parallel (and tensor-parallel) teacher over a device mesh: parameters
         are placed by the logical-axis rules (sharding_rules; replicated over "data"), batches split over "data"
         (rows padded to a multiple of its size). None: one device.
+      batch_invariant: scoring computes each row by itself (`_row_by_row`: a loop over
+        rows, per device on a mesh), so scores are the same bits on any number of
+        devices (otherwise within ~2e-5 of one device's: float32 products of other
+        row counts). In the default FRet run it cost no measurable speed (bench/fret.py
+        --batch-invariant). Generation is unchanged (greedy tokens already agree).
       decode_layer_buffers: decode steps read each layer's weights, KV cache and shared
         prefix from its own buffer (an unrolled layer loop; `decoder.split_layers`)
         instead of slicing stacked arrays, which XLA:CPU copies at every step: 15-26%
@@ -316,7 +345,7 @@ class JaxEngine(LLM):
                  generate_prefix_reuse: bool = True, compact_finished: bool = True,
                  score_fine_batching: bool = True, shared_prefix_attention: bool = True,
                  mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax",
-                 decode_layer_buffers: bool | None = None):
+                 decode_layer_buffers: bool | None = None, batch_invariant: bool = False):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self._params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
@@ -362,16 +391,22 @@ class JaxEngine(LLM):
         self._decode = jit(functools.partial(_decode_chunk, cfg),
                            static_argnames=("n_steps", "greedy", "nucleus"),
                            donate_argnums=(1,))
-        self._score_full = jit(functools.partial(_score_full, cfg))
+        self.batch_invariant = batch_invariant
+
+        def scorer(fn, n_rows):
+            fn = functools.partial(fn, cfg)
+            return jit(_row_by_row(fn, n_rows, mesh) if batch_invariant else fn)
+
+        self._score_full = scorer(_score_full, 4)
         self._prefill_shared = jit(functools.partial(_prefill_shared, cfg, dtype=cache_dtype))
         self._prefill_extend = jit(functools.partial(_prefill_extend, cfg, dtype=cache_dtype),
                                    static_argnames=("cache_size", "greedy", "nucleus"))
         self._take_rows = jit(_take_rows)
         self._split_kv = jit(_split_kv)
-        self._score_extend = jit(functools.partial(_score_extend, cfg))
+        self._score_extend = scorer(_score_extend, 3)
         self._prefill_after = jit(functools.partial(_prefill_after, cfg, dtype=cache_dtype),
                                   static_argnames=("cache_size", "greedy", "nucleus"))
-        self._score_after = jit(functools.partial(_score_after, cfg))
+        self._score_after = scorer(_score_after, 3)
         self._prefix_form = jit(_prefix_form)
         self._logits = jit(functools.partial(dec.logits, cfg))
         self._shared_lru: collections.OrderedDict = collections.OrderedDict()

@@ -1,6 +1,7 @@
 """FRetConfig.teacher_mesh through the config path (gin binding -> config_from_gin ->
 run_local -> open_teacher): on an emulated 8-device CPU mesh the run's records equal a
-one-device run's (same queries, positives, negatives; scores within float rounding).
+one-device run's (same queries, positives, negatives; scores within float rounding, and
+bit for bit with FRetConfig.teacher_batch_invariant).
 
 Runs in a subprocess: the 8 host devices must be set before JAX starts."""
 
@@ -13,7 +14,7 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
-    import dataclasses, json, pathlib, sys
+    import dataclasses, gc, json, pathlib, sys
     import jax
     from gecko_jax.fret import pipeline
     from gecko_jax.fret.corpus import wikipedia_passages
@@ -25,16 +26,24 @@ SCRIPT = textwrap.dedent("""
     corpus.write_text("".join(json.dumps(r) + "\\n" for r in wikipedia_passages(words=40)[:24]))
     base = tiny_config(limit=2, shard_size=2, num_neighbors=2)
     result = {}
-    for name, binding in (("one", None), ("mesh", "FRetConfig.teacher_mesh = 'data=8'")):
-        gin_cfg = pipeline.config_from_gin((), [binding] if binding else [])
-        cfg = dataclasses.replace(base, teacher_mesh=gin_cfg.teacher_mesh)
+    inv = "FRetConfig.teacher_batch_invariant = True"
+    for name, bindings in (("one", []), ("mesh", ["FRetConfig.teacher_mesh = 'data=8'"]),
+                           ("one_inv", [inv]),
+                           ("mesh_inv", ["FRetConfig.teacher_mesh = 'data=8'", inv])):
+        gin_cfg = pipeline.config_from_gin((), bindings)
+        cfg = dataclasses.replace(base, teacher_mesh=gin_cfg.teacher_mesh,
+                                  teacher_batch_invariant=gin_cfg.teacher_batch_invariant)
         pipeline.run_local(cfg, corpus, out / name)
         engine = pipeline.teacher_for(cfg)
         leaf = jax.tree.leaves(engine.params)[0]
         recs = [json.loads(x) for f in sorted((out / name).glob("shards/records-*.jsonl"))
                 for x in f.read_text().splitlines()]
-        result[name] = {"mesh": dict(engine.mesh.shape) if engine.mesh is not None else None,
+        result[name] = {"invariant": engine.batch_invariant,
+                        "mesh": dict(engine.mesh.shape) if engine.mesh is not None else None,
                         "param_devices": len(leaf.sharding.device_set), "records": recs}
+        del engine, leaf
+        pipeline._CACHE.clear()   # one teacher at a time (8 replicas each on a mesh)
+        gc.collect()
     print("RESULT " + json.dumps(result))
 """)
 
@@ -79,6 +88,10 @@ def test_teacher_mesh_from_config_equals_one_device(tmp_path):
             else:
                 assert x == y, p  # texts, ids, ranks, positive / negative choices
     print(f"records equal; max score difference {worst:.2e}")
+    # FRetConfig.teacher_batch_invariant: the mesh's records equal one device's bit for bit
+    assert out["mesh_inv"]["invariant"] and out["mesh_inv"]["param_devices"] == 8
+    assert out["one_inv"]["invariant"] and not out["mesh"]["invariant"]
+    assert out["mesh_inv"]["records"] == out["one_inv"]["records"]
 
 
 def test_teacher_mesh_config_is_checked():

@@ -44,3 +44,24 @@ def test_fine_batching_equals_earlier_batching(smollm2_engine):
         padded = [e.stats["score_padded_tokens"] - s.get("score_padded_tokens", 0)
                   for e, s in zip((fine, old), before)]
         assert padded[0] < padded[1], padded
+
+
+def test_batch_invariant_scoring_equals_batched(smollm2_engine):
+    # The row-by-row path (each scoring path: a cached block attended to once, the
+    # block copied into rows' caches, whole rows) gives the batched path's scores
+    # within float32 reordering; its mesh invariance is tests/llm/test_teacher_mesh.py's.
+    eng = smollm2_engine
+    ql, rc = _fret_rows(5)
+    pairs = ql + rc[:4] + [("Passage: " + p.split("Passage: ")[-1], c) for p, c in ql[:3]]
+    prefixes, conts = [p for p, _ in pairs], [c for _, c in pairs]
+    for copy_block in (False, True):
+        kw = dict(max_batch=8, shared_prefix_attention=not copy_block)
+        base = JaxEngine(eng.config, eng.params, eng.tokenizer, **kw)
+        inv = JaxEngine(eng.config, eng.params, eng.tokenizer, batch_invariant=True, **kw)
+        want = base.score(prefixes, conts, per_token=True)
+        got = inv.score(prefixes, conts, per_token=True)
+        assert base.stats["extend_tokens"] > 0 and base.stats["full_tokens"] > 0
+        assert inv.stats == base.stats
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, atol=5e-5, rtol=0)
