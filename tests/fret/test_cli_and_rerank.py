@@ -79,3 +79,8 @@ def test_gin_bindings_then_flags_build_the_config(tmp_path):
     cfg = build_config(args)
     assert (cfg.shard_size, cfg.limit, cfg.generate.max_attempts) == (3, 9, 5)
     assert (cfg.relabel.negative, cfg.relabel.rrf_k, cfg.relabel.num_neighbors) == ("rank:4", 60.0, 7)
+    assert not cfg.teacher_batch_invariant
+    args = build_parser().parse_args(["fret", "--corpus", "c.jsonl", "--output", "o",
+                                      "--teacher-batch-invariant", "--teacher-mesh", "data=2"])
+    cfg = build_config(args)
+    assert cfg.teacher_batch_invariant and cfg.teacher_mesh == "data=2"
