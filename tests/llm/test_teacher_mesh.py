@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import gc, json, sys
     import jax
     import numpy as np
     from gecko_jax.llm.jax_engine import JaxEngine
@@ -24,13 +24,14 @@ SCRIPT = textwrap.dedent("""
     assert len(jax.devices()) == 8
     one = JaxEngine.load("smollm2", max_batch=8)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-    dp = JaxEngine(one.config, one.params, one.tokenizer, max_batch=8, mesh=mesh)
-    inv = {name: JaxEngine(one.config, one.params, one.tokenizer, max_batch=8, mesh=m,
-                           batch_invariant=True)
-           for name, m in (("one_inv", None), ("mesh_inv", mesh))}
-    leaf = jax.tree.leaves(dp.params)[0]
-    out = {"param_devices": len(leaf.sharding.device_set)}
-    for name, eng in (("one", one), ("mesh", dp)) + tuple(inv.items()):
+    out = {}
+    # one engine at a time besides `one` (a mesh engine holds 8 replicas)
+    for name, m, inv in (("one", None, False), ("mesh", mesh, False),
+                         ("one_inv", None, True), ("mesh_inv", mesh, True)):
+        eng = one if name == "one" else JaxEngine(one.config, one.params, one.tokenizer,
+                                                  max_batch=8, mesh=m, batch_invariant=inv)
+        if name == "mesh":
+            out["param_devices"] = len(jax.tree.leaves(eng.params)[0].sharding.device_set)
         gen = eng.generate(PROMPTS, max_new_tokens=16)
         cut = eng.generate(PROMPTS, max_new_tokens=24, stop=["\\n"])
         pre = [FEW_SHOT + "Passage: " + p + "\\nQuery:" for p in PASSAGES]
@@ -42,6 +43,8 @@ SCRIPT = textwrap.dedent("""
                          per_token=True, reuse_prefix=False)
         out[name] = {"gen": gen, "cut": cut, "ql": [x.tolist() for x in ql],
                      "rc": [x.tolist() for x in rc], "full": [x.tolist() for x in full]}
+        del eng
+        gc.collect()
     print("RESULT " + json.dumps(out))
 """)
 
