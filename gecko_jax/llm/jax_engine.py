@@ -330,8 +330,9 @@ class JaxEngine(LLM):
       batch_invariant: scoring computes each row by itself (`_row_by_row`: a loop over
         rows, per device on a mesh), so scores are the same bits on any number of
         devices (otherwise within ~2e-5 of one device's: float32 products of other
-        row counts). In the default FRet run it cost no measurable speed (bench/fret.py
-        --batch-invariant). Generation is unchanged (greedy tokens already agree).
+        row counts). In the default FRet run on a 2-core CPU it cost 0-6% of the
+        passages/min (bench/fret.py --batch-invariant, two runs); generation is
+        unchanged (its greedy tokens already agree).
       decode_layer_buffers: decode steps read each layer's weights, KV cache and shared
         prefix from its own buffer (an unrolled layer loop; `decoder.split_layers`)
         instead of slicing stacked arrays, which XLA:CPU copies at every step: 15-26%
