@@ -276,11 +276,11 @@ def _row_by_row(fn, n_rows: int, mesh: jax.sharding.Mesh | None):
     """`fn(params, *shared, *rows)` (its last n_rows arguments batch-leading, its result
     too) computed one row at a time: a loop whose step is the same one-row program
     whatever the number of rows, so a row's result does not depend on how many rows a
-    device holds. On a mesh
-    each device loops over its own rows (shard_map over "data"; parameters and shared
-    arguments replicated), so the result does not depend on the mesh either: XLA:CPU's
-    float32 dots pick other algorithms for other row counts (a row alone vs 8 in one
-    product), which moved summed log-probs by ~2e-5 between 1 and 8 devices."""
+    device holds. On a mesh each device loops over its own rows (shard_map over "data";
+    parameters and shared arguments replicated, so a "model" axis is gathered), so the
+    result does not depend on the mesh either: XLA:CPU's float32 dots pick other
+    algorithms for other row counts (a row alone vs 8 in one product), which moved
+    summed log-probs by ~2e-5 between 1 and 8 devices."""
     def per_row(params, *args):
         shared, rows = args[:len(args) - n_rows], args[len(args) - n_rows:]
         return jax.lax.map(lambda r: fn(params, *shared, *(a[None] for a in r))[0], rows)
