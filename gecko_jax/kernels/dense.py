@@ -77,6 +77,13 @@ ACTIVATIONS = {
 }
 
 
+def _through_activation(activation: str, z_mn, g_mn):
+    """The cotangent g of activation(z) carried back to z (the derivative recomputed
+    from the kept pre-activation: both routes' backward passes)."""
+    _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
+    return act_vjp(g_mn)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _dense_2d(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
     return onednn.matmul(x_mk, w, transpose_b=w_is_nk, out_dtype=out_dtype, bias=bias_n,
@@ -94,8 +101,7 @@ def _fwd(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
 def _bwd(w_is_nk, out_dtype, activation, res, g_mn):
     x_mk, w, bias_n, z_mn = res
     if activation is not None:
-        _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
-        (g_mn,) = act_vjp(g_mn.astype(jnp.float32))
+        g_mn = _through_activation(activation, z_mn, g_mn.astype(jnp.float32))
     dbias = (None if bias_n is None
              else jnp.sum(g_mn.astype(jnp.float32), axis=0).astype(bias_n.dtype))
     g_mn = g_mn.astype(x_mk.dtype)
@@ -136,8 +142,7 @@ def _xla_fwd(x_mk, w, bias_n, w_is_nk, out_dtype, activation):
 def _xla_bwd(w_is_nk, out_dtype, activation, res, g_mn):
     x_mk, w, bias_n, z_mn = res
     if activation is not None:
-        _, act_vjp = jax.vjp(ACTIVATIONS[activation], z_mn)
-        (g_mn,) = act_vjp(g_mn)
+        g_mn = _through_activation(activation, z_mn, g_mn)
     dbias = None if bias_n is None else jnp.sum(g_mn, axis=0).astype(bias_n.dtype)
     g_mn = g_mn.astype(x_mk.dtype)
     dx = jax.lax.dot_general(g_mn, w, (((1,), (0 if w_is_nk else 1,)), ((), ())),
