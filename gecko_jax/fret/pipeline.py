@@ -267,6 +267,12 @@ def seed_shards(num_passages: int, limit: int | None, shard_size: int, seed: int
 _CACHE: dict = {}
 
 
+def release_cached() -> None:
+    """Drops the teachers and embedders this process cached (open_teacher,
+    open_embedder); the next call loads them again."""
+    _CACHE.clear()
+
+
 def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
                  dtype: str = "float32", batch_invariant: bool = False):
     """The teacher LLM (cached per process: a Beam worker loads it once). mesh, dtype,

@@ -1,9 +1,9 @@
-"""Shared, session-scoped real models for the evaluation tests."""
+"""Shared, package-scoped real models for the evaluation tests."""
 
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def minilm_encoder():
     """The shipped all-MiniLM-L6-v2 as a gecko_jax Encoder (raw prompts: a base model)."""
     from gecko_jax import assets

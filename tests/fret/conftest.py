@@ -1,5 +1,5 @@
 """Shared FRet fixtures: the real SmolLM2 teacher and MiniLM embedder (loaded once per
-session through the pipeline's per-process cache), a tiny real Wikipedia corpus, and one
+test package through the pipeline's per-process cache), a tiny real Wikipedia corpus, and one
 finished tiny run that several tests read."""
 
 import json
@@ -7,28 +7,28 @@ import json
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prompts():
     from gecko_jax.fret.prompts import load_prompts
 
     return load_prompts()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def teacher():
     from gecko_jax.fret.pipeline import open_teacher
 
     return open_teacher("smollm2", max_batch=8)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def embedder():
     from gecko_jax.fret.pipeline import open_embedder
 
     return open_embedder(None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def wiki_rows():
     from gecko_jax.fret.corpus import wikipedia_passages
 
@@ -36,7 +36,7 @@ def wiki_rows():
     return wikipedia_passages(words=40)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_corpus(tmp_path_factory, wiki_rows):
     """24 real Wikipedia passages as FRet corpus JSONL."""
     path = tmp_path_factory.mktemp("fret_corpus") / "wiki24.jsonl"
@@ -65,7 +65,7 @@ def tiny_config(**kw):
     return FRetConfig(**base)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def finished_run(tmp_path_factory, tiny_corpus, teacher, embedder):
     """A finished local run (2 seed passages, N=3, TFRecords on): (dir, manifest)."""
     from gecko_jax.fret.pipeline import run_local

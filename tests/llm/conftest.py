@@ -1,4 +1,5 @@
-"""Shared, session-scoped teacher models: each loads once per test run."""
+"""Shared teacher models, package-scoped: each loads once while tests/llm runs and is
+released when the package is done."""
 
 import pytest
 
@@ -39,17 +40,23 @@ def _get(kind, name):
     return _CACHE[kind, name]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package", autouse=True)
+def _release_models():
+    yield
+    _CACHE.clear()
+
+
+@pytest.fixture(scope="package")
 def smollm2_engine():
     return _get("engine", "smollm2")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gemma3_engine():
     return _get("engine", "gemma3")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def get_model():
     """get_model(kind, name): kind 'engine' (ours) or 'torch' (transformers, tokenizer)."""
     return _get
