@@ -34,7 +34,7 @@ import numpy as np
 from gecko_jax.kernels.dense import cpu_bf16_mode
 from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
 from gecko_jax.llm.sampling import next_tokens
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec
 from gecko_jax.tokenization import batch_bucket, bucket_length

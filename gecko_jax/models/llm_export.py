@@ -31,7 +31,7 @@ import numpy as np
 
 from gecko_jax import paths, unified_format
 from gecko_jax.errors import GeckoError
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.models.llm_encoder import LLMEncoder, llm_encoder_from_params
 from gecko_jax.models.weights import GECKO_CONFIG, export_staging, finish_st_folder, write_json
