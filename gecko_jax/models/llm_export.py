@@ -68,7 +68,7 @@ def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike,
         tok.post_processor = processors.TemplateProcessing(
             single=" ".join(head + ["$A"] + tail),
             pair=" ".join(head + ["$A"] + tail + ["$B"] + tail), special_tokens=specials)
-        # (pair: "<bos> $A $B" without EOS, as before; with it, transformers' template)
+        # (pair: "<bos> $A $B" without EOS; with EOS, transformers' template)
     else:
         tok.post_processor = None
     tok.save(str(folder / "tokenizer.json"))
