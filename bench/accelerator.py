@@ -145,7 +145,7 @@ def compile_seconds(tr, host_batch) -> tuple[float, float]:
     Trainer.step jits it). XLA compiles on one thread: CPU seconds resist load."""
     import jax
 
-    from gecko_jax.training import partitioning
+    from gecko_jax import partitioning
 
     batch = partitioning.host_to_global(host_batch, tr.mesh)
     fn = jax.jit(tr._train_step, in_shardings=(tr.state_shardings, tr.batch_shardings(host_batch)),
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from gecko_jax.training import partitioning
+    from gecko_jax import partitioning
 
     devices = jax.devices()
     platform = devices[0].platform

@@ -4,7 +4,7 @@ teacher), on the same passages and prompts.
 
   python bench/fret.py            # 64 seed passages
   python bench/fret.py --quick    # the default 16-passage config (`gecko distill`'s FRet)
-  python bench/fret.py --limit 8 --warm 4 --no-before --no-llama-cpp   # one side, smaller
+  python bench/fret.py --limit 8 --warm 4 --no-llama-cpp   # one side, smaller
   python bench/fret.py --quick --bf16   # adds the side jax-bf16 (teacher_dtype bfloat16)
   python bench/fret.py --quick --batch-invariant   # adds jax-invariant (row-by-row scoring)
 
@@ -15,43 +15,46 @@ loads), then the timed run writes into a fresh folder; passages/min is the run's
 figure (corpus embedding + stage 1 + stage 2 + writing, model loading excluded); also
 passages per CPU-minute (this process, plus the llama.cpp server's), which other load
 on a shared machine disturbs less.
-Sides: `jax` (this engine), `jax-before` (the engine with the speed-ups of issue 17
-switched off: no few-shot prefix reuse in generation, finished rows kept in the batch,
-scoring's earlier batching (token order, coarse buckets), the shared block copied into
-every row's KV cache instead of attended to once; scoring's shared yes/no row and its cached few-shot block stay on;
---no-before skips it; bench/profile_fret.py shows where a side's time goes; for the whole
-previous engine run this script against the previous commit's tree:
-`git archive <commit> | tar -x -C /tmp/base; PYTHONPATH=/tmp/base python bench/fret.py
---quick --no-before`), `jax-bf16` (with --bf16: this engine with FRet's
+Sides: `jax` (this engine), `jax-bf16` (with --bf16: this engine with FRet's
 `teacher_dtype="bfloat16"`; the script prints how many of its records have the same
-query, positive and negative as the float32 side's), `llama.cpp` (the same SmolLM2 GGUF file: stage 1 through
-llama-cpp-python's OpenAI-compatible server on 127.0.0.1 via our OpenAICompatLLM
-client; stage 2 scored by the same libllama in process, because the server's only
-prompt-log-prob route, echo + logprobs, is wrong for SmolLM2 and sorts the vocabulary
-in Python per token; see bench/llama_cpp_teacher.py). llama-cpp-python is looked up in
+query, positive and negative as the float32 side's), `llama.cpp` (the same SmolLM2
+GGUF file: stage 1 through llama-cpp-python's OpenAI-compatible server on 127.0.0.1
+via our OpenAICompatLLM client; stage 2 scored by the same libllama in process,
+because the server's only prompt-log-prob route, echo + logprobs, is wrong for
+SmolLM2 and sorts the vocabulary in Python per token; see bench/llama_cpp_teacher.py). llama-cpp-python is looked up in
 the venv, else in --llama-cpp-site (a `pip install --target` folder of the cached
 wheel: scripts/build_llama_cpp.sh builds it); without it the side is skipped with a
 message. The last line is `ratio <jax / llama.cpp passages/min>` (`ratio n/a` without
 llama.cpp).
 
+To compare with an older engine, run this script on an older commit's tree (the
+package is imported from PYTHONPATH; the script itself only loads the teacher):
+  git archive <commit> | tar -x -C /tmp/base
+  PYTHONPATH=/tmp/base python bench/fret.py --quick --no-llama-cpp
+and the same command with this tree on PYTHONPATH, on the same machine.
+
 Figures (AMD EPYC, 2 cores, shared machine): `--quick --no-llama-cpp` at load 0.4-2.7:
-jax 9.99, jax-before 6.66 passages/min (5.61 vs 3.73 per CPU-minute), 1.50x, the same
-14 records. Where the time went before the shared-prefix attention (bench/profile_fret.py
-on the previous default engine, 148 s for 16 passages): scoring 73.6 s (27.1k padded
-tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s (decode 42.6 s: ~220 ms a step,
-copying the few-shot block's KV cache for every row; prefill 12.6 s), corpus embedding
-18.8 s, compiles in the timed run < 2 s. `--quick --no-before` at load 0.4-2.0:
-jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per CPU-minute; 14 vs 15
-records: llama.cpp samples other queries): `ratio 1.26` (`--limit 8 --warm 4`: 1.22).
+jax 9.99 passages/min (5.61 per CPU-minute), 1.50x the 6.66 (3.73) of the engine
+without its four batching speed-ups (generation's shared few-shot prefix and dropping
+finished rows, scoring's length-sorted batches in 32-token steps, the shared block
+attended to once instead of copied into every row's KV cache), the same 14 records.
+Where that slower engine's time went (bench/profile_fret.py, 148 s for 16 passages):
+scoring 73.6 s (27.1k padded tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s
+(decode 42.6 s: ~220 ms a step, copying the few-shot block's KV cache for every row;
+prefill 12.6 s), corpus embedding 18.8 s, compiles in the timed run < 2 s. `--quick`
+at load 0.4-2.0: jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per
+CPU-minute; 14 vs 15 records: llama.cpp samples other queries): `ratio 1.26`
+(`--limit 8 --warm 4`: 1.22).
 Intel Xeon with AMX (2 cores, idle), `--quick --bf16`, two runs: jax 11.13 / 11.54,
-jax-bf16 12.43 / 15.91 (the second after decode steps moved to float32 weights and
-caches), jax-before 8.45 / 7.79 passages/min: float32 1.32x / 1.48x, bf16 2.04x (second
-run); bf16 and float32 records share the query in 12 of 14, and those 12 the same
-positive and negative. Same Xeon, after nucleus sampling's cutoff came from the top 256
-logits (not a sort of the vocabulary) and decode steps read per-layer buffers, `--quick`
-three runs: jax 19.72 / 21.35 / 21.16 passages/min, jax-before 12.65 / 13.08,
-llama.cpp 8.51 / 8.40 (`ratio 2.32` / `2.52`); the package before issue 17 (see above,
-two runs) 9.50 / 9.72: 2.03-2.25x.
+jax-bf16 12.43 / 15.91 (the second with decode steps on float32 weights and caches),
+the engine without the four speed-ups 8.45 / 7.79 passages/min: float32 1.32x /
+1.48x, bf16 2.04x (second run); bf16 and float32 records share the query in 12 of 14,
+and those 12 the same positive and negative. Same Xeon, with nucleus sampling's cutoff
+taken from the top 256 logits (not a sort of the vocabulary) and decode steps reading
+per-layer buffers, `--quick`, three runs: jax 19.72 / 21.35 / 21.16 passages/min,
+without the four speed-ups 12.65 / 13.08, llama.cpp 8.51 / 8.40 (`ratio 2.32` /
+`2.52`); an older tree without any of them (run as above, two runs) 9.50 / 9.72:
+2.03-2.25x.
 """
 
 from __future__ import annotations
@@ -184,7 +187,6 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 seed passages (default 64)")
-    ap.add_argument("--no-before", action="store_true", help="skip the jax-before side")
     ap.add_argument("--limit", type=int, help="seed passages (overrides --quick's 16)")
     ap.add_argument("--warm", type=int, default=8, help="warm-up passages (default 8)")
     ap.add_argument("--no-llama-cpp", action="store_true")
@@ -227,13 +229,6 @@ def main(argv=None):
                             batch_invariant=True, name="smollm2")
             results["jax-invariant"] = run_side("jax-invariant", "smollm2", inv, encoder,
                                                 corpus, limit, work, warm=args.warm)
-        if not args.no_before:
-            old = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
-                            generate_prefix_reuse=False, compact_finished=False,
-                            score_fine_batching=False, shared_prefix_attention=False,
-                            name="smollm2")
-            results["jax-before"] = run_side("jax-before", "smollm2", old, encoder, corpus,
-                                             limit, work, warm=args.warm)
         if not args.no_llama_cpp:
             if args.llama_cpp_site:
                 sys.path.append(args.llama_cpp_site)  # after the venv: its numpy wins
@@ -259,10 +254,6 @@ def main(argv=None):
     print(f"{'teacher':12s} {'passages/min':>13s} {'passages/CPU-min':>17s} {'records':>8s}")
     for name, r in results.items():
         print(f"{name:12s} {r['ppm']:13.2f} {r['ppcm']:17.2f} {r['records']:8d}")
-    if "jax-before" in results and "jax" in results:
-        j, b = results["jax"], results["jax-before"]
-        print(f"speed-up jax / jax-before: {j['ppm'] / b['ppm']:.2f} (wall), "
-              f"{j['ppcm'] / b['ppcm']:.2f} (CPU time)")
     if "jax-invariant" in results and "jax" in results:
         a, b = results["jax-invariant"]["pairs"], results["jax"]["pairs"]
         print(f"jax-invariant vs jax: {sum(a.get(k) == v for k, v in b.items())} of {len(b)} "
@@ -274,9 +265,6 @@ def main(argv=None):
         same = sum(a[k] == b[k] for k in same_q)
         print(f"jax-bf16 vs jax (float32): {len(same_q)} of {len(b)} records with the same "
               f"query, {same} of them with the same positive and negative")
-        if "jax-before" in results:
-            print(f"speed-up jax-bf16 / jax-before: "
-                  f"{results['jax-bf16']['ppm'] / results['jax-before']['ppm']:.2f} (wall)")
     if "llama.cpp" in results and "jax" in results:
         print(f"ratio {results['jax']['ppm'] / results['llama.cpp']['ppm']:.2f}")
     else:

@@ -53,7 +53,8 @@ def _side(args) -> dict:
 
     from gecko_jax import assets
     from gecko_jax.tokenization import pad_batch
-    from gecko_jax.training import optimizers, partitioning, trainer
+    from gecko_jax import partitioning
+    from gecko_jax.training import optimizers, trainer
 
     b = args.batch
     texts = _texts(3 * b, 220, args.stride)

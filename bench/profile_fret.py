@@ -4,9 +4,11 @@ engine's own `stats` counters, and the calls that met a new shape (compiles) in 
 timed run.
 
   python bench/profile_fret.py --limit 16 --warm 8      # bench/fret.py --quick's run
-  python bench/profile_fret.py --before                 # the jax-before engine
 
 Same config as bench/fret.py (SmolLM2-135M, 512-passage corpus, N = 4, shards of 8).
+To profile an older engine, run this script with an older commit's tree first on
+PYTHONPATH (as bench/fret.py's docstring shows); jitted calls that engine lacks or
+adds beyond ENGINE_CALLS are left out or not timed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from fret import fret_config, write_corpus  # noqa: E402
 from machine import describe  # noqa: E402
 
-ENGINE_CALLS = ("_prefill", "_prefill_extend", "_prefill_after", "_decode", "_take_rows",
-                "_prefill_shared", "_prefix_form", "_score_full", "_score_extend", "_score_after")
+ENGINE_CALLS = ("_prefill", "_prefill_after", "_decode", "_take_rows", "_prefill_shared",
+                "_prefix_form", "_score_full", "_score_after")
 
 
 def _shape_key(args, kwargs):
@@ -39,7 +41,9 @@ def instrument(engine, times: collections.Counter, calls: collections.Counter,
                new_shapes: collections.Counter, seen: set):
     """Wraps the engine's jitted calls with blocking timers (per call kind)."""
     for name in ENGINE_CALLS:
-        fn = getattr(engine, name)
+        fn = getattr(engine, name, None)
+        if fn is None:
+            continue
 
         def timed(*args, _fn=fn, _name=name, **kwargs):
             key = (_name, _shape_key(args, kwargs))
@@ -82,11 +86,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--warm", type=int, default=8)
-    ap.add_argument("--before", action="store_true", help="the jax-before engine")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                     help="the engine's compute dtype (FRet's teacher_dtype)")
-    ap.add_argument("--off", action="append", default=[],
-                    help="an engine option to switch off (e.g. shared_prefix_attention)")
     args = ap.parse_args(argv)
 
     import jax.numpy as jnp
@@ -96,13 +97,6 @@ def main(argv=None):
 
     print(describe(), flush=True)
     engine = JaxEngine.load("smollm2", max_batch=16, dtype=jnp.dtype(args.dtype))
-    if args.before:
-        engine = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=16,
-                           generate_prefix_reuse=False, compact_finished=False,
-                           score_fine_batching=False, shared_prefix_attention=False,
-                           dtype=engine.dtype, name="smollm2")
-    for name in args.off:
-        setattr(engine, name, False)
     times, calls, new_shapes = collections.Counter(), collections.Counter(), collections.Counter()
     seen: set = set()
     instrument(engine, times, calls, new_shapes, seen)

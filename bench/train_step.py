@@ -74,7 +74,8 @@ def run_ours(args) -> dict:
     from gecko_jax import assets
     from gecko_jax.tokenization import pad_batch
     from gecko_jax.models.layer_stack import LayerOptions, set_options
-    from gecko_jax.training import optimizers, partitioning, trainer
+    from gecko_jax import partitioning
+    from gecko_jax.training import optimizers, trainer
 
     queries, positives, negatives = _batch(args)
     if args.student == "gemma3":

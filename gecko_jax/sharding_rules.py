@@ -2,7 +2,7 @@
 
 Parameters carry logical axis names (`out_sharding` metadata, e.g. ('embed', 'mlp'));
 activations use 'batch' and 'length'. `LOGICAL_AXIS_RULES` maps every name to mesh
-axes (the maxtext habit); the trainer's mesh (training/partitioning.py) and the
+axes (the maxtext habit); the trainer's and FRet's mesh (partitioning.py) and the
 teacher engine's (llm/jax_engine.py) both place arrays through `logical_to_spec`.
 Mesh axes: data (pure data parallel), fsdp (batch AND parameters split: ZeRO-3
 style), model (tensor parallel over heads / mlp / vocab). A mesh may lack an axis

@@ -43,7 +43,7 @@ from gecko_jax.data import formatting, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
-from gecko_jax.evaluation import splits
+from gecko_jax.data import splits
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_word
                        limit: int | None = None) -> list[Example]:
     """BBC headline + lead words, labelled by category, as classification-as-retrieval.
 
-    exclude_eval_test keeps only the training pool of evaluation/splits.py: no
+    exclude_eval_test keeps only the training pool of data/splits.py: no
     article that a local BBC evaluation task scores (retrieval, classification
     test, clustering), at any evaluation limit, nor any near-duplicate of one.
     """
@@ -87,7 +87,7 @@ def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_word
     if exclude_eval_test:
         kept = splits.bbc_training_articles(articles)
         log.info("bbc_classification: %d of %d articles held out for evaluation "
-                 "(evaluation/splits.py), %d used", len(articles) - len(kept), len(articles),
+                 "(data/splits.py), %d used", len(articles) - len(kept), len(articles),
                  len(kept))
         articles = kept
     items = []
@@ -121,7 +121,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
     """FRet-format JSONL (training_records.py); a true `symmetric` key formats targets as queries.
 
     exclude_eval_test drops records whose query, positive or negative is (or
-    starts like) a BBC article held out for evaluation (evaluation/splits.py),
+    starts like) a BBC article held out for evaluation (data/splits.py),
     e.g. FRet run on the BBC corpus (`gecko fret corpus --source bbc`).
     """
     out = []
@@ -134,7 +134,7 @@ def jsonl_examples(files: Sequence[str] = (), limit: int | None = None,
         kept = [ex for ex in out if not _overlaps(ex, held)]
         if len(kept) < len(out):
             log.info("jsonl_examples: dropped %d of %d records that hold BBC articles held out "
-                     "for evaluation (evaluation/splits.py)", len(out) - len(kept), len(out))
+                     "for evaluation (data/splits.py)", len(out) - len(kept), len(out))
         out = kept
     return _limit(out, limit)
 
@@ -151,7 +151,7 @@ def beir_examples(folder: str = gin.REQUIRED, split: str = splits.BEIR_TRAIN_SPL
     """Every judged-relevant (query, document) pair of a BEIR folder, in-batch negatives only.
 
     exclude_eval_test drops the pairs that touch the folder's evaluated split
-    (evaluation/splits.py: the queries of qrels/test.tsv and every document they
+    (data/splits.py: the queries of qrels/test.tsv and every document they
     judge, by id and by normalised text), and refuses to train on that split.
     """
     data = sources.read_beir(folder, split)
@@ -159,7 +159,7 @@ def beir_examples(folder: str = gin.REQUIRED, split: str = splits.BEIR_TRAIN_SPL
     if exclude_eval_test:
         if split == splits.BEIR_EVAL_SPLIT:
             raise GeckoError(f"{folder}: qrels/{split}.tsv is the split evaluation scores "
-                             f"(evaluation/splits.py); train on another split, or pass "
+                             f"(data/splits.py); train on another split, or pass "
                              f"exclude_eval_test=False")
         if (pathlib.Path(folder) / "qrels" / f"{splits.BEIR_EVAL_SPLIT}.tsv").is_file():
             ev = sources.read_beir(folder, splits.BEIR_EVAL_SPLIT)
@@ -176,7 +176,7 @@ def beir_examples(folder: str = gin.REQUIRED, split: str = splits.BEIR_TRAIN_SPL
                            training_records.Document(text=text, title=title)))
     if dropped:
         log.info("beir_examples: dropped %d of %d pairs of %s that touch the evaluated split "
-                 "(%s; evaluation/splits.py)", sum(dropped.values()),
+                 "(%s; data/splits.py)", sum(dropped.values()),
                  len(out) + sum(dropped.values()), folder, dict(dropped))
     return _limit(out, limit)
 

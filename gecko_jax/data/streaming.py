@@ -11,7 +11,7 @@ Preprocessors (in Task order), the first four on batches of PARSE_BATCH rows:
                              on batches of lines (errors name file and line)
     fret_tfexample_fields    the TFRecord fields -> the same raw fields
     drop_held_out            records touching a BBC text held out for evaluation dropped
-                             (evaluation/splits.py; on by default, as in memory)
+                             (data/splits.py; on by default, as in memory)
     tasks.gecko_format       unified Gecko format + text ids (shared with the in-memory
                              path; its TF string ops are elementwise, so batches work)
     tokenize_batches         the encoder's HF tokenizer on whole batches of texts
@@ -41,7 +41,7 @@ import tensorflow as tf
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data import training_records
 from gecko_jax.errors import InputError
-from gecko_jax.evaluation import splits
+from gecko_jax.data import splits
 
 RAW_STRING_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
                      "negative_text")
@@ -74,8 +74,8 @@ def jsonl_source(split_files: Mapping[str, Sequence[str | os.PathLike]], check_f
 
 def tfrecord_source(split_files: Mapping[str, Sequence[str | os.PathLike]],
                     check_files: bool = True) -> seqio.DataSource:
-    """FRet TFRecord shards of fret/record_shards.write_tfrecords."""
-    from gecko_jax.fret.record_shards import TF_FEATURES
+    """FRet TFRecord shards of fret/record_shards.write_tfrecords; schema: data/fret_records.py."""
+    from gecko_jax.data.fret_records import TF_FEATURES
 
     return seqio.TFExampleDataSource(
         split_to_filepattern={k: _files(v, check_files) for k, v in split_files.items()},
@@ -217,7 +217,7 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
       files: the shards of the train split.
       kind: "jsonl" or "tfrecord"; by default from the first file's suffix.
       exclude_eval_test: drop records touching a BBC text held out for evaluation
-        (drop_held_out; evaluation/splits.py), as the in-memory path does.
+        (drop_held_out; data/splits.py), as the in-memory path does.
       check_files: refuse missing files now (False for a Task read from its cache).
     """
     files = [str(f) for f in files]

@@ -30,7 +30,7 @@ from gecko_jax.data import training_records as records_lib
 from gecko_jax.data.feature_converters import (DualEncoderFeatureConverter, task_feature_lengths,
                                                trim_keep_last)
 from gecko_jax.data.vocab import HFTokenizerVocabulary
-from gecko_jax.evaluation import splits
+from gecko_jax.data import splits
 from gecko_jax import unified_format
 from gecko_jax.losses import NO_ID
 
@@ -42,7 +42,7 @@ RAW_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_titl
 
 @functools.lru_cache(maxsize=1)
 def bbc_held_out_texts() -> splits.HeldOutTexts:
-    """The held-out BBC texts of evaluation/splits.py (the shipped articles), built once."""
+    """The held-out BBC texts of data/splits.py (the shipped articles), built once."""
     from gecko_jax.data import sources
 
     return splits.bbc_held_out_texts(sources.read_bbc_news(dedup=True))
@@ -68,7 +68,7 @@ def _records_to_columns(paths: Sequence[str], exclude_eval_test: bool = False
         cols["has_negative"].append(neg is not None)
     if dropped:
         log.info("dropped %d records that hold BBC texts held out for evaluation "
-                 "(evaluation/splits.py)", dropped)
+                 "(data/splits.py)", dropped)
     return cols
 
 
@@ -191,7 +191,7 @@ def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.P
       split_files: {"train": [paths], "validation": [...]}.
       tokenizer_folder: a model folder holding tokenizer.json.
       exclude_eval_test: drop records whose query, positive or negative is (or starts
-        like) a BBC text held out for evaluation (evaluation/splits.py), as the
+        like) a BBC text held out for evaluation (data/splits.py), as the
         streaming Task and mixtures.jsonl_examples do.
     """
     split_files = {k: tuple(str(p) for p in v) for k, v in split_files.items()}

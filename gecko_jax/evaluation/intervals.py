@@ -34,7 +34,7 @@ def _row(by_dim: Mapping, dim: int) -> Mapping | None:
 
 
 def _v_measure_stat(items: Mapping):
-    from gecko_jax.evaluation.metrics import v_measure
+    from gecko_jax.metrics import v_measure
 
     labels = np.asarray(items["labels"])
     clusters = np.asarray(items["clusters"])

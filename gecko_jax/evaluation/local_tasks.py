@@ -34,7 +34,8 @@ from gecko_jax.encode import truncate_dim
 from gecko_jax import unified_format
 from gecko_jax.data.beir import RetrievalData, load_beir, subset_retrieval
 from gecko_jax.errors import GeckoError
-from gecko_jax.evaluation import metrics, splits
+from gecko_jax import metrics
+from gecko_jax.data import splits
 from gecko_jax.evaluation.intervals import PER_ITEM
 
 RETRIEVAL_K = (1, 3, 5, 10, 100)
@@ -215,7 +216,7 @@ def evaluate_clustering(data: ClusteringData, encoder: CachedEncoder, gecko_task
 # BBC News.
 
 def _bbc_split(task: str, limit: int | None):
-    """(articles scored, articles fitted on) of a BBC task: evaluation/splits.py decides."""
+    """(articles scored, articles fitted on) of a BBC task: data/splits.py decides."""
     from gecko_jax.data.sources import read_bbc_news
 
     articles = read_bbc_news(dedup=True)
@@ -225,7 +226,7 @@ def _bbc_split(task: str, limit: int | None):
 
 
 def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
-    """Headline -> body over the held-out articles (evaluation/splits.py)."""
+    """Headline -> body over the held-out articles (data/splits.py)."""
     articles, _ = _bbc_split("bbc_retrieval", limit)
     return RetrievalData(
         queries={f"q:{a.id}": a.headline for a in articles},
@@ -235,14 +236,14 @@ def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
 
 def load_bbc_classification(limit: int | None = None) -> ClassificationData:
     """Test items: held-out articles; classifier fitted on training-pool articles
-    (evaluation/splits.py), `limit` of each."""
+    (data/splits.py), `limit` of each."""
     test, train = _bbc_split("bbc_classification", limit)
     return ClassificationData([a.body for a in train], [a.category for a in train],
                               [a.body for a in test], [a.category for a in test])
 
 
 def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
-    """The held-out articles (evaluation/splits.py) into 5 topic clusters."""
+    """The held-out articles (data/splits.py) into 5 topic clusters."""
     articles, _ = _bbc_split("bbc_clustering", limit)
     return ClusteringData([a.body for a in articles], [a.category for a in articles])
 
@@ -254,7 +255,7 @@ def beir_task(folder: str | os.PathLike, gecko_task: str = "search result",
               split: str = splits.BEIR_EVAL_SPLIT) -> LocalTask:
     """A retrieval task over a BEIR folder; the files are read (and checked) now.
 
-    The default split is the one training excludes (evaluation/splits.py)."""
+    The default split is the one training excludes (data/splits.py)."""
     folder = pathlib.Path(folder)
     data = load_beir(folder, split)
     return LocalTask(

@@ -31,6 +31,7 @@ import numpy as np
 
 from gecko_jax import gin_files as gin_files_lib
 from gecko_jax import textio
+from gecko_jax.data import fret_records
 from gecko_jax.errors import GeckoError, InputError
 from gecko_jax.fret import filters as filters_lib
 from gecko_jax.fret import generate as generate_lib
@@ -87,7 +88,7 @@ class FRetConfig:
                  style: str = "completion") -> dict:
         """The run identity; `style` is the resolved prompt style (`resolve_prompt_style`)."""
         return {
-            "schema_version": record_shards.SCHEMA_VERSION,
+            "schema_version": fret_records.SCHEMA_VERSION,
             "corpus": {"path": str(corpus_path.resolve()), "sha256": file_sha256(corpus_path)},
             "teacher": self.teacher,
             "embedder": str(self.embedder) if self.embedder else "minilm (shipped)",
@@ -295,7 +296,7 @@ def open_teacher(spec: str, max_batch: int = 16, mesh: str | None = None,
 
             device_mesh = None
             if mesh is not None:
-                from gecko_jax.training.partitioning import MeshSpec, make_mesh
+                from gecko_jax.partitioning import MeshSpec, make_mesh
 
                 device_mesh = make_mesh(MeshSpec(**parse_mesh(mesh)))
             _CACHE[key] = JaxEngine.load(spec, max_batch=max_batch, mesh=device_mesh,
@@ -391,7 +392,7 @@ class ShardWorker:
         self.prompts, self.cfg = prompts, cfg
         self.renderer = make_renderer(identity.get("prompt_style", "completion"), llm)
         self.provenance = {"prompts": identity["prompts"], "teacher": identity["teacher"],
-                           "embedder": identity["embedder"], "schema_version": record_shards.SCHEMA_VERSION,
+                           "embedder": identity["embedder"], "schema_version": fret_records.SCHEMA_VERSION,
                            "config_sha": record_shards.config_sha(identity)}
 
     def stage1(self, shard: int, rows: list[int], counts: collections.Counter):

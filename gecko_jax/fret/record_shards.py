@@ -1,16 +1,7 @@
-"""FRet records: schema, sharded JSONL (+ TFRecord for seqio), manifest, resume.
+"""FRet records on disk: sharded JSONL (+ TFRecord for seqio), manifest, resume.
 
-A record (one JSON object per line) is a superset of what `gecko train` reads
-(gecko_jax/data/training_records.py: id, task, query, positive {title, text}, negative):
-
-    {"schema_version": 1, "id": "fret:<seed id>", "task": ..., "query": ...,
-     "positive": {"id", "title", "text"}, "negative": {"id", "title", "text"} | null,
-     "seed_passage_id": ..., "positive_is_seed": bool,
-     "candidates": [{"id", "retrieval_rank", "retrieval_score", "ql", "rc", "rc_yes",
-                     "rc_no", "rank_ql", "rank_rc", "fused", "fused_rank"}, ...],
-     "generation": {"attempts", "raw"},
-     "provenance": {"prompts": {...}, "teacher", "embedder", "schema_version",
-                    "config_sha"}}
+The record schema, and reading records back, live in data/fret_records.py (training
+reads FRet's shards without importing fret/); this module writes them.
 
 Run directory:
     config.json                    identity of the run (resume refuses a different one)
@@ -32,13 +23,11 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.data import fret_records
 from gecko_jax.textio import atomic_write_json, atomic_write_text
-
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 
 # -- config identity ---------------------------------------------------------------------
@@ -72,10 +61,6 @@ def check_or_write_config(out_dir: pathlib.Path, identity: dict) -> bool:
 
 # -- records -----------------------------------------------------------------------------
 
-def passage_json(pid: str, title: str, text: str) -> dict:
-    return {"id": pid, "title": title, "text": text}
-
-
 def build_record(gen, rel, corpus, provenance: dict) -> dict:
     """A FRet record from stage 1 (`generate.Generated`) and stage 2 (`relabel.Relabelled`).
 
@@ -83,7 +68,7 @@ def build_record(gen, rel, corpus, provenance: dict) -> dict:
       corpus: the `Corpus` (ids, titles, texts) the candidate rows index.
     """
     def doc(row):
-        return passage_json(corpus.ids[row], corpus.titles[row], corpus.texts[row])
+        return fret_records.passage_json(corpus.ids[row], corpus.titles[row], corpus.texts[row])
 
     sc = rel.scored
     cands = []
@@ -97,7 +82,7 @@ def build_record(gen, rel, corpus, provenance: dict) -> dict:
             "fused": rel.fused[j], "fused_rank": rel.fused_rank[j]})
     pos_row = rel.rows[rel.positive]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": fret_records.SCHEMA_VERSION,
         "id": f"fret:{gen.passage_id}",
         "task": gen.task,
         "query": gen.query,
@@ -109,39 +94,6 @@ def build_record(gen, rel, corpus, provenance: dict) -> dict:
         "generation": {"attempts": gen.attempts, "raw": gen.raw},
         "provenance": provenance,
     }
-
-
-def with_seed_positive(record: dict, seed: dict) -> dict:
-    """The record as FRet without re-labelling (Table 3's p_seed / none): the seed
-    passage (`passage_json` form) as positive, no hard negative."""
-    out = dict(record, positive=dict(seed), negative=None, positive_is_seed=True)
-    out["provenance"] = dict(record.get("provenance", {}), variant="seed_positive")
-    return out
-
-
-def check_record(obj, path, line) -> dict:
-    """Validates schema version and required fields of one decoded record."""
-    if not isinstance(obj, dict):
-        raise InputError(path, "a FRet record must be a JSON object", line)
-    version = obj.get("schema_version")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise InputError(path, f"unknown FRet schema_version {version!r} (this gecko_jax "
-                               f"reads {list(SUPPORTED_SCHEMA_VERSIONS)}); regenerate the "
-                               f"records or upgrade gecko_jax", line)
-    for key in ("id", "task", "query", "positive", "seed_passage_id", "provenance"):
-        if key not in obj:
-            raise InputError(path, f"FRet record has no {key!r}", line)
-    if not isinstance(obj["positive"], dict) or not obj["positive"].get("text"):
-        raise InputError(path, "FRet record has an empty positive", line)
-    return obj
-
-
-def read_jsonl_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
-    from gecko_jax.textio import read_jsonl
-
-    for path in paths:
-        for line_no, obj in read_jsonl(path):
-            yield check_record(obj, path, line_no)
 
 
 # -- shards ------------------------------------------------------------------------------
@@ -189,7 +141,8 @@ class ShardStore:
         return out
 
     def read_records(self) -> Iterator[dict]:
-        yield from read_jsonl_records(self.records_path(i) for i in range(self.num_shards))
+        yield from fret_records.read_jsonl_records(
+            self.records_path(i) for i in range(self.num_shards))
 
     def total_counts(self) -> collections.Counter:
         total = collections.Counter()
@@ -211,7 +164,7 @@ def write_manifest(out_dir: pathlib.Path, identity: dict, counts: dict, files: d
                    extra: dict | None = None) -> dict:
     c = collections.Counter(counts)
     manifest = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": fret_records.SCHEMA_VERSION,
         "prompts": identity["prompts"],
         "models": {"teacher": identity["teacher"], "embedder": identity["embedder"]},
         "config": identity,
@@ -267,27 +220,14 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
         raise GeckoError(f"{out_dir}: no manifest.json (not a finished FRet run; "
                          f"rerun `gecko fret` with the same options to finish it)")
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
+    if manifest.get("schema_version") not in fret_records.SUPPORTED_SCHEMA_VERSIONS:
         raise InputError(path, f"unknown FRet schema_version {manifest.get('schema_version')!r} "
-                               f"(this gecko_jax reads {list(SUPPORTED_SCHEMA_VERSIONS)})")
+                               f"(this gecko_jax reads "
+                               f"{list(fret_records.SUPPORTED_SCHEMA_VERSIONS)})")
     return manifest
 
 
 # -- TFRecord (seqio) --------------------------------------------------------------------
-
-TF_FEATURES = ("id", "task", "query", "positive_title", "positive_text", "negative_title",
-               "negative_text", "seed_passage_id")
-
-
-def tf_example_fields(rec: dict) -> dict[str, str]:
-    """Flat string features of one record (what a seqio TFExampleDataSource parses)."""
-    neg = rec.get("negative") or {}
-    return {"id": rec["id"], "task": rec["task"], "query": rec["query"],
-            "positive_title": rec["positive"].get("title", ""),
-            "positive_text": rec["positive"]["text"],
-            "negative_title": neg.get("title", ""), "negative_text": neg.get("text", ""),
-            "seed_passage_id": rec["seed_passage_id"]}
-
 
 def write_tfrecords(store: ShardStore) -> list[str]:
     """One TFRecord file of tf.train.Example per JSONL shard (atomic); relative paths."""
@@ -300,9 +240,9 @@ def write_tfrecords(store: ShardStore) -> list[str]:
         path = out / shard_name(i, store.num_shards, ext="tfrecord")
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with tf.io.TFRecordWriter(str(tmp)) as w:
-            for rec in read_jsonl_records([store.records_path(i)]):
+            for rec in fret_records.read_jsonl_records([store.records_path(i)]):
                 feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
-                         for k, v in tf_example_fields(rec).items()}
+                         for k, v in fret_records.tf_example_fields(rec).items()}
                 w.write(tf.train.Example(features=tf.train.Features(feature=feats))
                         .SerializeToString())
         os.replace(tmp, path)

@@ -47,7 +47,7 @@ def bbc_rerank_eval(teacher="smollm2", num_queries: int = 50, num_neighbors: int
 
     prompt_style: as FRetConfig.prompt_style (auto: chat turns for a chat teacher)."""
     from gecko_jax.data.sources import read_bbc_news
-    from gecko_jax.evaluation.metrics import retrieval_scores
+    from gecko_jax.metrics import retrieval_scores
     from gecko_jax.fret.pipeline import make_renderer, open_embedder, open_teacher
     from gecko_jax.retrieval import exact_top_k
 

@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 
+from gecko_jax.data import fret_records
 from gecko_jax.fret import record_shards
 
 LENGTH_BINS = (0, 3, 5, 8, 12, 16, 24, 32, 48, 10_000)
@@ -32,7 +33,7 @@ def collect(out_dir) -> dict:
         manifest = record_shards.read_manifest(out_dir)
     else:  # a run still going (or interrupted): its finished shards
         manifest = record_shards.partial_manifest(out_dir)
-    recs = list(record_shards.read_jsonl_records(out_dir / p for p in manifest["files"]["jsonl"]))
+    recs = list(fret_records.read_jsonl_records(out_dir / p for p in manifest["files"]["jsonl"]))
     tasks = collections.Counter(r["task"] for r in recs)
     lengths = [len(r["query"].split()) for r in recs]
     hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)

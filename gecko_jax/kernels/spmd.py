@@ -6,7 +6,7 @@ computed each dense layer 8 times). These rules (jax `custom_partitioning`) keep
 work local:
 - matmul op(a) [M, K] @ op(b) [K, N] (+ bias [N]): rows stay split as op(a)'s rows
   are, columns as op(b)'s; the contracted K is gathered when it is split (a weight
-  gradient x^T g over data-parallel rows then runs whole on each device, as before);
+  gradient x^T g over data-parallel rows then runs whole on each device);
 - the attention kernels: split over the batch (sequences); the length, head and
   feature dimensions are gathered.
 Each device then calls the kernel on its local block.

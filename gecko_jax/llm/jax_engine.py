@@ -34,7 +34,7 @@ import numpy as np
 from gecko_jax.kernels.dense import cpu_bf16_mode
 from gecko_jax.llm.base import LLM, Capabilities, Prompt, check_pairs, cut_at_stop
 from gecko_jax.llm.sampling import next_tokens
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.sharding_rules import LOGICAL_AXIS_RULES, logical_to_spec
 from gecko_jax.tokenization import batch_bucket, bucket_length
@@ -54,8 +54,8 @@ def _length_bucket(n: int) -> int:
     return bucket_length(n, buckets=LENGTH_BUCKETS)
 
 
-def _score_bucket(n: int, fine: bool) -> int:
-    return bucket_length(n, buckets=SCORE_BUCKETS) if fine else _length_bucket(n)
+def _score_bucket(n: int) -> int:
+    return bucket_length(n, buckets=SCORE_BUCKETS)
 
 
 def shard_params(cfg: dec.DecoderConfig, params: dict, mesh: jax.sharding.Mesh,
@@ -112,30 +112,6 @@ def _prefill(cfg, params, ids_bt, lengths_b, row_ids, base_key, temperature, top
     return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
 
 
-def _prefill_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, lengths_b, row_ids,
-                    base_key, temperature, top_p, *, cache_size, greedy, nucleus, dtype):
-    """Like `_prefill`, for rows that continue a shared block already in a KV cache.
-
-    shared_k, shared_v: [L, 1, S0, K, hd], the block's keys/values (slots >= n_shared are
-    padding, overwritten or hidden by the causal mask); ids_bt: the tokens after the
-    block; lengths_b: whole prompt lengths (block included).
-    """
-    b, t = ids_bt.shape
-    cache = _empty_cache(cfg, b, cache_size, dtype)
-    block = (shared_k.shape[0], b) + shared_k.shape[2:]
-    cache["k"] = jax.lax.dynamic_update_slice(
-        cache["k"], jnp.broadcast_to(shared_k, block).astype(dtype), (0, 0, 0, 0, 0))
-    cache["v"] = jax.lax.dynamic_update_slice(
-        cache["v"], jnp.broadcast_to(shared_v, block).astype(dtype), (0, 0, 0, 0, 0))
-    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    h, cache = dec.forward(cfg, params, ids_bt, pos, cache=cache,
-                           write_at=jnp.full((b,), n_shared, jnp.int32))
-    last = jnp.take_along_axis(h, (lengths_b - n_shared - 1)[:, None, None], axis=1)
-    logits = dec.lm_head(cfg, params, last)[:, 0]
-    keys = _row_keys(base_key, row_ids, 0)
-    return cache, _sample(logits, keys, temperature, top_p, greedy, nucleus)
-
-
 def _prefix_form(k, v, n_shared):
     """A cached block [L, 1, S0, K, hd] as `decoder.forward`'s shared prefix: heads-major
     keys/values [L, K, S0, hd] stored once for every row; slots >= n_shared are hidden."""
@@ -147,8 +123,10 @@ def _prefix_form(k, v, n_shared):
 
 def _prefill_after(cfg, params, prefix, n_shared, ids_bt, lengths_b, row_ids, base_key,
                    temperature, top_p, *, cache_size, greedy, nucleus, dtype):
-    """Like `_prefill_extend`, but the shared block stays one copy (`prefix`) and each
-    row's own cache holds only the tokens after it: slot j is position n_shared + j."""
+    """Like `_prefill`, for rows that continue a shared block held once (`prefix`, see
+    `_prefix_form`) for all of them. ids_bt: the tokens after the block; lengths_b: whole
+    prompt lengths (block included). Each row's own cache holds only the tokens after
+    the block: slot j is position n_shared + j."""
     b, t = ids_bt.shape
     cache = _empty_cache(cfg, b, cache_size, dtype)
     cache["pos"] = cache["pos"] + n_shared
@@ -256,22 +234,6 @@ def _score_after(cfg, params, prefix, n_shared, ids_bt, pred_pos_bc, targets_bc)
     return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
 
 
-def _score_extend(cfg, params, shared_k, shared_v, n_shared, ids_bt, pred_pos_bc, targets_bc):
-    """Rows continue a shared cached block of n_shared tokens (written at slot n_shared)."""
-    b, t = ids_bt.shape
-    k = jnp.broadcast_to(shared_k, (shared_k.shape[0], b) + shared_k.shape[2:])
-    v = jnp.broadcast_to(shared_v, k.shape)
-    pad = [(0, 0), (0, 0), (0, t), (0, 0), (0, 0)]
-    s = k.shape[2] + t
-    cache = {"k": jnp.pad(k, pad), "v": jnp.pad(v, pad),
-             "pos": jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)),
-             "valid": jnp.ones((b, s), bool)}
-    pos = n_shared + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    h, _ = dec.forward(cfg, params, ids_bt, pos, cache=cache,
-                       write_at=jnp.full((b,), n_shared, jnp.int32))
-    return _target_logprobs(cfg, params, h, pred_pos_bc, targets_bc)
-
-
 def _row_by_row(fn, n_rows: int, mesh: jax.sharding.Mesh | None):
     """`fn(params, *shared, *rows)` (its last n_rows arguments batch-leading, its result
     too) computed one row at a time: a loop whose step is the same one-row program
@@ -301,6 +263,15 @@ def _row_by_row(fn, n_rows: int, mesh: jax.sharding.Mesh | None):
 class JaxEngine(LLM):
     """A decoder LM run locally with JAX (CPU, GPU or TPU).
 
+    How it batches. Generation prefills a batch's shared leading block (the few-shot
+    prompt) once, cached across calls (LRU of 8), so retries and later shards reuse it;
+    while decoding, rows that finished are dropped from the batch (it shrinks to the
+    next power of two) and stop costing compute. Scoring batches rows of similar length
+    (sorted by length within a shared-prefix group), pads to steps of 32 tokens
+    (`SCORE_BUCKETS`), and caches a group's shared block once. A cached block is
+    attended to as one copy for all rows (`decoder.forward`'s `prefix`); each row's
+    cache holds only its own tokens.
+
     Args:
       config, params: the model (`decoder.hf_to_params` output or `Decoder.params()`).
       tokenizer: its `LMTokenizer`.
@@ -308,17 +279,6 @@ class JaxEngine(LLM):
       decode_chunk: decode steps per jitted call between stop checks.
       min_shared: shortest shared leading block worth caching once (scoring and
         generation).
-      generate_prefix_reuse: generation prefills the batch's shared leading block once
-        (cached across calls, so retries and later shards reuse it) instead of per row.
-      compact_finished: while decoding, rows that finished are dropped from the batch
-        (it shrinks to the next power of two), so they stop costing compute.
-      score_fine_batching: scoring batches rows of similar length (sorted by length
-        within a shared-prefix group), pads to steps of 32 tokens (`SCORE_BUCKETS`), and
-        caches a group's shared block once (not each batch's longer common prefix).
-        False: the earlier batching (rows in token order, coarse buckets).
-      shared_prefix_attention: a cached shared block is attended to as one copy for all
-        rows (`attention_with_prefix`), and rows' caches hold only their own tokens;
-        False: the block is copied into every row's cache (as before).
       dtype: compute dtype. bfloat16 on a CPU with the oneDNN kernel (kernels/dense.py's
         CPU bf16 mode): bf16 matmul operands in prefill and scoring, float32
         activations and KV caches, and decode steps on a float32 copy of the weights
@@ -343,17 +303,12 @@ class JaxEngine(LLM):
 
     def __init__(self, config: dec.DecoderConfig, params: dict, tokenizer: LMTokenizer, *,
                  max_batch: int = 16, decode_chunk: int = 8, min_shared: int = 16,
-                 generate_prefix_reuse: bool = True, compact_finished: bool = True,
-                 score_fine_batching: bool = True, shared_prefix_attention: bool = True,
                  mesh: jax.sharding.Mesh | None = None, dtype=jnp.float32, name: str = "jax",
                  decode_layer_buffers: bool | None = None, batch_invariant: bool = False):
         self.config, self.tokenizer = config, tokenizer
         self.dtype = dtype
         self._params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         self.max_batch, self.decode_chunk, self.min_shared = max_batch, decode_chunk, min_shared
-        self.generate_prefix_reuse, self.compact_finished = generate_prefix_reuse, compact_finished
-        self.score_fine_batching = score_fine_batching
-        self.shared_prefix_attention = shared_prefix_attention
         self.mesh = mesh
         self._min_rows = int(mesh.shape.get("data", 1)) if mesh is not None else 1
         if self._min_rows & (self._min_rows - 1) or max_batch % self._min_rows:
@@ -400,11 +355,8 @@ class JaxEngine(LLM):
 
         self._score_full = scorer(_score_full, 4)
         self._prefill_shared = jit(functools.partial(_prefill_shared, cfg, dtype=cache_dtype))
-        self._prefill_extend = jit(functools.partial(_prefill_extend, cfg, dtype=cache_dtype),
-                                   static_argnames=("cache_size", "greedy", "nucleus"))
         self._take_rows = jit(_take_rows)
         self._split_kv = jit(_split_kv)
-        self._score_extend = scorer(_score_extend, 3)
         self._prefill_after = jit(functools.partial(_prefill_after, cfg, dtype=cache_dtype),
                                   static_argnames=("cache_size", "greedy", "nucleus"))
         self._score_after = scorer(_score_after, 3)
@@ -510,13 +462,13 @@ class JaxEngine(LLM):
         # token, whose hidden state gives the first new token.
         shared = min(_common_prefix_len(rows), int(lengths.min()) - 1)
         kv = None
-        if self.generate_prefix_reuse and shared >= self.min_shared:
+        if shared >= self.min_shared:
             # One prompt alone has nothing to share: only a block cached earlier is used.
             # A retry's common prefix may run a few tokens past the cached few-shot block
             # a cached block covering half of it is used.
             kv = self._shared_kv(rows[0][:shared], create=n > 1, slack=shared // 2)
         prefix = None
-        if kv is not None and self.shared_prefix_attention:
+        if kv is not None:
             n_shared, sk, sv = kv
             prefix = self._shared_prefix(n_shared, sk, sv)
             rest = [r[n_shared:] for r in rows]
@@ -527,16 +479,6 @@ class JaxEngine(LLM):
                 self._params, prefix, jnp.int32(n_shared),
                 self._rows_in(_pad_rows(rest, t, pad)), self._rows_in(lengths), rid, key, temp,
                 tp, cache_size=cache_size, greedy=greedy, nucleus=nucleus)
-            self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
-        elif kv is not None:
-            n_shared, sk, sv = kv
-            rest = [r[n_shared:] for r in rows]
-            t = _length_bucket(max(len(r) for r in rest))
-            cache_size = _length_bucket(max(sk.shape[2], n_shared + t, int(lengths.max()) + steps))
-            cache, tok = self._prefill_extend(
-                self._params, sk, sv, jnp.int32(n_shared), self._rows_in(_pad_rows(rest, t, pad)),
-                self._rows_in(lengths), rid, key, temp, tp, cache_size=cache_size, greedy=greedy,
-                nucleus=nucleus)
             self.stats["prefill_tokens"] += sum(len(r) for r in rest[:n])
         else:
             t = _length_bucket(int(lengths.max()))
@@ -581,7 +523,7 @@ class JaxEngine(LLM):
                 break
             alive = [slot for slot, i in enumerate(live) if i < n and not done[i]]
             nb = self._bucket_rows(len(alive))
-            if self.compact_finished and nb < len(live):
+            if nb < len(live):  # drop finished rows: a smaller batch
                 keep = alive + [alive[0]] * (nb - len(alive))
                 cache, tok, pos, rid = self._take_rows(cache, tok, pos, rid,
                                                        jnp.asarray(keep, jnp.int32))
@@ -699,11 +641,11 @@ class JaxEngine(LLM):
                 singles += group
         else:
             singles = order
-        fine = self.score_fine_batching
-        if fine:  # similar lengths share a batch: less padding
-            groups = [(sorted(g, key=lambda u: len(full[u])), c) for g, c in groups]
-            singles = sorted(singles, key=lambda u: len(full[u]))
-        batches = [(g[k:k + self.max_batch], c if fine else None) for g, c in groups
+        # Similar lengths share a batch (less padding); a group's batches share one
+        # cached block (its common leading tokens, not each batch's longer prefix).
+        groups = [(sorted(g, key=lambda u: len(full[u])), c) for g, c in groups]
+        singles = sorted(singles, key=lambda u: len(full[u]))
+        batches = [(g[k:k + self.max_batch], c) for g, c in groups
                    for k in range(0, len(g), self.max_batch)]
         batches += [(singles[k:k + self.max_batch], None)
                     for k in range(0, len(singles), self.max_batch)]
@@ -732,7 +674,6 @@ class JaxEngine(LLM):
         shared = _common_prefix_len(rows) if reuse_prefix else 0
         if group_shared is not None:
             shared = min(shared, group_shared)
-        fine = self.score_fine_batching
         # The shared block must end before every row's first prediction position (its
         # hidden state must be computed here).
         shared = min(shared, min(p[0] for p in preds))
@@ -740,26 +681,17 @@ class JaxEngine(LLM):
         pad = self.tokenizer.pad_id
         pred = _pad_rows(preds, c, 0)
         tgt = _pad_rows(targets, c, 0)
-        if shared >= self.min_shared and self.shared_prefix_attention:
+        if shared >= self.min_shared:
             shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
             rest = [r[shared:] for r in rows]
-            t = _score_bucket(max(len(r) for r in rest), fine)
+            t = _score_bucket(max(len(r) for r in rest))
             pred = np.clip(pred - shared, 0, t - 1)
             lp = self._score_after(self._params, self._shared_prefix(shared, k_shared, v_shared),
                                    jnp.int32(shared), self._rows_in(_pad_rows(rest, t, pad)),
                                    self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
             self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
-        elif shared >= self.min_shared:
-            shared, k_shared, v_shared = self._shared_kv(rows[0][:shared])
-            rest = [r[shared:] for r in rows]
-            t = _score_bucket(max(len(r) for r in rest), fine)
-            pred = np.clip(pred - shared, 0, t - 1)
-            lp = self._score_extend(self._params, k_shared, v_shared, jnp.int32(shared),
-                                    self._rows_in(_pad_rows(rest, t, pad)),
-                                    self._rows_in(pred.astype(np.int32)), self._rows_in(tgt))
-            self.stats["extend_tokens"] += sum(len(r) for r in rest[:n])
         else:
-            t = _score_bucket(max(len(r) for r in rows), fine)
+            t = _score_bucket(max(len(r) for r in rows))
             lens = np.array([len(r) for r in rows], np.int32)
             lp = self._score_full(self._params, self._rows_in(_pad_rows(rows, t, pad)),
                                   self._rows_in(lens),

@@ -17,7 +17,7 @@ import numpy as np
 
 from gecko_jax import assets
 from gecko_jax.errors import GeckoError
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models.decoder import DecoderConfig
 
 log = logging.getLogger(__name__)

@@ -101,7 +101,7 @@ def qkv_attention(qkv_bl3hd, mask_bl, scale: float, *, fused: bool):
     Gradients: the kernel of onednn_attention_grad.cc (float32 products; for bf16 qkv
     the exact gradient at its bf16 values, rounded to bf16), for bf16 only where
     float32 products pay (kernels/dense.float32_kernel_pays: AMX CPUs; elsewhere the
-    XLA form, recomputed, as before). Otherwise the XLA form above."""
+    XLA form, recomputed). Otherwise the XLA form above."""
     if fused:
         if qkv_bl3hd.dtype != jnp.float32:
             qkv_bl3hd = qkv_bl3hd.astype(jnp.bfloat16)

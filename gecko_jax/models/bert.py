@@ -1,7 +1,7 @@
 """A BERT-family encoder in Flax NNX (post-LN blocks, GELU, token types).
 
 Parameters carry logical axis names (vocab, embed, mlp, heads, kv) that
-gecko_jax.training.partitioning maps onto a device mesh. Shapes in names:
+gecko_jax.partitioning maps onto a device mesh. Shapes in names:
 b batch, l length, d model width, h heads, k head width, f FFN width.
 """
 

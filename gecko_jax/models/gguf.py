@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gecko_jax.errors import GeckoError
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models.decoder import GEMMA3, LLAMA, DecoderConfig
 
 log = logging.getLogger(__name__)

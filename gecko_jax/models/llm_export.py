@@ -31,7 +31,7 @@ import numpy as np
 
 from gecko_jax import paths, unified_format
 from gecko_jax.errors import GeckoError
-from gecko_jax.llm.tokenizer import LMTokenizer
+from gecko_jax.lm_tokenizer import LMTokenizer
 from gecko_jax.models import decoder as dec
 from gecko_jax.models.llm_encoder import LLMEncoder, llm_encoder_from_params
 from gecko_jax.models.weights import GECKO_CONFIG, export_staging, finish_st_folder, write_json
@@ -68,7 +68,7 @@ def write_embedder_tokenizer(lm_tok: LMTokenizer, folder: str | os.PathLike,
         tok.post_processor = processors.TemplateProcessing(
             single=" ".join(head + ["$A"] + tail),
             pair=" ".join(head + ["$A"] + tail + ["$B"] + tail), special_tokens=specials)
-        # (pair: "<bos> $A $B" without EOS, as before; with it, transformers' template)
+        # (pair: "<bos> $A $B" without EOS; with EOS, transformers' template)
     else:
         tok.post_processor = None
     tok.save(str(folder / "tokenizer.json"))

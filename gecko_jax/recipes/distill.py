@@ -209,13 +209,13 @@ def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
     """FRet records with the seed passage as positive and no hard negative (ablation b),
     written to stage_dir/seed_positive.jsonl."""
     from gecko_jax import textio
-    from gecko_jax.fret import record_shards
+    from gecko_jax.data import fret_records
 
-    corpus = {str(obj["id"]): record_shards.passage_json(
+    corpus = {str(obj["id"]): fret_records.passage_json(
         str(obj["id"]), str(obj.get("title") or ""), str(obj["text"]))
         for _, obj in textio.read_jsonl(corpus_path, ("id", "text"))}
-    records = [record_shards.with_seed_positive(rec, corpus[rec["seed_passage_id"]])
-               for rec in record_shards.read_jsonl_records(
+    records = [fret_records.with_seed_positive(rec, corpus[rec["seed_passage_id"]])
+               for rec in fret_records.read_jsonl_records(
                    f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
     path = stage_dir / "seed_positive.jsonl"
     textio.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)

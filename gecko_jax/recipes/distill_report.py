@@ -124,11 +124,11 @@ def _ci(iv, signed: bool = False) -> str:
 def split_note(limit) -> list[str]:
     """Which BBC articles were held out from training and which each task scored."""
     from gecko_jax.data.sources import read_bbc_news
-    from gecko_jax.evaluation import splits
+    from gecko_jax.data import splits
 
     articles = read_bbc_news(dedup=True)
     held = splits.bbc_held_out_ids(articles)
-    lines = ["## Evaluation split (evaluation/splits.py)", "",
+    lines = ["## Evaluation split (data/splits.py)", "",
              f"BBC News: {len(articles)} deduplicated articles. {len(held)} are held out for "
              f"evaluation (every 2nd article of each category, plus every article sharing a "
              f"headline or opening words with one) and excluded from fine-tuning's BBC "
@@ -145,7 +145,7 @@ def split_note(limit) -> list[str]:
 
 def split_json(limit) -> dict:
     from gecko_jax.data.sources import read_bbc_news
-    from gecko_jax.evaluation import splits
+    from gecko_jax.data import splits
 
     articles = read_bbc_news(dedup=True)
     return {"held_out": sorted(splits.bbc_held_out_ids(articles)),

@@ -48,7 +48,8 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
     import jax.numpy as jnp
     from flax import nnx
 
-    from gecko_jax.training import partitioning, trainer
+    from gecko_jax import partitioning
+    from gecko_jax.training import trainer
 
     step_dirs = [_absolute(s) for s in step_dirs]
     runs = {s.parent.parent for s in step_dirs}

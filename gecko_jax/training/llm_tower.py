@@ -78,7 +78,7 @@ def _tokenizer_only(source):
     import json
 
     from gecko_jax.llm.loading import gguf_cache_folder, resolve
-    from gecko_jax.llm.tokenizer import LMTokenizer
+    from gecko_jax.lm_tokenizer import LMTokenizer
 
     path = resolve(source)
     folder = path if path.is_dir() else gguf_cache_folder(path)

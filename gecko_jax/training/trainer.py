@@ -35,9 +35,10 @@ from gecko_jax import gin_files, losses, paths
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax.training import grad_cache as grad_cache_lib
-from gecko_jax.training import metric_logging, optimizers, partitioning
+from gecko_jax import partitioning
+from gecko_jax.training import metric_logging, optimizers
 from gecko_jax.training.grad_cache import GradCache
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax.partitioning import MeshSpec
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import gin
 import pytest
 
 from gecko_jax.data import formatting, mixtures, sources
-from gecko_jax.evaluation import splits
+from gecko_jax.data import splits
 from gecko_jax.errors import InputError
 
 
@@ -44,7 +44,7 @@ def test_bbc_classification_source():
     articles = sources.read_bbc_news()
     assert {a.category for a in articles} == set(sources.BBC_CATEGORIES)
     ex = mixtures.bbc_classification()
-    # The held-out pool of evaluation/splits.py (about half) is left out.
+    # The held-out pool of data/splits.py (about half) is left out.
     held = splits.bbc_held_out_ids(articles)
     assert 0.45 < len(held) / len(articles) < 0.55
     assert len(ex) == len(articles) - len(held)

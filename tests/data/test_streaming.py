@@ -85,7 +85,7 @@ def test_stream_holds_exactly_the_in_memory_rows(tmp_path, records):
 
 
 def test_tfrecord_shards_give_the_jsonl_rows(tmp_path, records):
-    from gecko_jax.fret.record_shards import TF_FEATURES
+    from gecko_jax.data.fret_records import TF_FEATURES
 
     recs = records[:96]
     files = _shards(tmp_path / "jsonl", recs, 2)
@@ -217,7 +217,7 @@ def _held_out_shards(tmp_path, records, bbc_articles):
     """Shards where some records carry held-out BBC texts (as query, positive or negative)
     and the others do not (Wikipedia pairs and training-pool BBC bodies): the expected
     kept query texts and all queries."""
-    from gecko_jax.evaluation import splits
+    from gecko_jax.data import splits
 
     held_ids = splits.bbc_held_out_ids(bbc_articles)
     held = [a for a in bbc_articles if a.id in held_ids][:12]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gecko_jax.evaluation import metrics
+from gecko_jax import metrics
 
 pytrec_eval = pytest.importorskip("pytrec_eval")  # in the eval/dev extra
 

@@ -7,7 +7,7 @@ import pytest
 
 from gecko_jax.data import mixtures, sources
 from gecko_jax.evaluation import local_tasks as lt
-from gecko_jax.evaluation import splits
+from gecko_jax.data import splits
 from gecko_jax.fret import corpus
 
 LIMITS = (None, 600, 200)

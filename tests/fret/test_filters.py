@@ -73,6 +73,7 @@ def test_gin_bindings_reach_the_filters_and_the_identity(tmp_path):
 def test_round_trip_filter_in_a_real_run(tmp_path, finished_run, tiny_corpus, teacher, embedder):
     """The same tiny run with round_trip_k=1 keeps exactly the records whose top
     retrieved passage is the seed or the positive; drops are counted for stats."""
+    from gecko_jax.data import fret_records
     from gecko_jax.fret import record_shards
     from gecko_jax.fret import stats
     from gecko_jax.fret.pipeline import run_local
@@ -80,11 +81,11 @@ def test_round_trip_filter_in_a_real_run(tmp_path, finished_run, tiny_corpus, te
     from .conftest import tiny_config
 
     base_dir, base_manifest = finished_run
-    base = list(record_shards.read_jsonl_records(record_shards.record_paths(base_dir)))
+    base = list(fret_records.read_jsonl_records(record_shards.record_paths(base_dir)))
     cfg = tiny_config(tfrecord=True, filters=filters_lib.FilterConfig(round_trip_k=1, dedup_jaccard=1.0,
                                                                     ql_floor=None))
     manifest = run_local(cfg, tiny_corpus, tmp_path / "run", llm=teacher, encoder=embedder)
-    got = list(record_shards.read_jsonl_records(record_shards.record_paths(tmp_path / "run")))
+    got = list(fret_records.read_jsonl_records(record_shards.record_paths(tmp_path / "run")))
     want = [r["id"] for r in base
             if r["candidates"][0]["id"] in (r["seed_passage_id"], r["positive"]["id"])]
     assert [r["id"] for r in got] == want

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gecko_jax import textio
+from gecko_jax.data import fret_records
 from gecko_jax.errors import GeckoError, InputError
 from gecko_jax.fret import generate as generate_lib
 from gecko_jax.fret import prompts as prompts_lib
@@ -136,7 +137,7 @@ def test_unknown_schema_version_is_rejected(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(rec) + "\n")
     with pytest.raises(InputError, match="unknown FRet schema_version 99"):
-        list(record_shards.read_jsonl_records([path]))
+        list(fret_records.read_jsonl_records([path]))
 
 
 def test_changed_config_refuses_to_resume(tmp_path):

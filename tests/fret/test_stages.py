@@ -54,10 +54,11 @@ def test_finished_run_records_and_manifest(finished_run):
     """A tiny local run: records carry every score/rank and provenance; `gecko train`'s
     reader accepts them; the manifest counts add up; TFRecords parse."""
     from gecko_jax.data.training_records import read_records
+    from gecko_jax.data import fret_records
     from gecko_jax.fret import record_shards
 
     out, manifest = finished_run
-    recs = list(record_shards.read_jsonl_records(record_shards.record_paths(out)))
+    recs = list(fret_records.read_jsonl_records(record_shards.record_paths(out)))
     c = manifest["counts"]
     assert c["records"] == len(recs) >= 1
     assert c["passages"] == 2 and c["generated"] + sum(c["dropped"].values()) == 2
@@ -82,7 +83,7 @@ def test_finished_run_records_and_manifest(finished_run):
 
     raw = next(iter(tf.data.TFRecordDataset([str(out / manifest["files"]["tfrecord"][0])])))
     ex = tf.train.Example.FromString(raw.numpy())
-    first = next(record_shards.read_jsonl_records([out / manifest["files"]["jsonl"][0]]), None)
+    first = next(fret_records.read_jsonl_records([out / manifest["files"]["jsonl"][0]]), None)
     if first is not None:
         assert ex.features.feature["query"].bytes_list.value[0].decode() == first["query"]
 

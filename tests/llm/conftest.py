@@ -3,7 +3,7 @@ released when the package is done."""
 
 import pytest
 
-# Three real prompts per model (the must-show's greedy check uses all three).
+# Three real prompts per model (test_vs_transformers.py's greedy check uses all three).
 PROMPTS = {
     "smollm2": ["The capital of France is", "Here is a recipe for pancakes:",
                 "Question: What is the boiling point of water?\nAnswer:"],

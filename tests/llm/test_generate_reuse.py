@@ -1,6 +1,8 @@
 """Generation with the shared few-shot block prefilled once (and reused across calls), with
-finished rows dropped from the batch, gives the tokens of the plain path (greedy, 3
-prompts, both shipped teachers); sampling stays seeded and batch-independent."""
+finished rows dropped from the batch, gives the tokens of each prompt generated alone
+with no shared block (greedy, 3 prompts, both shipped teachers): the whole-prompt path
+that tests/llm/test_vs_transformers.py checks against transformers. Sampling stays
+seeded and batch-independent."""
 
 import pytest
 
@@ -15,22 +17,29 @@ PASSAGES = ["The Eiffel Tower is a wrought-iron lattice tower in Paris.",
 PROMPTS = [FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES]
 
 
-def _generate(engine, reuse, compact, **kw):
-    old = engine.generate_prefix_reuse, engine.compact_finished
-    engine.generate_prefix_reuse, engine.compact_finished = reuse, compact
+def _generate(engine, **kw):
+    """The three prompts in one batch (shared block, finished rows dropped)."""
+    return engine.generate_ids(engine.tokenizer.encode_batch(PROMPTS), **kw)
+
+
+def _alone(engine, **kw):
+    """The reference: each prompt by itself (one row: nothing to drop) with no shared
+    block (min_shared above any prompt's length: the whole prompt is prefilled)."""
+    old = engine.min_shared
+    engine.min_shared = 1 << 30
     try:
-        ids = engine.tokenizer.encode_batch(PROMPTS)
-        return engine.generate_ids(ids, **kw)
+        return [engine.generate_ids([ids], **kw)[0]
+                for ids in engine.tokenizer.encode_batch(PROMPTS)]
     finally:
-        engine.generate_prefix_reuse, engine.compact_finished = old
+        engine.min_shared = old
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
 def test_prefix_reuse_gives_the_same_greedy_tokens(get_model, name):
     engine = get_model("engine", name)
-    plain = _generate(engine, False, False, max_new_tokens=24)
+    plain = _alone(engine, max_new_tokens=24)
     before = dict(engine.stats)
-    reused = _generate(engine, True, True, max_new_tokens=24)
+    reused = _generate(engine, max_new_tokens=24)
     assert reused == plain
     assert all(len(g) > 0 for g in plain)
     # The few-shot block was prefilled once (or found cached), not once per row.
@@ -40,25 +49,26 @@ def test_prefix_reuse_gives_the_same_greedy_tokens(get_model, name):
         sum(len(engine.tokenizer.encode(p)) for p in PROMPTS) - 2 * len(FEW_SHOT) // 8
     # A second call (a retry) hits the cache instead of prefilling the block again.
     hits = engine.stats["shared_hits"]
-    assert _generate(engine, True, True, max_new_tokens=24) == plain
+    assert _generate(engine, max_new_tokens=24) == plain
     assert engine.stats["shared_hits"] == hits + 1
 
 
 def test_stop_strings_and_finished_rows(smollm2_engine):
-    """With a stop string rows finish at different steps; compaction drops them and the
-    texts equal the uncompacted ones (which are the plain cut of the full generation)."""
+    """With a stop string rows finish at different steps; compaction drops them, and the
+    texts are the cut of each prompt's whole generation alone at the stop string."""
     eng = smollm2_engine
-    full = _generate(eng, False, False, max_new_tokens=40)
-    steps0 = eng.stats["decode_row_steps"]
-    plain = _generate(eng, False, False, max_new_tokens=40, stop=["\n"])
-    steps1 = eng.stats["decode_row_steps"]
-    fast = _generate(eng, True, True, max_new_tokens=40, stop=["\n"])
-    steps2 = eng.stats["decode_row_steps"]
-    assert fast == plain
-    for f, p in zip(full, plain):
+    full = _alone(eng, max_new_tokens=40)
+    before = dict(eng.stats)
+    fast = _generate(eng, max_new_tokens=40, stop=["\n"])
+    assert fast == _alone(eng, max_new_tokens=40, stop=["\n"])
+    for f, p in zip(full, fast):
         text = eng.tokenizer.decode(f)
         assert eng.tokenizer.decode(p) == text.split("\n")[0]
-    assert steps2 - steps1 <= steps1 - steps0
+    assert len({len(g) for g in fast}) > 1  # rows stopped at different steps
+    # Row-steps decoded: fewer than the batch (3 rows padded to 4) for every step.
+    steps = eng.stats["decode_steps"] - before["decode_steps"]
+    row_steps = eng.stats["decode_row_steps"] - before["decode_row_steps"]
+    assert row_steps < 4 * steps
 
 
 @pytest.mark.slow
@@ -102,8 +112,8 @@ def test_decode_layer_buffers_give_the_same_tokens(get_model, name):
     stacked = JaxEngine(engine.config, engine.params, engine.tokenizer, max_batch=8,
                         decode_layer_buffers=False)
     kw = dict(max_new_tokens=24, stop=["\n"])
-    greedy = _generate(engine, True, True, **kw)
-    assert greedy == _generate(stacked, True, True, **kw)
+    greedy = _generate(engine, **kw)
+    assert greedy == _generate(stacked, **kw)
     assert len({len(g) for g in greedy}) > 1  # rows stopped at different steps
     if name == "smollm2":
         kw = dict(max_new_tokens=16, temperature=0.8, top_p=0.95, seed=5)

@@ -1,8 +1,8 @@
-"""A shared block (the few-shot prompt) held once for every row (`attention_with_prefix`)
-instead of copied into each row's KV cache: the attention equals attention over the
-concatenated keys, and the engine's generations (greedy) and scores equal those of the
-copied-block path and of the plain path, for SmolLM2 and for Gemma-3 past its sliding
-window."""
+"""A shared block (the few-shot prompt) held once for every row (`attention_with_prefix`):
+the attention equals attention over the concatenated keys, and the engine's
+generations (greedy) and scores equal those computed without the block (whole prompts
+prefilled; whole rows scored by a plain forward pass), for SmolLM2 and for Gemma-3 past
+its sliding window."""
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from gecko_jax.models.attention import attention, attention_with_prefix
 
 # The same few-shot block and passages as the prefix-reuse tests.
 from tests.llm.test_generate_reuse import FEW_SHOT, PASSAGES  # noqa: E402
+from tests.llm.test_jax_engine import _plain_forward_logprobs  # noqa: E402
 
 
 
@@ -33,31 +34,32 @@ def test_attention_with_prefix_equals_attention_over_concatenated_keys():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=2e-6)
 
 
-def _engines(engine):
-    """The same model with the copied-block path, and with no prefix reuse at all."""
-    copied = JaxEngine(engine.config, engine.params, engine.tokenizer,
-                       max_batch=engine.max_batch, shared_prefix_attention=False)
-    plain = JaxEngine(engine.config, engine.params, engine.tokenizer,
-                      max_batch=engine.max_batch, generate_prefix_reuse=False)
-    return copied, plain
+def _plain(engine):
+    """The same model with no shared block ever (min_shared above any prompt's length)."""
+    return JaxEngine(engine.config, engine.params, engine.tokenizer,
+                     max_batch=engine.max_batch, min_shared=1 << 30)
 
 
-def test_generation_and_scores_equal_the_copied_block_path(smollm2_engine):
+def test_generation_and_scores_equal_the_path_without_a_shared_block(smollm2_engine):
     eng = smollm2_engine
-    assert eng.shared_prefix_attention
-    copied, plain = _engines(eng)
+    plain = _plain(eng)
     ids = eng.tokenizer.encode_batch([FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES])
+    before = eng.stats["shared_prefills"] + eng.stats["shared_hits"]
     got = eng.generate_ids(ids, max_new_tokens=20, stop=["\n"])
-    assert got == copied.generate_ids(ids, max_new_tokens=20, stop=["\n"])
+    assert eng.stats["shared_prefills"] + eng.stats["shared_hits"] > before  # block used
     assert got == plain.generate_ids(ids, max_new_tokens=20, stop=["\n"])
+    assert plain.stats["shared_prefills"] + plain.stats["shared_hits"] == 0
     assert all(got)
-    # Scoring: QL-like rows over the shared block (per-token log-probs).
+    # Scoring: QL-like rows over the shared block (per-token log-probs) against one
+    # plain forward pass over each whole row.
     pre = [FEW_SHOT + "Passage: " + p + "\nQuery:" for p in PASSAGES]
     con = [" where is the eiffel tower", " how do bees communicate", " who was ada lovelace"]
+    extend = eng.stats["extend_tokens"]
     a = eng.score(pre, con, per_token=True)
-    b = copied.score(pre, con, per_token=True)
+    assert eng.stats["extend_tokens"] > extend  # the rows continued the cached block
+    b = [_plain_forward_logprobs(eng, p, c) for p, c in zip(pre, con)]
     tok = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    print(f"\nprefix attention vs copied block: max per-token diff {tok:.2e}")
+    print(f"\nprefix attention vs plain forward: max per-token diff {tok:.2e}")
     assert tok < 3e-5
 
 
@@ -77,13 +79,11 @@ def test_gemma3_block_longer_than_the_sliding_window(get_model):
     assert len(block) > eng.config.sliding_window
     tails = [eng.tokenizer.encode(p, add_bos=False) for p in PASSAGES]
     ids = [block + t for t in tails]
-    copied, plain = _engines(eng)
+    plain = _plain(eng)
     got = eng.generate_ids(ids, max_new_tokens=8)
     assert got == plain.generate_ids(ids, max_new_tokens=8)
     a = eng.score_ids([block] * 3, tails, per_token=True)
-    b = copied.score_ids([block] * 3, tails, per_token=True)
-    c = plain.score_ids([block] * 3, tails, per_token=True, reuse_prefix=False)
-    for other in (b, c):
-        tok = max(float(np.max(np.abs(x - y))) for x, y in zip(a, other))
-        print(f"\nGemma-3 prefix attention: max per-token diff {tok:.2e}")
-        assert tok < 1e-4
+    c = plain.score_ids([block] * 3, tails, per_token=True, reuse_prefix=False)  # whole rows
+    tok = max(float(np.max(np.abs(x - y))) for x, y in zip(a, c))
+    print(f"\nGemma-3 prefix attention: max per-token diff {tok:.2e}")
+    assert tok < 1e-4

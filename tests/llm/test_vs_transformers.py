@@ -1,4 +1,4 @@
-"""The must-show numerics: our GGUF-loaded decoders against transformers loading the same GGUF.
+"""The engine's numerics: our GGUF-loaded decoders against transformers loading the same GGUF.
 
 For SmolLM2-135M (Llama) and Gemma-3-270M: tokenization, next-token logits (max abs
 difference printed; top-1 identical at every position) and 20 greedy tokens for 3

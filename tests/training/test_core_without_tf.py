@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
     from gecko_jax.data.batching import StepIndexedBatches
     from gecko_jax.models import bert, dual_encoder, weights
     from gecko_jax.tokenization import Tokenizer, pad_batch
-    from gecko_jax.training import grad_cache, optimizers, partitioning, trainer
+    from gecko_jax import partitioning
+    from gecko_jax.training import grad_cache, optimizers, trainer
 
     tokenizer = Tokenizer.from_folder({folder!r})
     texts = [f"text number {{i}} about topic {{i % 5}}" for i in range(24)]

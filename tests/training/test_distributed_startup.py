@@ -7,8 +7,8 @@ import jax
 import pytest
 
 from gecko_jax.errors import GeckoError
-from gecko_jax.training import partitioning
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax import partitioning
+from gecko_jax.partitioning import MeshSpec
 
 
 def test_distributed_after_backend_start_is_a_clear_error():

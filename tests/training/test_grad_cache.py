@@ -8,9 +8,10 @@ import pytest
 from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.dual_encoder import l2_normalize
-from gecko_jax.training import grad_cache, optimizers, partitioning, trainer
+from gecko_jax import partitioning
+from gecko_jax.training import grad_cache, optimizers, trainer
 from gecko_jax.training.grad_cache import GradCache
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
 
 BATCH = 16

@@ -14,7 +14,8 @@ import pytest
 from gecko_jax import assets
 from gecko_jax.data import training_records
 from gecko_jax.models.layer_stack import LayerOptions
-from gecko_jax.training import optimizers, partitioning, trainer
+from gecko_jax import partitioning
+from gecko_jax.training import optimizers, trainer
 from tests.training.test_learning import split  # noqa: F401  (fixture)
 
 STEPS = 20

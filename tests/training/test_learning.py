@@ -12,7 +12,8 @@ import pytest
 from gecko_jax import assets
 from gecko_jax.data import sources, training_records
 from gecko_jax.encode import Encoder
-from gecko_jax.training import optimizers, partitioning, trainer
+from gecko_jax import partitioning
+from gecko_jax.training import optimizers, trainer
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import pytest
 
 from gecko_jax.data import tasks
 from gecko_jax.data.batching import StepIndexedBatches
-from gecko_jax.training import llm_tower, optimizers, partitioning, trainer
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax import partitioning
+from gecko_jax.training import llm_tower, optimizers, trainer
+from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import LENGTHS
 
 STEPS = 3

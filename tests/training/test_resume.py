@@ -101,7 +101,8 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path, wiki_jsonl):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, wiki_jsonl):
-    from gecko_jax.training import partitioning, trainer
+    from gecko_jax import partitioning
+    from gecko_jax.training import trainer
     from tests.training.conftest import LENGTHS, tiny_model_fn
 
     kwargs = dict(model_fn=tiny_model_fn(), train_files=[str(wiki_jsonl)],

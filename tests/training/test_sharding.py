@@ -10,8 +10,9 @@ from gecko_jax import losses
 from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax.models.dual_encoder import l2_normalize
 from gecko_jax.models.layer_stack import LayerOptions, set_options
-from gecko_jax.training import optimizers, partitioning, trainer
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax import partitioning
+from gecko_jax.training import optimizers, trainer
+from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
 
 STEPS = 5

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from gecko_jax.data import training_records
-from gecko_jax.training import partitioning, trainer
-from gecko_jax.training.partitioning import MeshSpec
+from gecko_jax import partitioning
+from gecko_jax.training import trainer
+from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import LENGTHS, tiny_model_fn
 
 STEPS = 3

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 from gecko_jax.data import stream_batches, training_records
 from gecko_jax.errors import GeckoError
-from gecko_jax.training import partitioning, trainer
+from gecko_jax import partitioning
+from gecko_jax.training import trainer
 from tests.training.conftest import LENGTHS, tiny_model_fn
 
 LINES_PER_SHARD = 600

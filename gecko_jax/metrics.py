@@ -1,5 +1,8 @@
 """Evaluation metrics as pure functions of arrays and id maps.
 
+A bottom module (numpy; sklearn and scipy imported where used): evaluation/ and
+FRet's re-ranking evaluation (fret/rerank_eval.py) both score with it.
+
 Retrieval metrics follow trec_eval's definitions (the ones pytrec_eval, BEIR
 and MTEB report), so our numbers and the mteb route's agree:
   - a document is relevant when its qrels grade is > 0;

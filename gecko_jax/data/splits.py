@@ -1,10 +1,11 @@
 """Evaluation splits, defined once: which texts each local evaluation task scores.
 
-The evaluation side owns this definition; the training side (data/mixtures.py)
-excludes what it returns, so no training stage sees a text an evaluation task
-scores, whatever the evaluation `limit`. This is a leaf module (standard
-library and numpy only): evaluation/local_tasks.py and data/ both import it
-without a cycle. Functions take any article objects with `id`, `category`,
+Evaluation (evaluation/local_tasks.py) scores what it returns; the training data
+(data/mixtures.py, data/streaming.py, data/tasks.py) excludes it, so no training
+stage sees a text an evaluation task scores, whatever the evaluation `limit`. It
+lives in data/ because evaluation sits above data and may import it, while data may
+not import evaluation. A leaf module (standard library and numpy only: no
+TensorFlow). Functions take any article objects with `id`, `category`,
 `headline` and `body` attributes (data.sources.BBCArticle).
 
 BBC News (the deduplicated articles of data.sources.read_bbc_news, grouped
