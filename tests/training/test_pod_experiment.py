@@ -17,7 +17,10 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.slow      # the Gemma-3 tower in two processes: minutes, ~10 GB
+# The full Gemma-3 tower in two processes: minutes, and more than 10 GB RSS in each
+# (loaded weights, plus jax's cross-process equality check when the state is first put
+# on the mesh): needs about 24 GB free.
+pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
