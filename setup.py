@@ -98,9 +98,14 @@ setup(
     name="gecko_jax",
     version="0.1.0",
     description=__doc__,
+    license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["gecko_jax", "gecko_jax.*"]),
-    package_data={"gecko_jax": ["py.typed", "kernels/*.cc"]},
+    # Everything the commands read at run time, found through importlib.resources:
+    # the gin configs, the FRet prompts and the oneDNN kernels' sources (built on
+    # first use, kernels/onednn.py).
+    package_data={"gecko_jax": ["py.typed", "gin_configs/*/*.gin", "fret/prompt_files/*.json",
+                                "kernels/*.cc", "kernels/*.h"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["gecko=gecko_jax.cli:main"]},

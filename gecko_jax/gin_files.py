@@ -1,14 +1,19 @@
 """Gin parsing for every entry point: file look-up, include search paths, clean errors.
 
-Gin files (and their `include`s) are looked up as given, then from the repository
-root, then under gin_configs/; configs include each other as
-'gin_configs/runs/finetune.gin'. Callers import the modules that register their
-configurables before parsing (unknown names fail here, before any compute).
+The shipped configs are package data (gecko_jax/gin_configs/, found through
+importlib.resources, so an installed wheel has them; the checkout's top-level
+gin_configs is a link to the same folder). A gin file given to `parse` (and every
+`include`) is looked up as given (from the working directory), then beside the
+package's gin_configs/ ('gin_configs/runs/finetune.gin'), then inside it
+('runs/finetune.gin'); configs include each other as 'gin_configs/runs/finetune.gin'.
+Callers import the modules that register their configurables before parsing
+(unknown names fail here, before any compute).
 A gin file may also be a URI (gs://, memory://): gin reads it through etils.epath.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import pathlib
 from typing import Sequence
@@ -16,7 +21,9 @@ from typing import Sequence
 from gecko_jax import paths
 from gecko_jax.errors import GeckoError
 
-GIN_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "gin_configs"
+# A package installed from a wheel (or the checkout) lies on the file system, so the
+# resource folder is a real directory gin can open files under.
+GIN_CONFIGS = pathlib.Path(str(importlib.resources.files("gecko_jax") / "gin_configs"))
 
 
 class _DropGinPathNotFound(logging.Filter):
@@ -25,7 +32,7 @@ class _DropGinPathNotFound(logging.Filter):
 
 
 def resolve(name: str) -> pathlib.Path:
-    """A gin file as given, else under the repository root, else under gin_configs/."""
+    """A gin file as given, else beside the package's gin_configs/, else inside it."""
     if paths.is_remote(name):
         if not paths.as_path(name).is_file():
             raise GeckoError(f"{name}: gin file not found")
@@ -54,7 +61,9 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     gin.clear_config()
     # URIs (and their includes): read with epath; local files keep gin's own `open`.
     gin.config.register_file_reader(_open_uri, _is_uri_file)
-    # Not a bare 'runs/...' include: gin would try to import a package named 'runs'.
+    # Includes name 'gin_configs/...' (not a bare 'runs/...': gin would try to import a
+    # package named 'runs'); the package folder holding gin_configs/ resolves them in a
+    # checkout and in an installed wheel alike.
     for path in (pathlib.Path.cwd(), GIN_CONFIGS.parent):
         gin.add_config_file_search_path(str(path))
     resolved = [str(resolve(name)) for name in gin_files]

@@ -3,8 +3,9 @@
     gecko train --gin_file=gin_configs/experiments/minilm_jsonl.gin \\
         --gin_bindings="TRAIN_FILES=['data.jsonl']" --model_dir=runs/minilm
 
-Gin files (and their `include`s) are looked up as given, then from the
-repository root, then under gin_configs/; configs include each other as
+Gin files (and their `include`s) are looked up as given, then among the shipped
+configs (package data: 'gin_configs/runs/finetune.gin' or 'runs/finetune.gin', from
+a checkout or an installed wheel); configs include each other as
 'gin_configs/runs/finetune.gin'. An experiment file of several stages
 (gin_configs/experiments/wiki_two_stage.gin) runs them in order on the recipe
 runner: a rerun reuses finished stages; --redo reruns from the first changed one.

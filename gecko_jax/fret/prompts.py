@@ -1,8 +1,8 @@
 """FRet prompts as data: P_QG (query generation), P_QL (query likelihood), P_RC
 (relevance classification).
 
-The paper's prompts are unpublished; ours live as JSON files under
-`data/prompts/` (one per prompt): instructions, few-shot examples, the template
+The paper's prompts are unpublished; ours ship as package data, JSON files under
+`gecko_jax/fret/prompt_files/` (one per prompt): instructions, few-shot examples, the template
 that renders one example, and the template of the target (the passage or pair
 being asked about). Rendering puts the instructions and the examples first, so
 the few-shot block is the same leading text in every prompt of a kind: the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
 import pathlib
@@ -35,8 +36,9 @@ from typing import Callable
 
 from gecko_jax.errors import GeckoError, InputError
 
-# Repository data folder: data/prompts/{qg,ql,rc}.json.
-PROMPTS_DIR = pathlib.Path(__file__).resolve().parents[2] / "data" / "prompts"
+# Package data: prompt_files/{qg,ql,rc}.json beside this module (in a checkout and in
+# an installed wheel alike).
+PROMPTS_DIR = pathlib.Path(str(importlib.resources.files("gecko_jax.fret") / "prompt_files"))
 KINDS = {"qg": "query_generation", "ql": "query_likelihood", "rc": "relevance_classification"}
 _REQUIRED = {
     "qg": ("instructions", "example_template", "target_template", "response_prefix", "examples"),
@@ -115,7 +117,7 @@ def load_prompt(path: str | os.PathLike, kind: str) -> Prompt:
 
 
 def load_prompts(folder: str | os.PathLike | None = None) -> PromptSet:
-    """The three FRet prompts from `folder` (default: the repository's data/prompts)."""
+    """The three FRet prompts from `folder` (default: the shipped prompt_files/)."""
     folder = pathlib.Path(folder) if folder else PROMPTS_DIR
     if not folder.is_dir():
         raise GeckoError(f"{folder}: prompt folder not found (expected qg.json, ql.json, rc.json)")

@@ -13,9 +13,13 @@ caches the library (GECKO_KERNEL_CACHE, default ~/.cache/gecko_jax/kernels, keye
 the sources, both versions and the CPU's flags: it is built with -march=native),
 loads it and registers the three targets.
 
+The sources are package data (importlib.resources: an installed wheel has them); they
+are copied into a temporary folder and compiled there.
+
 `available()` says whether the kernel can run here (and `why_unavailable()` why not:
-no compiler, no wheel, not x86-64 Linux, or GECKO_ONEDNN=0); callers fall back to
-XLA's own dot (kernels/dense.py).
+no compiler, no wheel, a source missing from the package, not x86-64 Linux, or
+GECKO_ONEDNN=0); callers fall back to XLA's own dot and attention (kernels/dense.py,
+models/attention.py). The first look logs one line saying why and which route runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import ctypes
 import functools
 import hashlib
 import importlib.metadata
+import importlib.resources
+import logging
 import os
 import pathlib
 import platform
@@ -40,14 +46,28 @@ from gecko_jax.kernels import spmd
 TARGET = "gecko_onednn_matmul"
 ATTENTION_TARGET = "gecko_onednn_attention"
 ATTENTION_GRAD_TARGET = "gecko_onednn_attention_grad"
-_SOURCES = tuple(pathlib.Path(__file__).with_name(n) for n in
-                 ("onednn_matmul.cc", "onednn_attention.cc", "onednn_attention_grad.cc"))
-_HEADERS = (pathlib.Path(__file__).with_name("attention_common.h"),)
+_SOURCES = ("onednn_matmul.cc", "onednn_attention.cc", "onednn_attention_grad.cc")
+_HEADERS = ("attention_common.h",)
 _WHEEL = "onednn-cpu-gomp"
+
+log = logging.getLogger(__name__)
 
 
 class KernelUnavailable(RuntimeError):
     pass
+
+
+def _source_bytes() -> dict[str, bytes]:
+    """The kernel's sources and headers by file name, read from the package."""
+    folder = importlib.resources.files("gecko_jax.kernels")
+    found = {}
+    for name in _SOURCES + _HEADERS:
+        resource = folder / name
+        if not resource.is_file():
+            raise KernelUnavailable(f"{name} is missing from the installed gecko_jax package "
+                                    "(package data of setup.py)")
+        found[name] = resource.read_bytes()
+    return found
 
 
 def _dnnl_root() -> pathlib.Path:
@@ -62,8 +82,8 @@ def _cache_dir() -> pathlib.Path:
 
 def _library_path() -> pathlib.Path:
     key = hashlib.sha256()
-    for source in _SOURCES + _HEADERS:
-        key.update(source.read_bytes())
+    for text in _source_bytes().values():
+        key.update(text)
     for dist in ("jaxlib", _WHEEL):
         key.update(f"{dist}={importlib.metadata.version(dist)}".encode())
     key.update(str(_dnnl_root()).encode())
@@ -83,18 +103,28 @@ def build(out: pathlib.Path) -> pathlib.Path:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise KernelUnavailable("no C++ compiler (g++) on PATH")
+    sources = _source_bytes()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
         tmp_path = pathlib.Path(tmp.name)
-    cmd = [cxx, "-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
-           "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w", *map(str, _SOURCES),
-           f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
-           f"-Wl,-rpath,{lib}", "-o", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # The sources (and the header they include) side by side in a scratch folder: the
+    # package may not be writable, nor a plain folder.
+    with tempfile.TemporaryDirectory() as src_dir:
+        for name, text in sources.items():
+            (pathlib.Path(src_dir) / name).write_bytes(text)
+        cmd = [cxx, "-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
+               "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w",
+               *(str(pathlib.Path(src_dir) / n) for n in _SOURCES),
+               f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
+               f"-Wl,-rpath,{lib}", "-o", str(tmp_path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as err:     # e.g. $CXX names no program
+            tmp_path.unlink(missing_ok=True)
+            raise KernelUnavailable(f"cannot run the C++ compiler {cxx}: {err}") from None
     if proc.returncode:
         tmp_path.unlink(missing_ok=True)
-        names = " ".join(s.name for s in _SOURCES)
-        raise KernelUnavailable(f"compiling {names} failed:\n{proc.stderr[-2000:]}")
+        raise KernelUnavailable(f"compiling {' '.join(_SOURCES)} failed:\n{proc.stderr[-2000:]}")
     os.replace(tmp_path, out)
     return out
 
@@ -102,7 +132,16 @@ def build(out: pathlib.Path) -> pathlib.Path:
 @functools.cache
 def _load() -> str | None:
     """Build (once per machine), load and register the kernel; None or the reason it
-    cannot run here."""
+    cannot run here (logged once, with the route that runs instead)."""
+    reason = _try_load()
+    if reason is not None:
+        level = logging.INFO if reason.startswith("switched off") else logging.WARNING
+        log.log(level, "oneDNN kernels not built (%s); using XLA's dot and attention",
+                " ".join(reason.split())[:500])
+    return reason
+
+
+def _try_load() -> str | None:
     if os.environ.get("GECKO_ONEDNN", "1") == "0":
         return "switched off (GECKO_ONEDNN=0)"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):

@@ -178,7 +178,7 @@ def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
 
 
 def run_prefinetune(conf: dict, stage_dir: pathlib.Path, progress: bool) -> dict:
-    files = [get_student(conf.get("student", "minilm")).gin_file,
+    files = [*get_student(conf.get("student", "minilm")).gin_files,
              "gin_configs/runs/prefinetune.gin"]
     return _train(stage_dir, files, _train_bindings(conf) + list(conf["gin_bindings"]), progress)
 
@@ -188,7 +188,7 @@ def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
     from gecko_jax.recipes.distill_student import init_bindings
 
     student = conf.get("student", "minilm")
-    files = [get_student(student).gin_file, "gin_configs/runs/finetune.gin",
+    files = [*get_student(student).gin_files, "gin_configs/runs/finetune.gin",
              "gin_configs/mixtures/finetune_default.gin"]
     fret_files = [f for f in fret_files if pathlib.Path(f).stat().st_size > 0]
     num_fret = sum(len(pathlib.Path(f).read_text().splitlines()) for f in fret_files)

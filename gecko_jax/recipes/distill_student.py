@@ -26,19 +26,30 @@ class Student:
     gin_file: str
     label: str
     llm_source: str | None = None   # shipped LLM name; None for the BERT student
+    # Machine settings the recipe runs it with (it trains on the CPU).
+    machine_gin_files: tuple[str, ...] = ()
 
     @property
     def is_llm(self) -> bool:
         return self.llm_source is not None
 
+    @property
+    def gin_files(self) -> list[str]:
+        """The model file, then its machine settings."""
+        return [self.gin_file, *self.machine_gin_files]
+
+
+# The LLM towers' XLA:CPU settings (gradients and update as two compiled calls).
+CPU_GIN = "gin_configs/machines/cpu.gin"
 
 STUDENTS = {
     "minilm": Student("gin_configs/models/minilm.gin", "all-MiniLM-L6-v2 (d=384)"),
     "gemma3": Student("gin_configs/models/gemma3_270m.gin",
                       "Gemma-3-270M (bidirectional, mean pooling, dense head 640 -> 2560 -> 640, "
-                      "d=640)", llm_source="gemma3"),
+                      "d=640)", llm_source="gemma3", machine_gin_files=(CPU_GIN,)),
     "smollm2": Student("gin_configs/models/smollm2_135m.gin",
-                       "SmolLM2-135M (bidirectional, mean pooling, d=576)", llm_source="smollm2"),
+                       "SmolLM2-135M (bidirectional, mean pooling, d=576)", llm_source="smollm2",
+                       machine_gin_files=(CPU_GIN,)),
 }
 
 # The default scale of an LLM student's run: fits about 30 minutes on a 2-core CPU
