@@ -127,7 +127,7 @@ def synthetic_batch(batch: int, query_len: int, doc_len: int, vocab: int, seed: 
 
 def make_trainer(row: Row, mesh):
     from gecko_jax.models.layer_stack import LayerOptions
-    from gecko_jax.training import optimizers, trainer
+    from gecko_jax.training import optimizers, train_step
     from gecko_jax.training.grad_cache import GradCache
 
     options = LayerOptions(remat=row.remat, scan=row.scan,
@@ -135,9 +135,9 @@ def make_trainer(row: Row, mesh):
     model, cfg = build_model(row.tower, options)
     sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
     opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
-    loss_cfg = trainer.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
+    loss_cfg = train_step.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
                                   mask_duplicates=False)
-    return trainer.Trainer(model, opt, mesh, loss_cfg, grad_cache=GradCache(row.chunk)), cfg
+    return train_step.Trainer(model, opt, mesh, loss_cfg, grad_cache=GradCache(row.chunk)), cfg
 
 
 def compile_seconds(tr, host_batch) -> tuple[float, float]:

@@ -54,17 +54,17 @@ def _side(args) -> dict:
     from gecko_jax import assets
     from gecko_jax.tokenization import pad_batch
     from gecko_jax import partitioning
-    from gecko_jax.training import optimizers, trainer
+    from gecko_jax.training import grad_cache, model_fns, optimizers, train_step
 
     b = args.batch
     texts = _texts(3 * b, 220, args.stride)
-    model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
+    model, tok = model_fns.pretrained_model(folder=assets.minilm_dir())
     sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
     opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
-    loss_cfg = trainer.LossConfig(tau=0.05, same_tower=True, mask_duplicates=False)
+    loss_cfg = train_step.LossConfig(tau=0.05, same_tower=True, mask_duplicates=False)
     chunk = args.chunk if args.side == "grad_cache" else 0
-    tr = trainer.Trainer(model, opt, mesh, loss_cfg, grad_cache=trainer.GradCache(chunk))
+    tr = train_step.Trainer(model, opt, mesh, loss_cfg, grad_cache=grad_cache.GradCache(chunk))
     batch = {}
     for i, (name, length) in enumerate((("query", args.query_len), ("positive", args.doc_len),
                                         ("negative", args.doc_len))):

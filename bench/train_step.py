@@ -75,7 +75,7 @@ def run_ours(args) -> dict:
     from gecko_jax.tokenization import pad_batch
     from gecko_jax.models.layer_stack import LayerOptions, set_options
     from gecko_jax import partitioning
-    from gecko_jax.training import optimizers, trainer
+    from gecko_jax.training import grad_cache, model_fns, optimizers, train_step
 
     queries, positives, negatives = _batch(args)
     if args.student == "gemma3":
@@ -83,18 +83,18 @@ def run_ours(args) -> dict:
 
         model, tok = llm_tower.llm_model(source=args.folder, dense_dims=GEMMA_DENSE)
     else:
-        model, tok = trainer.pretrained_model(folder=assets.minilm_dir())
+        model, tok = model_fns.pretrained_model(folder=assets.minilm_dir())
     if args.dtype != "float32":
         set_options(model, LayerOptions(compute_dtype=args.dtype))
     sched = optimizers.learning_rate_schedule(peak_value=2e-5, total_steps=1000)
     opt = optimizers.make_optimizer(schedule=sched, clip_norm=None, weight_decay=0.01)
     mesh = partitioning.make_mesh(partitioning.MeshSpec(data=1), devices=jax.devices()[:1])
-    loss_cfg = trainer.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
+    loss_cfg = train_step.LossConfig(tau=0.05, same_tower=False, all_hard_negatives=True,
                                   mask_duplicates=False)
     chunk = args.our_chunk or args.grad_cache
-    tr = trainer.Trainer(model, opt, mesh, loss_cfg,
-                         grad_cache=trainer.GradCache(chunk_size=chunk),
-                         separate_update=args.separate_update == "on")
+    tr = train_step.Trainer(model, opt, mesh, loss_cfg,
+                            grad_cache=grad_cache.GradCache(chunk_size=chunk),
+                            separate_update=args.separate_update == "on")
     batch = {}
     for name, texts, length in (("query", queries, args.query_len),
                                 ("positive", positives, args.doc_len),

@@ -16,11 +16,14 @@ import dataclasses
 
 import numpy as np
 
+from gecko_jax.data.batches import BatchSource
 from gecko_jax.errors import GeckoError
 
 
 @dataclasses.dataclass
-class StepIndexedBatches:
+class StepIndexedBatches(BatchSource):
+    """Epoch permutations of one example set (module docstring); a BatchSource."""
+
     examples: dict[str, np.ndarray]      # every value [N, ...]
     global_batch_size: int
     seed: int = 0

@@ -28,6 +28,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -41,6 +43,7 @@ import tensorflow as tf
 from gecko_jax import textio
 from gecko_jax.data import formatting, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
+from gecko_jax.data.batches import BatchSource
 from gecko_jax.data.formatting import Example
 from gecko_jax.errors import GeckoError
 from gecko_jax.data import splits
@@ -212,13 +215,26 @@ def examples_dataset_fn(split: str, shuffle_files: bool = False, seed: int | Non
          for k, v in cols.items()})
 
 
-def register_examples_task(name: str, examples: Sequence[Example] | Callable[[], Sequence[Example]],
-                           tokenizer_folder: str | os.PathLike) -> seqio.Task:
-    """Registers (or re-registers) a Gecko seqio Task over in-memory examples."""
-    fn = examples if callable(examples) else (lambda: examples)
+def register_examples_task(name: str, examples: Sequence[Example],
+                           tokenizer_folder: str | os.PathLike, derive_name: bool = False
+                           ) -> seqio.Task:
+    """Registers a Gecko seqio Task over in-memory examples, once (tasks.register_once).
+
+    Its definition is the examples' content and the tokenizer. derive_name registers
+    it as tasks.derived_name(name, definition) instead, so other examples under the
+    same `name` (another limit, another run) are another Task; the Task's `.name`
+    says which.
+    """
+    examples = list(examples)
+    digest = hashlib.sha1(json.dumps(formatting.to_columns(examples), sort_keys=True)
+                          .encode()).hexdigest()
+    definition = {"source": "examples", "count": len(examples), "sha1": digest}
+    if derive_name:
+        name = tasks_lib.derived_name(
+            name, {**definition, "tokenizer": tasks_lib.tokenizer_key(tokenizer_folder)})
     source = seqio.FunctionDataSource(
-        functools.partial(examples_dataset_fn, examples_fn=fn), splits=("train",))
-    return tasks_lib.register_gecko_task(name, source, tokenizer_folder)
+        functools.partial(examples_dataset_fn, examples_fn=lambda: examples), splits=("train",))
+    return tasks_lib.register_gecko_task(name, source, tokenizer_folder, definition)
 
 
 def check_rates(rates: Mapping[str, float], known: Sequence[str], mixture: str = "mixture"
@@ -235,16 +251,21 @@ def check_rates(rates: Mapping[str, float], known: Sequence[str], mixture: str =
     return {t: float(r) for t, r in rates.items()}
 
 
-def register_mixture(name: str, rates: Mapping[str, float]) -> seqio.Mixture:
-    """A seqio Mixture over registered tasks; an unregistered task is a GeckoError."""
+def register_mixture(name: str, rates: Mapping[str, float], derive_name: bool = False
+                     ) -> seqio.Mixture:
+    """A seqio Mixture over registered tasks, registered once (tasks.register_once);
+    an unregistered task is a GeckoError. derive_name: registered as
+    tasks.derived_name(name, rates), one Mixture per rate table (see `.name`)."""
     rates = check_rates(rates, list(seqio.TaskRegistry.names()), name)
-    if name in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.remove(name)
-    return seqio.MixtureRegistry.add(name, list(rates.items()))
+    definition = {"rates": rates}
+    if derive_name:
+        name = tasks_lib.derived_name(name, definition)
+    return tasks_lib.register_once(seqio.MixtureRegistry, name, definition,
+                                   lambda: seqio.MixtureRegistry.add(name, list(rates.items())))
 
 
 # --------------------------------------------------------------------------- batches
-class MixtureBatches:
+class MixtureBatches(BatchSource):
     """Step-indexed batches drawn from several tasks' example arrays at given rates.
 
     Batch `s` uses the generator default_rng([seed, s]) only, so it is a pure
@@ -259,6 +280,8 @@ class MixtureBatches:
       global_batch_size: rows per step (all processes).
       single_task: every batch comes from one task, chosen by rate.
     """
+
+    seqio_mixture: str | None = None     # the seqio Mixture registered by mixture_data
 
     def __init__(self, examples: Mapping[str, Mapping[str, np.ndarray]],
                  rates: Mapping[str, float], global_batch_size: int, seed: int = 0,
@@ -375,8 +398,13 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                  ) -> MixtureBatches:
     """The trainer's data_fn: tasks + mixture registered, examples loaded, batches returned.
 
+    The source tables' Tasks are registered under names derived from their examples
+    (register_examples_task(derive_name=True)) and the Mixture under one derived from
+    `mixture` and the rates (its name is the batches' `seqio_mixture`), so each call
+    may bring other examples under the same names; the batches keep the table's names.
+
     Args:
-      mixture: seqio Mixture name to register.
+      mixture: seqio Mixture name to register (the base of its derived name).
       rates: {task name: rate}; a name must be in task_sources or already be a
         registered seqio task (e.g. one made by tasks.register_jsonl_task).
       task_sources: {task name: source function} (the TASK_SOURCES table).
@@ -388,8 +416,9 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
     """
     known = set(task_sources) | set(seqio.TaskRegistry.names())
     rates = check_rates(rates, sorted(known), mixture)
-    kept = {}
+    kept, seqio_names = {}, {}
     for name, rate in rates.items():
+        seqio_names[name] = name
         if name in task_sources:
             examples = list(task_sources[name]())
             if not examples:
@@ -400,10 +429,13 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
             if hasattr(tokenizer, "backend"):
                 examples = prompt_room.with_query_room(tokenizer, examples,
                                                        int(feature_lengths["query"]), where=name)
-            register_examples_task(name, examples, tokenizer.folder)
+            seqio_names[name] = register_examples_task(name, examples, tokenizer.folder,
+                                                       derive_name=True).name
         kept[name] = rate
-    register_mixture(mixture, kept)
-    examples = {name: tasks_lib.load_examples(name, "train", feature_lengths, tokenizer.pad_id)
+    seqio_mixture = register_mixture(mixture, {seqio_names[t]: r for t, r in kept.items()},
+                                     derive_name=True)
+    examples = {name: tasks_lib.load_examples(seqio_names[name], "train", feature_lengths,
+                                              tokenizer.pad_id)
                 for name in kept}
     sizes = {t: len(e["query_ids"]) for t, e in examples.items()}
     log.info("%s: %s", mixture, sizes)
@@ -412,6 +444,7 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
     batches = MixtureBatches(examples, kept, batch_size, seed=seed,
                              single_task=single_task_batches,
                              process_index=process_index, process_count=process_count)
+    batches.seqio_mixture = seqio_mixture.name
     if num_steps is not None:
         log.info("%s: expected epochs per task over %d steps: %s", mixture, num_steps,
                  batches.epochs(num_steps))

@@ -35,6 +35,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from gecko_jax.data.batches import BatchSource
 from gecko_jax.data.feature_converters import (TEXT_ID_FEATURES, DualEncoderFeatureConverter,
                                                task_feature_lengths)
 from gecko_jax.data import tasks as tasks_lib
@@ -169,7 +170,7 @@ def _position_dir(directory: str | os.PathLike, step: int) -> pathlib.Path:
     return pathlib.Path(directory) / f"step_{step:010d}"
 
 
-class StreamingBatches:
+class StreamingBatches(BatchSource):
     """Batches of a tf.data pipeline read in step order; the position is the iterator state.
 
     Args:
@@ -180,6 +181,7 @@ class StreamingBatches:
         position holds file offsets and rows read ahead, which no longer match them.
     """
 
+    step_indexed = False
     num_examples = None      # unknown without reading every file; the trainer logs it only
 
     def __init__(self, dataset: tf.data.Dataset, process_index: int = 0, process_count: int = 1,

@@ -50,12 +50,11 @@ def cache_files(name: str, files: Sequence[str], tokenizer_folder: str | os.Path
 
 def _register_once(name: str, files: tuple[str, ...], tokenizer_folder: str,
                    exclude_eval_test: bool) -> None:
-    """Registers the streaming Task in this process unless it is there (Beam setup_fn)."""
-    if name not in seqio.TaskRegistry.names():
-        from gecko_jax.data import streaming
+    """Registers the streaming Task in this process (a no-op where it is; Beam setup_fn)."""
+    from gecko_jax.data import streaming
 
-        streaming.register_streaming_task(name, list(files), tokenizer_folder,
-                                          exclude_eval_test=exclude_eval_test)
+    streaming.register_streaming_task(name, list(files), tokenizer_folder,
+                                      exclude_eval_test=exclude_eval_test)
 
 
 def cache_task(name: str, cache_dir: str | os.PathLike, *, split: str = "train",

@@ -62,8 +62,10 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
     """Registers the Tasks and the Mixture; returns this host's batches of the stream.
 
     Args:
-      mixture: the seqio Mixture name to register.
-      file_sets: {task name: shards (paths or a glob)}; each a streaming Task.
+      mixture: the seqio Mixture name to register (the base of a name derived from the
+        rates, as mixtures.mixture_data does; one task is streamed on its own).
+      file_sets: {task name: shards (paths or a glob)}; each a streaming Task, registered
+        under its name once per process (a name names one file list).
       rates: {task name: rate}; names of file_sets, task_sources or registered Tasks.
       task_sources: {task name: source function} registered in memory (mixtures.py).
       single_task_batches: every global batch from one task, drawn at the rates.
@@ -80,12 +82,15 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
     if clash:
         raise GeckoError(f"{mixture}: {clash} named both as file sets and as task sources")
     cached = cache_dir is not None       # the source files need not exist any more
-    files = {name: (expand_files(name, f) if not (cached and isinstance(f, str)) else [f])
+    files = {name: (expand_files(name, f) if not (cached and isinstance(f, str))
+                    else sorted(tf.io.gfile.glob(f)) or [f])
              for name, f in file_sets.items()}
     rates = mixtures.check_rates(rates, sorted(set(files) | set(task_sources)
                                                | set(seqio.TaskRegistry.names())),
                                  mixture)
+    seqio_names = {}
     for name in rates:
+        seqio_names[name] = name
         if name in files:
             streaming.register_streaming_task(name, files[name], tokenizer.folder,
                                               exclude_eval_test=exclude_eval_test,
@@ -94,8 +99,12 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
             examples = list(task_sources[name]())
             if not examples:
                 raise GeckoError(f"{mixture}: task {name!r} has no examples")
-            mixtures.register_examples_task(name, examples, tokenizer.folder)
-    mixtures.register_mixture(mixture, rates)
+            seqio_names[name] = mixtures.register_examples_task(
+                name, examples, tokenizer.folder, derive_name=True).name
+    provider = mixtures.register_mixture(
+        mixture, {seqio_names[t]: r for t, r in rates.items()}, derive_name=True).name
+    if len(rates) == 1:     # one task: its own stream, without the Mixture's sampler
+        provider = seqio_names[next(iter(rates))]
     watched = [f for n in rates if n in files for f in files[n]]
     if cache_dir is not None:
         from gecko_jax.data import stream_cache
@@ -105,7 +114,7 @@ def streaming_mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], bat
     log.info("%s: streaming %s at rates %s", mixture,
              {n: f"{len(f)} file(s)" for n, f in files.items() if n in rates}, rates)
     return stream_batches.stream_batches(
-        mixture, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
+        provider, feature_lengths=feature_lengths, batch_size=batch_size, seed=seed,
         pad_id=tokenizer.pad_id, process_index=process_index, process_count=process_count,
         single_task_batches=single_task_batches, shuffle_buffer=shuffle_buffer,
         files=watched, use_cached=cache_dir is not None)

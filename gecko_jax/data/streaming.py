@@ -211,7 +211,8 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
                             tokenizer_folder: str | os.PathLike, kind: str | None = None,
                             exclude_eval_test: bool = True, check_files: bool = True
                             ) -> seqio.Task:
-    """(Re-)registers a streaming seqio Task over FRet JSONL or TFRecord shards.
+    """Registers a streaming seqio Task over FRet JSONL or TFRecord shards, once
+    (tasks.register_once: the same name again must have the same definition).
 
     Args:
       files: the shards of the train split.
@@ -231,15 +232,25 @@ def register_streaming_task(name: str, files: Sequence[str | os.PathLike],
     else:
         raise ValueError(f"kind must be 'jsonl' or 'tfrecord', got {kind!r}")
     held_out = [drop_held_out(tasks_lib.bbc_held_out_texts())] if exclude_eval_test else []
-    vocab = tasks_lib.vocabulary(str(tokenizer_folder))
-    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
-                for f in ("query", "positive", "negative")}
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    return seqio.TaskRegistry.add(
-        name, source=source,
-        preprocessors=[parse, *held_out, tasks_lib.gecko_format, tokenize_batches,
-                       unbatch_rows, seqio.CacheDatasetPlaceholder(),
-                       tasks_lib.trim_sequences],
-        output_features=features, metric_fns=[], shuffle_buffer_size=1024)
 
+    def add():
+        vocab = tasks_lib.vocabulary(str(tokenizer_folder))
+        features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
+                    for f in ("query", "positive", "negative")}
+        return seqio.TaskRegistry.add(
+            name, source=source,
+            preprocessors=[parse, *held_out, tasks_lib.gecko_format, tokenize_batches,
+                           unbatch_rows, seqio.CacheDatasetPlaceholder(),
+                           tasks_lib.trim_sequences],
+            output_features=features, metric_fns=[], shuffle_buffer_size=1024)
+
+    return tasks_lib.register_once(seqio.TaskRegistry, name, streaming_definition(
+        files, tokenizer_folder, kind, exclude_eval_test), add)
+
+
+def streaming_definition(files: Sequence[str], tokenizer_folder: str | os.PathLike, kind: str,
+                         exclude_eval_test: bool = True) -> dict:
+    """The definition of a streaming Task (tasks.register_once): what it reads and how."""
+    return {"source": f"stream_{kind}", "files": [str(f) for f in files],
+            "exclude_eval_test": exclude_eval_test,
+            "tokenizer": tasks_lib.tokenizer_key(tokenizer_folder)}

@@ -18,9 +18,12 @@ deterministic, step-indexed batches (the checkpointable data position).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
-from typing import Mapping, Sequence
+import pathlib
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -32,6 +35,7 @@ from gecko_jax.data.feature_converters import (DualEncoderFeatureConverter, task
 from gecko_jax.data.vocab import HFTokenizerVocabulary
 from gecko_jax.data import splits
 from gecko_jax import unified_format
+from gecko_jax.errors import GeckoError
 from gecko_jax.losses import NO_ID
 
 log = logging.getLogger(__name__)
@@ -184,7 +188,7 @@ def vocabulary(tokenizer_folder: str) -> HFTokenizerVocabulary:
 def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.PathLike]],
                         tokenizer_folder: str | os.PathLike, exclude_eval_test: bool = True
                         ) -> seqio.Task:
-    """Registers (or re-registers) a Gecko task over JSONL files.
+    """Registers a Gecko task over JSONL files, once (register_once).
 
     Args:
       name: seqio task name.
@@ -198,21 +202,99 @@ def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.P
     source = seqio.FunctionDataSource(
         functools.partial(jsonl_dataset_fn, split_files=split_files,
                           exclude_eval_test=exclude_eval_test), splits=tuple(split_files))
-    return register_gecko_task(name, source, tokenizer_folder)
+    definition = {"source": "jsonl", "files": split_files, "exclude_eval_test": exclude_eval_test}
+    return register_gecko_task(name, source, tokenizer_folder, definition)
 
 
-def register_gecko_task(name: str, source: seqio.DataSource,
-                        tokenizer_folder: str | os.PathLike) -> seqio.Task:
-    """(Re-)registers a seqio Task: Gecko formatting, then the encoder's tokenizer on
-    the query / positive / negative features."""
-    vocab = vocabulary(str(tokenizer_folder))
-    features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
-                for f in ("query", "positive", "negative")}
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    return seqio.TaskRegistry.add(
-        name, source=source, preprocessors=[gecko_format, seqio.preprocessors.tokenize, trim_sequences],
-        output_features=features, metric_fns=[])
+def register_gecko_task(name: str, source: seqio.DataSource, tokenizer_folder: str | os.PathLike,
+                        definition: Mapping) -> seqio.Task:
+    """Registers a seqio Task once (register_once): Gecko formatting, then the encoder's
+    tokenizer on the query / positive / negative features.
+
+    Args:
+      definition: what the source reads (JSON-able); with the tokenizer's identity it
+        is the Task's definition.
+    """
+    definition = {**definition, "tokenizer": tokenizer_key(tokenizer_folder)}
+
+    def add():
+        vocab = vocabulary(str(tokenizer_folder))
+        features = {f: seqio.Feature(vocabulary=vocab, add_eos=False, dtype=tf.int32)
+                    for f in ("query", "positive", "negative")}
+        return seqio.TaskRegistry.add(
+            name, source=source,
+            preprocessors=[gecko_format, seqio.preprocessors.tokenize, trim_sequences],
+            output_features=features, metric_fns=[])
+
+    return register_once(seqio.TaskRegistry, name, definition, add)
+
+
+# --------------------------------------------------------------------------- registry
+# seqio's registries are process-global and refuse a second `add` of a name. A name
+# is registered once per process with its definition; asking again with the same
+# definition returns the registered Task or Mixture, with another one is an error.
+_DEFINITIONS: dict[tuple[str, str], str] = {}
+
+
+def definition_key(definition: Mapping) -> str:
+    """A definition as canonical JSON (sorted keys; paths and tuples as strings/lists)."""
+    return json.dumps(definition, sort_keys=True, default=str)
+
+
+def derived_name(base: str, definition: Mapping) -> str:
+    """`base` + a digest of the definition: one name per definition, for Tasks and
+    Mixtures that a data_fn builds anew on each call (e.g. from a source's examples)."""
+    digest = hashlib.sha1(definition_key(definition).encode()).hexdigest()[:12]
+    return f"{base}_{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha1(path: str, mtime_ns: int, size: int) -> str:
+    del mtime_ns, size     # part of the cache key: a rewritten file is hashed again
+    return hashlib.sha1(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def tokenizer_key(folder: str | os.PathLike) -> str:
+    """The identity of a tokenizer: the digest of its tokenizer.json (the one file
+    tokenization.Tokenizer reads), so a copy in another model folder is the same."""
+    path = pathlib.Path(folder) / "tokenizer.json"
+    try:
+        st = path.stat()
+    except OSError:
+        raise records_lib.InputError(path, "no tokenizer.json (not a model folder?)") from None
+    return "tokenizer.json sha1 " + _file_sha1(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _short(key: str, limit: int = 400) -> str:
+    return key if len(key) <= limit else key[:limit] + " ..."
+
+
+def register_once(registry: type[seqio.DatasetProviderRegistry], name: str, definition: Mapping,
+                  add: Callable[[], seqio.DatasetProviderBase]) -> seqio.DatasetProviderBase:
+    """Registers `name` with `add()` unless it is there with the same definition.
+
+    Args:
+      registry: seqio.TaskRegistry or seqio.MixtureRegistry.
+      definition: JSON-able; equal definitions denote the same data.
+      add: registers the provider and returns it (called only for a new name).
+    Raises:
+      GeckoError naming both definitions when `name` is registered with another one
+      (or by code that did not go through here).
+    """
+    kind = "mixture" if registry is seqio.MixtureRegistry else "task"
+    key = definition_key(definition)
+    if name in registry.names():
+        old = _DEFINITIONS.get((kind, name))
+        if old == key:
+            return registry.get(name)
+        was = _short(old) if old else "(registered by other code)"
+        raise GeckoError(
+            f"seqio {kind} {name!r} is already registered as {was}; now asked for "
+            f"{_short(key)}. A name denotes one definition in a process: give this one "
+            "another name")
+    provider = add()
+    _DEFINITIONS[(kind, name)] = key
+    return provider
 
 
 def load_examples(task_or_mixture: str, split: str, feature_lengths: Mapping[str, int],

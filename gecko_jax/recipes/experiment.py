@@ -18,7 +18,7 @@ and `gecko train --gin_file=<that file> --model_dir=RUN` writes
 
 A stage with `init_from` starts from the named stage's exported model (its final
 step: train() exports after the last checkpoint), loaded with
-trainer.pretrained_model, and is one of that stage's dependents for the runner.
+model_fns.pretrained_model, and is one of that stage's dependents for the runner.
 Each stage is parsed from scratch (every stage's config is parsed and checked
 before any trains), so stages share nothing but what their files and bindings
 say. A stage's config is its parsed gin config; rerunning the experiment reuses

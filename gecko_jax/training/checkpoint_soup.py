@@ -49,7 +49,7 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
     from flax import nnx
 
     from gecko_jax import partitioning
-    from gecko_jax.training import trainer
+    from gecko_jax.training import export
 
     step_dirs = [_absolute(s) for s in step_dirs]
     runs = {s.parent.parent for s in step_dirs}
@@ -76,4 +76,4 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
                              f"checkpoints, the model has {var.get_value().shape}")
         pairs.append((path, var.replace(jnp.asarray(mean[key]))))
     nnx.update(model, nnx.from_flat_state(pairs))
-    return trainer.export_model(model, tokenizer, output)
+    return export.export_model(model, tokenizer, output)

@@ -5,7 +5,7 @@
     llm_model.dense_dims = (2560, 640)   # EmbeddingGemma-style head; () for none
     llm_model.append_eos = False         # tokenizer appends EOS (for last-token pooling)
 
-Returns (LLMEncoder, Tokenizer) like trainer.pretrained_model, so the trainer,
+Returns (LLMEncoder, Tokenizer) like model_fns.pretrained_model, so the trainer,
 loss and data pipeline run unchanged. GGUF weights are dequantised to float32
 (llm/loading.py caches the converted folder).
 """

@@ -127,9 +127,12 @@ def test_mixture_data_on_real_sources(tmp_path):
         single_task_batches=True)
     assert batches.task_names == ["gecko_t_wiki", "gecko_t_bbc", "gecko_t_fret2"]
     assert batches.sizes == [24, 24, 12] and batches.num_examples == 60
-    mix = seqio.get_mixture_or_task("gecko_t_mix")
-    assert sorted(t.name for t in mix.tasks) == sorted(batches.task_names)
-    assert mix.get_rate(seqio.get_mixture_or_task("gecko_t_fret2")) == 0.5
+    # The seqio Tasks and Mixture carry names derived from their examples and rates.
+    mix = seqio.get_mixture_or_task(batches.seqio_mixture)
+    assert batches.seqio_mixture.startswith("gecko_t_mix_")
+    by_table_name = {t.name.rsplit("_", 1)[0]: t for t in mix.tasks}
+    assert sorted(by_table_name) == sorted(batches.task_names)
+    assert mix.get_rate(by_table_name["gecko_t_fret2"]) == 0.5
     b = batches.batch(0)
     assert b["query_ids"].shape == (8, 16) and b["negative_ids"].shape == (8, 24)
     bbc_step = next(s for s in range(50) if batches.tasks(s)[0] == "gecko_t_bbc")

@@ -13,7 +13,8 @@ import tensorflow as tf
 import tokenizers
 
 from gecko_jax import assets, unified_format
-from gecko_jax.data import sources, stream_batches, streaming, tasks, training_records
+from gecko_jax.data import (mixtures, sources, stream_batches, streaming, tasks,
+                            training_records)
 from gecko_jax.data.feature_converters import DualEncoderFeatureConverter, task_feature_lengths
 from gecko_jax.errors import GeckoError
 
@@ -110,15 +111,16 @@ def test_tfrecord_shards_give_the_jsonl_rows(tmp_path, records):
 @pytest.mark.parametrize("num_files", [8, 1])      # shard by file / by element
 def test_two_hosts_read_disjoint_halves_of_one_host(tmp_path, records, num_files):
     files = _shards(tmp_path / "jsonl", records[:240], num_files)
-    streaming.register_streaming_task("t_hosts", files, assets.minilm_dir())
-    one = _one_epoch("t_hosts")
-    halves = [_one_epoch("t_hosts", seqio.ShardInfo(i, 2)) for i in range(2)]
+    name = f"t_hosts_{num_files}"       # a task name names one file list
+    streaming.register_streaming_task(name, files, assets.minilm_dir())
+    one = _one_epoch(name)
+    halves = [_one_epoch(name, seqio.ShardInfo(i, 2)) for i in range(2)]
     assert not set(halves[0]) & set(halves[1])
     assert sorted(halves[0] + halves[1]) == sorted(one)
     assert abs(len(halves[0]) - len(halves[1])) <= 30 * (num_files == 8) + 1
     # The training streams: each host's first epoch of batches stays in its half.
     for i in range(2):
-        ds = stream_batches.host_dataset("t_hosts", feature_lengths=LENGTHS, batch_size=16,
+        ds = stream_batches.host_dataset(name, feature_lengths=LENGTHS, batch_size=16,
                                          seed=0, process_index=i, process_count=2)
         rows = _rows(ds.take(len(halves[i]) // 8).as_numpy_iterator())
         assert set(rows) <= set(halves[i])
@@ -129,15 +131,14 @@ def _mixture(tmp_path, records, rates):
     for j, task in enumerate(rates):
         recs = [dataclasses.replace(r, task=task) for r in records[j * 100:(j + 1) * 100]]
         files = _shards(tmp_path / f"task{j}", recs, 2)
-        names.append(f"t_mix_{j}")
+        names.append(f"t_mix_{j}_{tmp_path.name}")      # a task name names one file list
         streaming.register_streaming_task(names[-1], files, assets.minilm_dir())
-    if "t_mix" in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.remove("t_mix")
-    seqio.MixtureRegistry.add("t_mix", list(zip(names, rates.values())))
+    mixture = mixtures.register_mixture(f"t_mix_{tmp_path.name}",
+                                        dict(zip(names, rates.values()))).name
     vocab = tasks.vocabulary(str(assets.minilm_dir()))
     # The task word sits at query_ids[:, 3]: [CLS] task : <word> ...
     word = {vocab.encode(f"task: {t}")[3]: j for j, t in enumerate(rates)}
-    return np.array(list(rates.values())) / sum(rates.values()), word
+    return np.array(list(rates.values())) / sum(rates.values()), word, mixture
 
 
 def _within_4_sigma(counts, n, p):
@@ -147,15 +148,15 @@ def _within_4_sigma(counts, n, p):
 
 @pytest.mark.parametrize("steps", [200, pytest.param(1000, marks=pytest.mark.slow)])
 def test_mixture_rates_and_single_task_batches(tmp_path, records, steps):
-    p, word = _mixture(tmp_path, records, {"alpha": 5.0, "beta": 3.0, "gamma": 2.0})
+    p, word, mixture = _mixture(tmp_path, records, {"alpha": 5.0, "beta": 3.0, "gamma": 2.0})
     b = 8
-    ds = stream_batches.host_dataset("t_mix", feature_lengths=LENGTHS, batch_size=b, seed=1)
+    ds = stream_batches.host_dataset(mixture, feature_lengths=LENGTHS, batch_size=b, seed=1)
     rows = np.concatenate([x["query_ids"][:, 3] for x in ds.take(steps).as_numpy_iterator()])
     _within_4_sigma(np.bincount([word[w] for w in rows], minlength=3), steps * b, p)
 
     per_host = []
     for i in range(2):
-        ds = stream_batches.host_dataset("t_mix", feature_lengths=LENGTHS, batch_size=b,
+        ds = stream_batches.host_dataset(mixture, feature_lengths=LENGTHS, batch_size=b,
                                          seed=1, process_index=i, process_count=2,
                                          single_task_batches=True)
         per_host.append([{word[w] for w in x["query_ids"][:, 3]}
@@ -205,8 +206,9 @@ def test_bad_line_in_shard_3_of_8_names_file_and_line(tmp_path, records, bad, me
     lines = files[3].read_text().splitlines()
     lines[4] = bad
     files[3].write_text("\n".join(lines) + "\n")
-    streaming.register_streaming_task("t_bad", files, assets.minilm_dir())
-    batches = stream_batches.stream_batches("t_bad", feature_lengths=LENGTHS, batch_size=8,
+    name = f"t_bad_{tmp_path.name}"     # a task name names one file list
+    streaming.register_streaming_task(name, files, assets.minilm_dir())
+    batches = stream_batches.stream_batches(name, feature_lengths=LENGTHS, batch_size=8,
                                             seed=0)
     with pytest.raises(GeckoError, match=message):
         for s in range(100):
@@ -244,16 +246,16 @@ def test_stream_drops_records_touching_held_out_bbc_texts(tmp_path, records, bbc
     files, kept, dropped = _held_out_shards(tmp_path, records, bbc_articles)
     ids = lambda qs: set(tasks.text_id(tf.constant(qs)).numpy().tolist())   # noqa: E731
     for on in (True, False):
-        streaming.register_streaming_task("t_held", files, assets.minilm_dir(),
-                                          exclude_eval_test=on)
-        ds = seqio.get_mixture_or_task("t_held").get_dataset(
+        task = streaming.register_streaming_task(f"t_held_{on}", files, assets.minilm_dir(),
+                                                 exclude_eval_test=on)
+        ds = task.get_dataset(
             sequence_length=LENGTHS, split="train", shuffle=False, num_epochs=1,
             use_cached=False, try_in_mem_cache=False)
         got = [int(x["query_text_id"]) for x in ds.as_numpy_iterator()]
         assert len(got) == len(set(got))
         assert set(got) == (ids(kept) if on else ids(kept + dropped))
     # The same records as the in-memory paths' exclusion (one definition of the split):
-    # the mixture source and `train.streaming = False`'s task.
+    # the mixture source (which `train.streaming = False` reads) and the JSONL task.
     assert sorted(ex.query for ex in mixtures.jsonl_examples(files)) == sorted(kept)
     tasks.register_jsonl_task("t_held_memory", {"train": files}, assets.minilm_dir())
     mem = tasks.load_examples("t_held_memory", "train", LENGTHS)

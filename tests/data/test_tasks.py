@@ -68,9 +68,10 @@ def test_bad_record_names_file_and_line(tmp_path, bad, message):
     with pytest.raises(InputError, match=message) as err:
         list(training_records.read_records(path))
     assert f"{path}:3:" in str(err.value)
-    tasks.register_jsonl_task("test_bad", {"train": [path]}, assets.minilm_dir())
+    name = f"test_bad_{tmp_path.name}"      # a task name names one file list
+    tasks.register_jsonl_task(name, {"train": [path]}, assets.minilm_dir())
     with pytest.raises(InputError, match=f"bad.jsonl:3"):
-        tasks.load_examples("test_bad", "train", LENGTHS)
+        tasks.load_examples(name, "train", LENGTHS)
 
 
 def test_step_indexed_batches_are_deterministic():

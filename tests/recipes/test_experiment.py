@@ -82,11 +82,11 @@ def test_two_stage_experiment_end_to_end(tmp_path, capsys):
 
     from gecko_jax import assets
     from gecko_jax.models.weights import export_dual_encoder
-    from gecko_jax.training import trainer
+    from gecko_jax.training import model_fns
 
     config = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
               "intermediate_size": 64, "max_position_embeddings": 64}
-    model, tok = trainer.random_model(config=config, tokenizer_folder=assets.minilm_dir(), seed=0)
+    model, tok = model_fns.random_model(config=config, tokenizer_folder=assets.minilm_dir(), seed=0)
     export_dual_encoder(model, tok, tmp_path / "init", max_length=64)
     folders = (tmp_path / "init", run / "prefinetune" / "export", run / "finetune" / "export")
     init, pft, ft = (load_file(str(f / "model.safetensors")) for f in folders)

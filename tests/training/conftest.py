@@ -50,9 +50,9 @@ train.streaming = {streaming}
 
 
 def tiny_model_fn(seed=0):
-    from gecko_jax.training import trainer
+    from gecko_jax.training import model_fns
 
-    return functools.partial(trainer.random_model, config=TINY_BERT,
+    return functools.partial(model_fns.random_model, config=TINY_BERT,
                              tokenizer_folder=assets.minilm_dir(), seed=seed)
 
 

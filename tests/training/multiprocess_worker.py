@@ -9,7 +9,7 @@ the message on stderr for a GeckoError (as the CLI does).
 GECKO_TEST_STALL_AT=S (and GECKO_TEST_STALL_PROCESS=P): process P stops before
 building batch S and sleeps, so that the test can kill it while its peer waits
 inside step S's collectives. The data are then read through train.data_fn, the
-same rows as train.train_files (GECKO_TEST_TRAIN_FILES, comma-separated).
+same rows as train.train_files in memory (GECKO_TEST_TRAIN_FILES, comma-separated).
 """
 
 import json
@@ -18,28 +18,24 @@ import sys
 import time
 
 
-class _Stalling:
-    def __init__(self, batches, stall_at):
-        self._batches, self._stall_at = batches, stall_at
-        self.num_examples = batches.num_examples
-
-    def batch(self, step):
-        if step >= self._stall_at:
-            print(f"stalling at step {step}", file=sys.stderr, flush=True)
-            time.sleep(3600)
-        return self._batches.batch(step)
-
-
 def _stalling_data_fn(train_files, stall_at, stall_process):
-    def data_fn(tokenizer, feature_lengths, batch_size, seed, process_index, process_count):
-        from gecko_jax.data import tasks
-        from gecko_jax.data.batching import StepIndexedBatches
+    from gecko_jax.data import file_data
+    from gecko_jax.data.batches import BatchSource
 
-        tasks.register_jsonl_task("gecko_jsonl", {"train": list(train_files)}, tokenizer.folder)
-        examples = tasks.load_examples("gecko_jsonl", "train", feature_lengths, tokenizer.pad_id)
-        batches = StepIndexedBatches(examples, batch_size, seed=seed,
-                                     process_index=process_index, process_count=process_count)
-        return _Stalling(batches, stall_at) if process_index == stall_process else batches
+    class Stalling(BatchSource):
+        def __init__(self, batches):
+            self._batches = batches
+            self.num_examples = batches.num_examples
+
+        def batch(self, step):
+            if step >= stall_at:
+                print(f"stalling at step {step}", file=sys.stderr, flush=True)
+                time.sleep(3600)
+            return self._batches.batch(step)
+
+    def data_fn(**kwargs):
+        batches = file_data.files_data(files=list(train_files), streaming=False, **kwargs)
+        return Stalling(batches) if kwargs["process_index"] == stall_process else batches
     return data_fn
 
 

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     from gecko_jax.models import bert, dual_encoder, weights
     from gecko_jax.tokenization import Tokenizer, pad_batch
     from gecko_jax import partitioning
-    from gecko_jax.training import grad_cache, optimizers, trainer
+    from gecko_jax.training import grad_cache, model_fns, optimizers, trainer
 
     tokenizer = Tokenizer.from_folder({folder!r})
     texts = [f"text number {{i}} about topic {{i % 5}}" for i in range(24)]
@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent("""
                                   process_index=process_index, process_count=process_count)
 
     summary = trainer.train(
-        sys.argv[1], model_fn=lambda: trainer.random_model(
+        sys.argv[1], model_fn=lambda: model_fns.random_model(
             config={config!r}, tokenizer_folder={folder!r}),
         data_fn=data_fn, feature_lengths={{"query": 8, "positive": 16, "negative": 16}},
         batch_size=8, num_steps=2,

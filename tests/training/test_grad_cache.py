@@ -9,14 +9,14 @@ from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax.errors import GeckoError
 from gecko_jax.models.dual_encoder import l2_normalize
 from gecko_jax import partitioning
-from gecko_jax.training import grad_cache, optimizers, trainer
+from gecko_jax.training import grad_cache, optimizers, train_step
 from gecko_jax.training.grad_cache import GradCache
 from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
 
 BATCH = 16
 # Every branch of the loss: same-tower, hard negatives, MRL, duplicate masks.
-LOSS = trainer.LossConfig(tau=0.05, same_tower=True, use_hard_negatives=True,
+LOSS = train_step.LossConfig(tau=0.05, same_tower=True, use_hard_negatives=True,
                           mask_duplicates=True, mrl_dims=(32, 16), mrl_weights=(1.0, 0.5))
 
 
@@ -78,8 +78,8 @@ def _batch_with_duplicates(examples):
 
 def _grads(examples, mesh, chunk_size):
     model, _ = tiny_model_fn()()
-    tr = trainer.Trainer(model, optimizers.make_optimizer(), mesh, LOSS,
-                         grad_cache=GradCache(chunk_size))
+    tr = train_step.Trainer(model, optimizers.make_optimizer(), mesh, LOSS,
+                            grad_cache=GradCache(chunk_size))
     host = _batch_with_duplicates(examples)
     batch = partitioning.host_to_global(host, mesh)
     fn = jax.jit(tr._loss_and_grads, in_shardings=(tr.param_shardings,
@@ -119,6 +119,6 @@ def test_grad_cache_with_accumulation_is_refused(wiki_examples):
     model, _ = tiny_model_fn()()
     mesh = partitioning.make_mesh(MeshSpec(), jax.devices()[:1])
     with pytest.raises(GeckoError, match="not both"):
-        trainer.Trainer(model, optimizers.make_optimizer(), mesh, LOSS, grad_accum_steps=2,
-                        grad_cache=GradCache(4))
+        train_step.Trainer(model, optimizers.make_optimizer(), mesh, LOSS, grad_accum_steps=2,
+                           grad_cache=GradCache(4))
 

@@ -15,7 +15,7 @@ from gecko_jax import assets
 from gecko_jax.data import training_records
 from gecko_jax.models.layer_stack import LayerOptions
 from gecko_jax import partitioning
-from gecko_jax.training import optimizers, trainer
+from gecko_jax.training import model_fns, optimizers, train_step, trainer
 from tests.training.test_learning import split  # noqa: F401  (fixture)
 
 STEPS = 20
@@ -29,9 +29,9 @@ def _losses(tmp_path, train_arts, options: LayerOptions):
         training_records.write_records(jsonl, recs)
     out = trainer.train(
         tmp_path / f"run_{options.remat}_{options.scan}_{options.compute_dtype}",
-        model_fn=functools.partial(trainer.pretrained_model, folder=assets.minilm_dir()),
+        model_fn=functools.partial(model_fns.pretrained_model, folder=assets.minilm_dir()),
         train_files=[str(jsonl)], feature_lengths=LENGTHS, batch_size=8, num_steps=STEPS,
-        checkpoint_every=10**6, log_every=10, loss_config=trainer.LossConfig(tau=0.05),
+        checkpoint_every=10**6, log_every=10, loss_config=train_step.LossConfig(tau=0.05),
         schedule_fn=functools.partial(optimizers.learning_rate_schedule, peak_value=5e-5,
                                       total_steps=STEPS, warmup_steps=4),
         mesh_spec=partitioning.MeshSpec(data=1), progress=False, export=False,

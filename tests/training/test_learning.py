@@ -13,7 +13,7 @@ from gecko_jax import assets
 from gecko_jax.data import sources, training_records
 from gecko_jax.encode import Encoder
 from gecko_jax import partitioning
-from gecko_jax.training import optimizers, trainer
+from gecko_jax.training import model_fns, optimizers, train_step, trainer
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def _finetune(tmp_path, train_arts, held, *, steps, batch, words, lengths, n_hel
     before = _retrieval(assets.minilm_dir(), held_recs, lengths["positive"])
     out = trainer.train(
         tmp_path / "run",
-        model_fn=functools.partial(trainer.pretrained_model, folder=assets.minilm_dir()),
+        model_fn=functools.partial(model_fns.pretrained_model, folder=assets.minilm_dir()),
         train_files=[str(jsonl)], feature_lengths=lengths, batch_size=batch, num_steps=steps,
-        checkpoint_every=10**6, log_every=10, loss_config=trainer.LossConfig(tau=0.05, same_tower=same_tower),
+        checkpoint_every=10**6, log_every=10, loss_config=train_step.LossConfig(tau=0.05, same_tower=same_tower),
         schedule_fn=functools.partial(optimizers.learning_rate_schedule, peak_value=5e-5,
                                       total_steps=steps, warmup_steps=min(10, steps // 5)),
         mesh_spec=partitioning.MeshSpec(data=1), progress=False)

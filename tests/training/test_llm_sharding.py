@@ -15,7 +15,7 @@ import pytest
 from gecko_jax.data import tasks
 from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax import partitioning
-from gecko_jax.training import llm_tower, optimizers, trainer
+from gecko_jax.training import llm_tower, optimizers, train_step
 from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import LENGTHS
 
@@ -40,8 +40,8 @@ def _run(examples, mesh):
     model, _ = model_fn()
     schedule = optimizers.learning_rate_schedule(peak_value=1e-3, total_steps=STEPS,
                                                  warmup_steps=1)
-    tr = trainer.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
-                         trainer.LossConfig(tau=0.05, mrl_dims=(32, 16)), schedule=schedule)
+    tr = train_step.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
+                            train_step.LossConfig(tau=0.05, mrl_dims=(32, 16)), schedule=schedule)
     batches = StepIndexedBatches(examples, BATCH, seed=1)
     curve = [float(tr.step(batches.batch(s))["loss"]) for s in range(STEPS)]
     return curve, jax.device_get(tr.state["params"]), tr

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gecko_jax.training import trainer
+from gecko_jax.training import train_step, trainer
 from gecko_jax.errors import GeckoError
 from tests.training.conftest import tiny_gin_file
 
@@ -111,5 +111,5 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, wiki_jsonl):
     trainer.train(tmp_path, num_steps=4, **kwargs)
     # tau = 0 turns every logit into inf: the loss is NaN at the first resumed step.
     with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 5.*step 4"):
-        trainer.train(tmp_path, num_steps=8, loss_config=trainer.LossConfig(tau=0.0), **kwargs)
+        trainer.train(tmp_path, num_steps=8, loss_config=train_step.LossConfig(tau=0.0), **kwargs)
     assert _finished_steps(tmp_path / "checkpoints") == [2, 4]

@@ -11,7 +11,7 @@ from gecko_jax.data.batching import StepIndexedBatches
 from gecko_jax.models.dual_encoder import l2_normalize
 from gecko_jax.models.layer_stack import LayerOptions, set_options
 from gecko_jax import partitioning
-from gecko_jax.training import optimizers, trainer
+from gecko_jax.training import optimizers, train_step
 from gecko_jax.partitioning import MeshSpec
 from tests.training.conftest import tiny_model_fn
 
@@ -25,9 +25,9 @@ def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update
         set_options(model, layer_options)
     schedule = optimizers.learning_rate_schedule(peak_value=3e-4, total_steps=STEPS,
                                                  warmup_steps=2)
-    tr = trainer.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
-                         trainer.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
-                         schedule=schedule, separate_update=separate_update)
+    tr = train_step.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
+                            train_step.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
+                            schedule=schedule, separate_update=separate_update)
     batches = StepIndexedBatches(examples, BATCH, seed=3)
     curve = [float(tr.step(batches.batch(s))["loss"]) for s in range(STEPS)]
     return curve, jax.device_get(tr.state["params"]), tr

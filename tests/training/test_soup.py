@@ -16,13 +16,13 @@ from gecko_jax import assets, cli
 from gecko_jax.errors import GeckoError
 from gecko_jax.models import soup
 from gecko_jax.models.weights import export_dual_encoder
-from gecko_jax.training import trainer
+from gecko_jax.training import model_fns, trainer
 from gecko_jax.training.checkpoint_soup import soup_checkpoints
 from tests.training.conftest import TINY_BERT
 
 
 def _export(folder, seed, config=TINY_BERT):
-    model, tok = trainer.random_model(config=config, tokenizer_folder=assets.minilm_dir(),
+    model, tok = model_fns.random_model(config=config, tokenizer_folder=assets.minilm_dir(),
                                       projection_dim=16, seed=seed)
     return export_dual_encoder(model, tok, folder)
 

@@ -57,9 +57,10 @@ train.progress = False
 train.data_fn = @streaming_mixture_data
 streaming_mixture_data.mixture = "t_smix"
 streaming_mixture_data.file_sets = {{
-    "t_smix_alpha": {str(sets["t_smix_alpha"][0]).replace("00000-of", "*-of")!r},
-    "t_smix_beta": {sets["t_smix_beta"]!r}}}
-streaming_mixture_data.rates = {{"t_smix_alpha": 2.0, "t_smix_beta": 1.0}}
+    "t_smix_alpha_{single_task}": {str(sets["t_smix_alpha"][0]).replace("00000-of", "*-of")!r},
+    "t_smix_beta_{single_task}": {sets["t_smix_beta"]!r}}}
+streaming_mixture_data.rates = {{"t_smix_alpha_{single_task}": 2.0,
+                                "t_smix_beta_{single_task}": 1.0}}
 SINGLE_TASK_BATCHES = {single_task}
 """)
     return path

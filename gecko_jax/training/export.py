@@ -1,0 +1,25 @@
+"""The model folder of a trained tower, which `gecko embed --model` reads."""
+
+from __future__ import annotations
+
+import os
+
+
+def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | None = None):
+    """Writes the model folder of a trained tower (Gecko prompts recorded).
+
+    BERT towers: weights.export_dual_encoder. LLM towers: EmbeddingGemma's
+    sentence-transformers layout (models/llm_export.py).
+    """
+    from gecko_jax.models.llm_encoder import LLMEncoder
+    from gecko_jax.models.weights import export_dual_encoder
+
+    if isinstance(model, LLMEncoder):
+        from gecko_jax.models.llm_export import export_llm_encoder
+
+        max_len = max_length or min(2048, model.config.max_position_embeddings)
+        return export_llm_encoder(model, tokenizer, folder, prompt_format="gecko",
+                                  max_length=max_len)
+    # Inference length: the model's own limit (training lengths are often shorter).
+    max_len = max_length or min(512, model.backbone.cfg.max_position_embeddings)
+    return export_dual_encoder(model, tokenizer, folder, prompt_format="gecko", max_length=max_len)
