@@ -38,15 +38,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from gecko_jax.data.training_records import Document, FRetRecord
-from gecko_jax.unified_format import format_document, format_query
+from gecko_jax.unified_format import format_document, format_query, task_description
 from gecko_jax.errors import GeckoError
 
 # Raw string columns a seqio task reads (tasks.RAW_FIELDS plus `symmetric`).
 COLUMNS = ("task", "query", "positive_title", "positive_text", "negative_title",
            "negative_text", "has_negative", "symmetric", "group")
 
-NLI_TASK = "retrieve semantically similar text"
-TITLE_BODY_TASK = "title"          # pre-finetuning: a simple prefix, in-batch negatives only
+# Task descriptions by kind (unified_format.TASK_DESCRIPTIONS): the evaluation's own.
+NLI_TASK = task_description("similarity")
+TITLE_BODY_TASK = task_description("retrieval")   # pre-finetuning: title -> body retrieval
+CLASSIFICATION_TASK = task_description("classification")
 
 
 @dataclasses.dataclass(frozen=True)
