@@ -80,18 +80,37 @@ def ablation_table(results: dict, tasks: dict) -> list[str]:
     return lines
 
 
-def student_table(results: dict, tasks: dict) -> list[str]:
-    """An LLM student's stages side by side (Gemini Embedding's direction: no training <
-    pre-finetuning < the full recipe), MiniLM as reference: main score [95% CI] per
-    (task, dim), and the paired intervals of each training stage's change. A model
-    narrower than the dim has no cell (-)."""
-    from gecko_jax.evaluation import bootstrap, intervals
-    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW
+BASE_GECKO = "minilm (base), Gecko prompts"
 
-    cols = ((RAW, "raw LLM (mean-pooled, no training)"), (PREFINETUNED, "pre-finetuned"),
-            (DISTILLED, "fine-tuned"), (BASE, "MiniLM (base, reference)"))
-    steps = ((PREFINETUNED, RAW, "pre-finetuned - raw"), (DISTILLED, PREFINETUNED,
-                                                          "fine-tuned - pre-finetuned"))
+
+def stage_columns(is_llm: bool) -> tuple[tuple, tuple]:
+    """(columns (model, heading), changes (new, old, heading)) of the stage table."""
+    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW, RAW_GECKO
+
+    if is_llm:
+        cols = ((RAW, "raw LLM (mean-pooled, no training)"),
+                (RAW_GECKO, "raw LLM, Gecko prompts"), (PREFINETUNED, "pre-finetuned"),
+                (DISTILLED, "fine-tuned"), (BASE, "MiniLM (base, reference)"))
+        steps = ((PREFINETUNED, RAW, "pre-finetuned - raw"),
+                 (DISTILLED, PREFINETUNED, "fine-tuned - pre-finetuned"))
+    else:
+        cols = ((BASE, "base, raw texts"), (BASE_GECKO, "base, Gecko prompts"),
+                (PREFINETUNED, "pre-finetuned"), (DISTILLED, "fine-tuned"))
+        steps = ((PREFINETUNED, BASE_GECKO, "pre-finetuned - base (Gecko)"),
+                 (DISTILLED, PREFINETUNED, "fine-tuned - pre-finetuned"),
+                 (DISTILLED, BASE, "fine-tuned - base (raw)"))
+    return cols, steps
+
+
+def student_table(results: dict, tasks: dict, is_llm: bool = True) -> list[str]:
+    """Every stage of a student side by side: the base model in both prompt formats,
+    pre-finetuned, fine-tuned (an LLM student: Gemini Embedding's direction, no
+    training < pre-finetuning < the full recipe, MiniLM as reference): main score
+    [95% CI] per (task, dim), and the paired intervals of each stage's change. A
+    model narrower than the dim has no cell (-)."""
+    from gecko_jax.evaluation import bootstrap, intervals
+
+    cols, steps = stage_columns(is_llm)
     lines = ["| task | metric | dim | " + " | ".join(c for _, c in cols) + " | "
              + " | ".join(c for *_, c in steps) + " |",
              "|---|---|---:|" + "---:|" * (len(cols) + len(steps))]
@@ -232,6 +251,10 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     else:
         lines += ["## Base vs distilled (main score x100)", "", ci_note, ""]
         lines += before_after_table(results, tasks)
+        lines += ["", "## Every stage (main score x100)", "",
+                  "The base model in both prompt formats, then each training stage in "
+                  "Gecko prompts.", ""]
+        lines += student_table(results, tasks, is_llm=False)
     if NO_FRET in results and SEED_POSITIVE in results:
         lines += ["", "## Ablation: what FRet's re-labelling adds (the paper's Table 3 "
                   "direction)", "",
