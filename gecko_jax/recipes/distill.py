@@ -48,18 +48,25 @@ STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_base_gecko",
 # --ablation (the paper's Table 3 direction): fine-tuning (a) without FRet and (b) with
 # FRet's seed passage as positive and no hard negative, beside the default (c): the
 # re-labelled positive and the LLM-mined hard negative. Same mixture and steps otherwise.
-ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "eval_no_fret",
-                   "eval_seed_positive")
+# (d), the compute-matched control: no fine-tuning, its steps spent on more
+# pre-finetuning (prefinetune_steps + finetune_steps from the base model): is it the
+# fine-tuning mixture, or just more steps?
+ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "prefinetune_long",
+                   "eval_no_fret", "eval_seed_positive", "eval_prefinetune_long")
 INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
           "finetune_no_fret": ("prefinetune",),
           "finetune_seed_positive": ("fret", "prefinetune"),
           "eval_no_fret": ("finetune_no_fret",),
           "eval_seed_positive": ("finetune_seed_positive",),
-          "eval_prefinetuned": ("prefinetune",)}
+          "eval_prefinetuned": ("prefinetune",),
+          "eval_prefinetune_long": ("prefinetune_long",)}
+# Training under more seeds (`seeds`): seed s > 0 repeats these stages as <stage>_s<s>.
+SEEDED_STAGES = ("prefinetune", "finetune", "eval_prefinetuned", "eval_distilled")
 # Model names in results.json / the report, by evaluation stage.
 EVAL_MODELS = {"eval_base": "minilm (base)", "eval_base_gecko": "minilm (base), Gecko prompts",
                "eval_prefinetuned": PREFINETUNED, "eval_distilled": "distilled",
                "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive",
+               "eval_prefinetune_long": "pre-finetuned only, same steps",
                **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
@@ -90,11 +97,34 @@ class DistillConfig:
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
     ablation: bool = False             # also fine-tune without FRet and with seed positives
     student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
+    seeds: int = 1                     # training seeds: pre-finetuning and fine-tuning under each
 
     @property
     def stages(self) -> tuple[str, ...]:
         llm = tuple(LLM_EVAL_STAGES) if get_student(self.student).is_llm else ()
-        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm
+        seeded = tuple(seeded_name(s, k) for k in range(1, self.seeds) for s in SEEDED_STAGES)
+        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm + seeded
+
+
+def seeded_name(stage: str, seed: int) -> str:
+    """A SEEDED_STAGES stage under training seed `seed` (seed 0 keeps the plain name)."""
+    return stage if seed == 0 else f"{stage}_s{seed}"
+
+
+def seed_of(stage: str) -> int:
+    head, sep, tail = stage.rpartition("_s")
+    return int(tail) if sep and tail.isdigit() and head in SEEDED_STAGES else 0
+
+
+def base_stage(stage: str) -> str:
+    return stage.rpartition("_s")[0] if seed_of(stage) else stage
+
+
+def eval_model_name(stage: str) -> str:
+    """The model name an evaluation stage writes to results.json."""
+    seed = seed_of(stage)
+    name = EVAL_MODELS[base_stage(stage)]
+    return f"{name} (seed {seed})" if seed else name
 
 
 def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
@@ -123,9 +153,20 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
            "eval_seed_positive": {**ev, "model": "finetune_seed_positive"},
            "eval_raw": {**ev, "model": f"raw {cfg.student}"},
            "eval_raw_gecko": {**ev, "model": f"raw {cfg.student}", "format": "gecko"},
-           "eval_prefinetuned": {**ev, "model": "prefinetune"}}
+           "eval_prefinetuned": {**ev, "model": "prefinetune"},
+           "prefinetune_long": {**train, "steps": cfg.prefinetune_steps + cfg.finetune_steps},
+           "eval_prefinetune_long": {**ev, "model": "prefinetune_long"}}
+    inputs = {n: i for n, i in INPUTS.items()}
+    for k in range(1, cfg.seeds):
+        for stage in ("prefinetune", "finetune"):
+            own[seeded_name(stage, k)] = {**own[stage], "seed": k}
+        own[seeded_name("eval_prefinetuned", k)] = {**ev, "model": seeded_name("prefinetune", k)}
+        own[seeded_name("eval_distilled", k)] = {**ev, "model": seeded_name("finetune", k)}
+        inputs[seeded_name("finetune", k)] = ("fret", seeded_name("prefinetune", k))
+        inputs[seeded_name("eval_prefinetuned", k)] = (seeded_name("prefinetune", k),)
+        inputs[seeded_name("eval_distilled", k)] = (seeded_name("finetune", k),)
     own = {name: own[name] for name in cfg.stages}
-    return runner.chain_configs(own, {n: i for n, i in INPUTS.items() if n in own})
+    return runner.chain_configs(own, {n: i for n, i in inputs.items() if n in own})
 
 
 # ---------------------------------------------------------------- the stages
@@ -165,6 +206,8 @@ def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
 
 def _train_bindings(conf: dict) -> list[str]:
     return [f"BATCH_SIZE = {conf['batch_size']}", f"TRAIN_STEPS = {conf['steps']}",
+            # Model initialisation (a new head) and the data order of every stage.
+            f"train.seed = {conf.get('seed', 0)}",
             f"QUERY_LENGTH = {conf['query_length']}", f"DOC_LENGTH = {conf['doc_length']}",
             f"LEARNING_RATE = {conf['learning_rate']}",
             f"WARMUP_STEPS = {max(1, conf['steps'] // 10)}",
@@ -272,12 +315,17 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
     def fret(stage_dir, _):
         return run_fret(cfg, own["fret"], stage_dir, progress)
 
-    def prefinetune(stage_dir, _):
-        return run_prefinetune(own["prefinetune"], stage_dir, progress)
+    def prefinetune_stage(stage):
+        def run(stage_dir, _):
+            return run_prefinetune(own[stage], stage_dir, progress)
+        return run
 
-    def finetune(stage_dir, done):
-        return run_finetune(own["finetune"], stage_dir, out / "prefinetune" / export,
-                            done["fret"]["summary"]["files"], progress)
+    def finetune_stage(stage):
+        def run(stage_dir, done):
+            init = out / seeded_name("prefinetune", seed_of(stage)) / export
+            return run_finetune(own[stage], stage_dir, init, done["fret"]["summary"]["files"],
+                                progress)
+        return run
 
     def finetune_no_fret(stage_dir, _):
         return run_finetune(own["finetune_no_fret"], stage_dir, out / "prefinetune" / export,
@@ -293,7 +341,7 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
         def run(stage_dir, _):
             folder = (assets.minilm_dir() if model_stage is None
                       else out / model_stage / export)
-            return run_eval(own[stage], folder, EVAL_MODELS[stage], stage_dir, progress)
+            return run_eval(own[stage], folder, eval_model_name(stage), stage_dir, progress)
         return run
 
     def eval_raw_llm(stage):
@@ -305,7 +353,10 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
                             encoder=enc)
         return run
 
-    runs = {"fret": fret, "prefinetune": prefinetune, "finetune": finetune,
+    runs = {"fret": fret, "prefinetune": prefinetune_stage("prefinetune"),
+            "finetune": finetune_stage("finetune"),
+            "prefinetune_long": prefinetune_stage("prefinetune_long"),
+            "eval_prefinetune_long": evaluation("eval_prefinetune_long", "prefinetune_long"),
             "eval_base": evaluation("eval_base", None),
             "eval_base_gecko": evaluation("eval_base_gecko", None),
             "eval_distilled": evaluation("eval_distilled", "finetune"),
@@ -315,8 +366,13 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
             "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive"),
             "eval_raw": eval_raw_llm("eval_raw"), "eval_raw_gecko": eval_raw_llm("eval_raw_gecko"),
             "eval_prefinetuned": evaluation("eval_prefinetuned", "prefinetune")}
+    for k in range(1, cfg.seeds):
+        runs[seeded_name("prefinetune", k)] = prefinetune_stage(seeded_name("prefinetune", k))
+        runs[seeded_name("finetune", k)] = finetune_stage(seeded_name("finetune", k))
+        for stage, model in (("eval_prefinetuned", "prefinetune"), ("eval_distilled", "finetune")):
+            runs[seeded_name(stage, k)] = evaluation(seeded_name(stage, k), seeded_name(model, k))
     strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
-    return [runner.Stage(name, strip(own[name]), runs[name], INPUTS.get(name, ()))
+    return [runner.Stage(name, strip(own[name]), runs[name], tuple(own[name].get("inputs", {})))
             for name in cfg.stages]
 
 

@@ -152,8 +152,12 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     cfg = distill.DistillConfig(**{**TINY.__dict__, "ablation": True})
     result = distill.distill(copy, cfg, progress=False)
     assert result["ran"] == list(distill.ABLATION_STAGES)
-    assert set(result["results"]) == {"minilm (base)", "distilled", "no FRet",
-                                      "FRet seed positive"}
+    assert set(result["results"]) == {"minilm (base)", "minilm (base), Gecko prompts",
+                                      "pre-finetuned", "distilled", "no FRet",
+                                      "FRet seed positive", "pre-finetuned only, same steps"}
+    # (d), the compute-matched control: pre-finetuning for the steps of both stages.
+    long = json.loads((copy / "prefinetune_long" / runner.MARKER).read_text())
+    assert long["summary"]["step"] == TINY.prefinetune_steps + TINY.finetune_steps
     ft = {s: json.loads((copy / s / runner.MARKER).read_text())["summary"]
           for s in ("finetune", "finetune_no_fret", "finetune_seed_positive")}
     assert ft["finetune_no_fret"]["fret_records"] == 0
@@ -169,7 +173,36 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     table = text.split("## Ablation")[1].split("Full metrics")[0]
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
-    assert all(line.count("significant") == 2 for line in rows)
+    assert all(line.count("significant") == 3 for line in rows)
+
+
+def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
+    """--seeds 2 on a finished default run: seed 0's stages are reused, pre-finetuning
+    and fine-tuning rerun under seed 1 (a different model), and the report gives mean
+    [min, max] over seeds and each change's verdict over every seed's interval."""
+    import shutil
+
+    out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = distill.DistillConfig(**{**TINY.__dict__, "seeds": 2})
+    result = distill.distill(copy, cfg, progress=False)
+    assert result["ran"] == ["prefinetune_s1", "finetune_s1", "eval_prefinetuned_s1",
+                             "eval_distilled_s1"]
+    assert {"distilled (seed 1)", "pre-finetuned (seed 1)"} <= set(result["results"])
+    conf = json.loads((copy / "finetune_s1" / runner.MARKER).read_text())["config"]
+    assert conf["seed"] == 1
+    a, b = (result["results"][m]["bbc_retrieval"][384]["ndcg_at_10"]
+            for m in ("distilled", "distilled (seed 1)"))
+    assert a != b
+    text = result["report"].read_text()
+    table = text.split("## Over 2 training seeds")[1].split("Full metrics")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
+    assert len(rows) == len(distill.TASKS) * 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(c.count("[") == 1 for c in cells[3:])
+        assert all("every seed" in c for c in cells[5:])
 
 
 # An LLM student (SmolLM2-135M from the shipped GGUF) through every stage at toy scale;
