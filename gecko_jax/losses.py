@@ -27,6 +27,9 @@ t5x_retrieval masks duplicate positives the same way), and so is the positive
 p_j of every row j that shares row i's query id: several positives of one
 query (an NLI premise's entailed hypotheses, a BEIR query's judged documents)
 are never each other's negatives. Hard negatives of such rows stay negatives.
+Classification as retrieval gives the query and positive of every example of
+one label the label group's id (data/tasks.gecko_format), so the same masks
+keep same-label items from being each other's negatives at any text length.
 """
 
 from __future__ import annotations

@@ -13,10 +13,29 @@ from __future__ import annotations
 
 import string
 
-DEFAULT_TASK = "search result"
+# One task description per task kind (the paper's prompt strings, GECKO.md appendix B).
+# Training tasks and evaluation tasks of a kind both take theirs from here, and model
+# exports carry the table (sentence-transformers prompts, gecko_config.json), so
+# training, `gecko eval`, `gecko embed`, sentence-transformers and the MTEB adapter
+# put the same words before a text of that kind. FRet records keep the task the
+# teacher wrote for each query.
+TASK_DESCRIPTIONS = {
+    "retrieval": "search result",
+    "classification": "classification",
+    "clustering": "clustering",
+    "similarity": "sentence similarity",
+}
+DEFAULT_TASK = TASK_DESCRIPTIONS["retrieval"]
 NO_TITLE = "none"
 QUERY_TEMPLATE = "task: {task} | query: {text}"
 DOCUMENT_TEMPLATE = "title: {title} | text: {text}"
+
+
+def task_description(kind: str) -> str:
+    """The description of a task kind (TASK_DESCRIPTIONS); unknown kinds are an error."""
+    if kind not in TASK_DESCRIPTIONS:
+        raise ValueError(f"unknown task kind {kind!r}; known: {sorted(TASK_DESCRIPTIONS)}")
+    return TASK_DESCRIPTIONS[kind]
 
 
 def template_pieces(template: str) -> list[tuple[str, str | None]]:

@@ -9,7 +9,8 @@ mixture -> evaluate base MiniLM and the distilled model on the local BBC tasks
 sentence-transformers). The defaults fit about 15 minutes on a 2-core CPU.
 
 --ablation adds two fine-tuning runs (without FRet; with the seed passage as
-positive and no hard negative) and their evaluations, and an ablation table: what
+positive and no hard negative), a compute-matched control (the fine-tuning steps
+spent on more pre-finetuning instead) and their evaluations, and an ablation table: what
 FRet's re-labelling adds at this scale. On an existing OUT it reuses every stage
 the default run finished.
 
@@ -85,6 +86,10 @@ def register(subparsers) -> None:
     p.add_argument("--ablation", action="store_true",
                    help="also fine-tune (a) without FRet and (b) with FRet's seed passages as "
                         "positives, and report them beside the default (the paper's Table 3)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="pre-finetune and fine-tune under this many training seeds; the "
+                        "report gives mean and min-max over seeds, and calls a change "
+                        "significant only when every seed's paired interval agrees")
     p.add_argument("--redo", action="store_true",
                    help="rerun the first stage whose options changed and every later one")
     p.add_argument("--no-progress", action="store_true")
@@ -109,7 +114,7 @@ def config_from_args(args):
         eval_limit=pick(args.eval_limit, d.eval_limit) or None,
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)), gin_bindings=tuple(args.gin_bindings),
-        ablation=args.ablation, student=args.student)
+        ablation=args.ablation, student=args.student, seeds=max(1, args.seeds))
 
 
 def run(args) -> int:

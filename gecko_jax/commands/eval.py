@@ -107,7 +107,7 @@ def run(args) -> int:
         meta = mteb_adapter.standard_mteb_task(n).metadata
         task_info[f"mteb:{n}"] = {"type": meta.type, "main_score": "main_score",
                                   "gecko_task": mteb_adapter.TASK_TYPE_STRINGS.get(
-                                      meta.type, "search result"),
+                                      meta.type, mteb_adapter.DEFAULT_TASK),
                                   "description": meta.description}
     steps_per_model = (len(local_tasks) * (2 if args.route == "both" else 1)
                        + len(standard_names))

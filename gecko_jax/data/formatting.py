@@ -16,12 +16,17 @@ Two conversions from GECKO.md:
   * NLI -> (premise, entailed hypothesis as positive, contradiction as hard
     negative). A premise with no entailed hypothesis gives no example.
   * Classification -> retrieval: query x, positive x+ = another input with the
-    same label, negative x- = an input with a different label, and one unique
-    id appended to x, x+ and x-. Without it, two rows of the same label make
-    each other's positives false negatives (the model cannot tell them apart);
-    with it, a row's own positive is the one carrying its id, and every text
-    in the batch is distinct, so the loss's duplicate mask (hashes of the raw
-    text) keeps them all as proper negatives.
+    same label, negative x- = an input with a different label. In a batch, two
+    rows of one label make each other's positives (and queries) false
+    negatives. The paper appends one unique id to x, x+ and x- so that the
+    model can tell them apart; here every example instead carries its label
+    group (`Example.group`), and the loss masks every in-batch item of the
+    row's group, as it masks duplicate texts (tasks.gecko_format gives the
+    group's id to the query and positive). The mask is chosen over the
+    appended id because it holds at every sequence length: an id at the end
+    of an ~86-token text is cut away by training lengths of 32 or 64, and an
+    id placed before the text would sit inside the mean-pooled embedding of
+    every query. `unique_ids=True` still appends the paper's id.
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from gecko_jax.data.training_records import Document, FRetRecord
-from gecko_jax.unified_format import format_document, format_query
+from gecko_jax.unified_format import format_document, format_query, task_description
 from gecko_jax.errors import GeckoError
 
 # Raw string columns a seqio task reads (tasks.RAW_FIELDS plus `symmetric`).
 COLUMNS = ("task", "query", "positive_title", "positive_text", "negative_title",
-           "negative_text", "has_negative", "symmetric")
+           "negative_text", "has_negative", "symmetric", "group")
 
-NLI_TASK = "retrieve semantically similar text"
-TITLE_BODY_TASK = "title"          # pre-finetuning: a simple prefix, in-batch negatives only
+# Task descriptions by kind (unified_format.TASK_DESCRIPTIONS): the evaluation's own.
+NLI_TASK = task_description("similarity")
+TITLE_BODY_TASK = task_description("retrieval")   # pre-finetuning: title -> body retrieval
+CLASSIFICATION_TASK = task_description("classification")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Example:
     positive: Document
     negative: Document | None = None
     symmetric: bool = False
+    # Label group (classification as retrieval): the query and positive of every
+    # example of one group are never negatives of each other in a batch. "" = none.
+    group: str = ""
 
     def to_json(self) -> dict:
         """FRet-record JSON (a superset: `symmetric` is an extra key)."""
@@ -93,6 +103,7 @@ def to_columns(examples: Sequence[Example]) -> dict[str, list]:
         cols["negative_text"].append(ex.negative.text if ex.negative else "")
         cols["has_negative"].append(ex.negative is not None)
         cols["symmetric"].append(bool(ex.symmetric))
+        cols["group"].append(ex.group)
     return cols
 
 
@@ -140,14 +151,15 @@ def with_unique_id(text: str, uid: int) -> str:
 
 
 def classification_examples(items: Sequence[tuple[str, str]], task: str, seed: int = 0,
-                            name: str = "classification", unique_ids: bool = True
+                            name: str = "classification", unique_ids: bool = False
                             ) -> list[Example]:
     """(text, label) items -> symmetric retrieval examples.
 
     Each item with at least one other same-label item is a query; its positive
     is a random other item of its label, its negative a random item of another
-    label. With unique_ids, the same id (the example's index) is appended to
-    query, positive and negative.
+    label. Every example's `group` is "{name}/{label}" (the loss's same-label
+    mask; module docstring). With unique_ids, the same id (the example's index)
+    is also appended to query, positive and negative (the paper's form).
 
     Raises GeckoError if there are fewer than two labels (no negative exists)
     or no label has two items (no positive exists).
@@ -180,5 +192,6 @@ def classification_examples(items: Sequence[tuple[str, str]], task: str, seed: i
         uid = len(out)
         tag = (lambda t: with_unique_id(t, uid)) if unique_ids else (lambda t: t)
         out.append(Example(f"{name}:{i}", task, tag(text), Document(text=tag(items[j][0])),
-                           Document(text=tag(items[k][0])), symmetric=True))
+                           Document(text=tag(items[k][0])), symmetric=True,
+                           group=f"{name}/{label}"))
     return out

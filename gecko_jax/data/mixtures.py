@@ -50,8 +50,8 @@ from gecko_jax.data import splits
 
 log = logging.getLogger(__name__)
 
-BBC_TASK = "classify the topic of a news article"
-BEIR_TASK = "search result"
+BBC_TASK = formatting.CLASSIFICATION_TASK
+BEIR_TASK = formatting.TITLE_BODY_TASK    # retrieval
 
 
 def _limit(examples: list[Example], limit: int | None) -> list[Example]:

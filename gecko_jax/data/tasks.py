@@ -40,6 +40,8 @@ from gecko_jax.losses import NO_ID
 
 log = logging.getLogger(__name__)
 
+# Hashed before a label group's name, so a group's id never equals a text's.
+GROUP_ID_PREFIX = "\x1elabel group\x1f"
 RAW_FIELDS = ("task", "query", "positive_title", "positive_text", "negative_title",
               "negative_text", "has_negative")
 
@@ -138,16 +140,28 @@ def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
 
     def fmt(ex):
         has_neg = ex["has_negative"]
+        # Ids hash the raw text (with the title when there is one), so a query
+        # equal to another row's untitled positive text (symmetric tasks) is a
+        # duplicate, and one text under two titles is two documents.
+        qid = text_id(ex["query"])
+        pid = document_id(ex["positive_title"], ex["positive_text"])
+        if "group" in ex:
+            # A labelled example (classification as retrieval; optional `group`
+            # column, data/formatting.py) stands for its label: its query and
+            # positive take the group's id, so the loss's duplicate masks drop
+            # every same-label query and positive of the batch as a negative,
+            # whatever length the texts are cut to. Its hard negative (another
+            # label) keeps its own text id and stays a negative.
+            gid = text_id(tf.strings.join([GROUP_ID_PREFIX, ex["group"]]))
+            grouped = tf.strings.length(ex["group"]) > 0
+            qid, pid = tf.where(grouped, gid, qid), tf.where(grouped, gid, pid)
         return {
             "query": query(ex["task"], ex["query"]),
             "positive": target(ex, "positive"),
             # A missing negative still gets a (masked) text, so its embedding is finite.
             "negative": target(ex, "negative"),
-            # Ids hash the raw text (with the title when there is one), so a query
-            # equal to another row's untitled positive text (symmetric tasks) is a
-            # duplicate, and one text under two titles is two documents.
-            "query_text_id": text_id(ex["query"]),
-            "positive_text_id": document_id(ex["positive_title"], ex["positive_text"]),
+            "query_text_id": qid,
+            "positive_text_id": pid,
             "negative_text_id": tf.where(
                 has_neg, document_id(ex["negative_title"], ex["negative_text"]), NO_ID),
         }

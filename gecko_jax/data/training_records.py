@@ -111,7 +111,7 @@ def write_records(path: str | os.PathLike, records: Iterable[FRetRecord]) -> int
 
 
 def wikipedia_section_records(articles, max_words: int = 120, hard_negatives: bool = True,
-                              task: str = "find the article section under this heading"
+                              task: str = DEFAULT_TASK
                               ) -> list[FRetRecord]:
     """(article: section title -> section text) pairs, the paper's title/body pre-finetuning kind.
 

@@ -251,7 +251,8 @@ def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
 # ----------------------------------------------------------------------------
 # BEIR folders.
 
-def beir_task(folder: str | os.PathLike, gecko_task: str = "search result",
+def beir_task(folder: str | os.PathLike,
+              gecko_task: str = unified_format.task_description("retrieval"),
               split: str = splits.BEIR_EVAL_SPLIT) -> LocalTask:
     """A retrieval task over a BEIR folder; the files are read (and checked) now.
 
@@ -269,13 +270,16 @@ def beir_task(folder: str | os.PathLike, gecko_task: str = "search result",
 
 LOCAL_TASKS: dict[str, LocalTask] = {
     t.name: t for t in (
-        LocalTask("bbc_retrieval", "retrieval", "search result", "ndcg_at_10",
+        LocalTask("bbc_retrieval", "retrieval", unified_format.task_description("retrieval"),
+                  "ndcg_at_10",
                   "BBC News: find the article body for its headline (deduplicated)",
                   load_bbc_retrieval),
-        LocalTask("bbc_classification", "classification", "classification", "accuracy",
+        LocalTask("bbc_classification", "classification",
+                  unified_format.task_description("classification"), "accuracy",
                   "BBC News: 5-way topic of the article body by logistic regression",
                   load_bbc_classification),
-        LocalTask("bbc_clustering", "clustering", "clustering", "v_measure",
+        LocalTask("bbc_clustering", "clustering", unified_format.task_description("clustering"),
+                  "v_measure",
                   "BBC News: k-means of article bodies into their 5 topics",
                   load_bbc_clustering),
     )

@@ -29,6 +29,7 @@ import numpy as np
 
 from gecko_jax.encode import truncate_dim
 from gecko_jax.errors import GeckoError
+from gecko_jax.unified_format import DEFAULT_TASK, TASK_DESCRIPTIONS
 from gecko_jax.evaluation.local_tasks import (
     RETRIEVAL_K,
     SEED,
@@ -38,19 +39,21 @@ from gecko_jax.evaluation.local_tasks import (
 
 log = logging.getLogger(__name__)
 
-# Gecko task strings for standard MTEB task types (GECKO.md, paper Table 9 style).
-TASK_TYPE_STRINGS = {
-    "Retrieval": "search result",
-    "Reranking": "search result",
-    "InstructionRetrieval": "search result",
+# Task kind of each standard MTEB task type; its Gecko task string is the kind's
+# description (unified_format.TASK_DESCRIPTIONS, shared with training and exports).
+TASK_TYPE_KINDS = {
+    "Retrieval": "retrieval",
+    "Reranking": "retrieval",
+    "InstructionRetrieval": "retrieval",
     "Classification": "classification",
     "MultilabelClassification": "classification",
     "Clustering": "clustering",
-    "STS": "sentence similarity",
-    "PairClassification": "sentence similarity",
-    "Summarization": "sentence similarity",
-    "BitextMining": "sentence similarity",
+    "STS": "similarity",
+    "PairClassification": "similarity",
+    "Summarization": "similarity",
+    "BitextMining": "similarity",
 }
+TASK_TYPE_STRINGS = {t: TASK_DESCRIPTIONS[k] for t, k in TASK_TYPE_KINDS.items()}
 
 # mteb task name -> Gecko task string, filled by `mteb_task` for our local tasks.
 _LOCAL_TASK_STRINGS: dict[str, str] = {}
@@ -106,7 +109,7 @@ def _model_class():
         def gecko_task_string(self, task_metadata) -> str:
             if task_metadata.name in _LOCAL_TASK_STRINGS:
                 return _LOCAL_TASK_STRINGS[task_metadata.name]
-            return TASK_TYPE_STRINGS.get(task_metadata.type, "search result")
+            return TASK_TYPE_STRINGS.get(task_metadata.type, DEFAULT_TASK)
 
         def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str,
                    prompt_type=None, **kwargs: Any) -> np.ndarray:

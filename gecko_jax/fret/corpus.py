@@ -15,6 +15,14 @@ import pathlib
 from gecko_jax.textio import atomic_write_text
 
 
+def document_id(passage_id: str) -> str:
+    """The document a passage belongs to: an id ending ":<n>" is chunk n of the
+    document named by the rest ("wiki:<article>:<n>" -> "wiki:<article>"); any other
+    id is a whole document (a BBC article, a corpus without chunk numbers)."""
+    head, sep, tail = passage_id.rpartition(":")
+    return head if sep and head and tail.isdigit() else passage_id
+
+
 def wikipedia_passages(path=None, words: int = 100) -> list[dict]:
     from gecko_jax.data.sources import passages, read_wikipedia
 

@@ -33,6 +33,7 @@ from gecko_jax import gin_files as gin_files_lib
 from gecko_jax import textio
 from gecko_jax.data import fret_records
 from gecko_jax.errors import GeckoError, InputError
+from gecko_jax.fret import corpus as corpus_lib
 from gecko_jax.fret import filters as filters_lib
 from gecko_jax.fret import generate as generate_lib
 from gecko_jax.fret import prompts as prompts_lib
@@ -371,6 +372,21 @@ def corpus_embeddings(out_dir: pathlib.Path, encoder, corpus: Corpus, fmt: str |
 
 # -- one shard ---------------------------------------------------------------------------
 
+def count_negative_rules(rel: relabel_lib.Relabelled, strategy: str,
+                         counts: collections.Counter) -> None:
+    """What the hard-negative rules (relabel.NEGATIVE_RULES) removed for one record:
+    `negative_excluded:<rule>` candidates taken out of the negative pool,
+    `negative_moved:<rule>` records whose strategy-only pick that rule replaced, and
+    `negative_none` records left without a negative (no eligible candidate)."""
+    for why in rel.exclusions:
+        if why in relabel_lib.NEGATIVE_RULES:
+            counts[f"negative_excluded:{why}"] += 1
+    if rel.moved_by is not None:
+        counts[f"negative_moved:{rel.moved_by}"] += 1
+    if rel.negative is None and relabel_lib.parse_negative(strategy)[0] != "none":
+        counts["negative_none"] += 1
+
+
 class ShardWorker:
     """Stage 1 + retrieval + stage 2 for one shard of seed passages.
 
@@ -446,8 +462,11 @@ class ShardWorker:
             if sc is None:
                 counts["dropped:invalid_scores"] += 1
                 continue
-            rel = relabel_lib.fuse_and_select(rows, rs, sc, self.cfg.relabel,
-                                     relabel_lib.query_rng(self.cfg.seed, g.passage_id))
+            seed_row = row_of[g.passage_id]
+            rel = relabel_lib.fuse_and_select(
+                rows, rs, sc, self.cfg.relabel, relabel_lib.query_rng(self.cfg.seed, g.passage_id),
+                documents=[corpus_lib.document_id(self.corpus.ids[r]) for r in rows],
+                seed=rows.index(seed_row) if seed_row in rows else None)
             if rt_k is not None and not filters_lib.round_trip_ok(
                     top.indices[k], row_of[g.passage_id], rows[rel.positive], rt_k):
                 hits = [j + 1 for j, r in enumerate(top.indices[k]) if r == row_of[g.passage_id]]
@@ -459,6 +478,7 @@ class ShardWorker:
                                                          filt.ql_floor):
                 note("ql_floor", g, round(filters_lib.ql_per_word(sc.ql[rel.positive], g.query), 3))
                 continue
+            count_negative_rules(rel, self.cfg.relabel.negative, counts)
             rec = record_shards.build_record(g, rel, self.corpus, self.provenance)
             counts["relabelled"] += int(not rec["positive_is_seed"])
             out.append(rec)

@@ -191,6 +191,12 @@ def summarise_counts(c: collections.Counter) -> dict:
         "invalid_scores": c["invalid_scores"],
         "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
                     if k.startswith("dropped:")},
+        # What the hard-negative rules removed (pipeline.count_negative_rules).
+        "negatives": {"excluded": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                                   if k.startswith("negative_excluded:")},
+                      "moved": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                                if k.startswith("negative_moved:")},
+                      "none": c["negative_none"]},
         "detail": dict(sorted(c.items())),
     }
 

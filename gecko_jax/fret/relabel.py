@@ -10,7 +10,9 @@ Each score list becomes ranks (1 = best) and the ranks are fused by reciprocal
 rank fusion R(q, p) = sum_m 1 / (k + r_m(q, p)), k = 0 as in the paper's
 appendix A. The positive is argmax R; the hard negative follows a strategy:
 the lowest fused rank of the N ("lowest"), a given fused rank ("rank:20", the
-paper's p_20), or a random non-positive candidate ("random").
+paper's p_20), or a random candidate ("random"), among the candidates that are
+neither the positive, nor the seed passage, nor another passage of the
+positive's or the seed's document (NEGATIVE_RULES).
 
 Ties (frequent with k = 0: ranks (1, 3) and (3, 1) fuse equally) go to the
 candidate the initial embedder ranked higher: candidate order is retrieval
@@ -109,23 +111,63 @@ def select_positive(fused_n: Sequence[float]) -> int:
 
 
 def select_negative(fused_n: Sequence[float], positive: int, strategy: str,
-                    rng: np.random.Generator | None = None) -> int | None:
-    """Index of the hard negative under `strategy`, or None (strategy 'none', or N = 1).
+                    rng: np.random.Generator | None = None,
+                    excluded: Sequence[int] = ()) -> int | None:
+    """Index of the hard negative under `strategy`, or None (strategy 'none', or no
+    candidate left).
 
-    lowest: the candidate with the lowest fused rank; rank:K: the candidate at fused
-    rank K (the lowest when fewer than K); random: uniform over non-positives.
+    Eligible: every candidate but the positive and the `excluded` ones
+    (`negative_exclusions`). lowest: the eligible candidate of lowest fused rank;
+    rank:K: the eligible candidate at fused rank K, else the next eligible one below
+    it, else the lowest eligible one above it (fewer than K candidates); random:
+    uniform over the eligible candidates.
     """
     kind, k = parse_negative(strategy)
     n = len(fused_n)
-    if kind == "none" or n < 2:
+    skip = set(int(i) for i in excluded) | {int(positive)}
+    eligible = [i for i in range(n) if i not in skip]
+    if kind == "none" or not eligible:
         return None
-    fused_rank = ranks(fused_n)
     if kind == "random":
-        others = [i for i in range(n) if i != positive]
         rng = rng if rng is not None else np.random.default_rng(0)
-        return int(others[int(rng.integers(len(others)))])
-    want = n if kind == "lowest" else min(k, n)
-    return int(np.flatnonzero(fused_rank == want)[0])
+        return int(eligible[int(rng.integers(len(eligible)))])
+    fused_rank = ranks(fused_n)
+    by_rank = sorted(eligible, key=lambda i: fused_rank[i])
+    if kind == "lowest":
+        return int(by_rank[-1])
+    at_or_below = [i for i in by_rank if fused_rank[i] >= k]
+    return int(at_or_below[0] if at_or_below else by_rank[-1])
+
+
+# Why a candidate may not be a hard negative, in the order checked (`gecko fret stats`
+# counts each): the seed passage is what the query was written for; another passage
+# of the positive's or the seed's document (fret/corpus.document_id) most often
+# answers the query too.
+NEGATIVE_RULES = ("seed", "positive_document", "seed_document")
+
+
+def negative_exclusions(documents: Sequence[str], positive: int, seed: int | None
+                        ) -> list[str | None]:
+    """Per candidate, the first NEGATIVE_RULES rule that rules it out as the hard
+    negative, or None (eligible). The positive itself is "positive".
+
+    Args:
+      documents: [N] document id of each candidate (fret/corpus.document_id).
+      positive, seed: candidate indices (seed None when the seed is not a candidate).
+    """
+    out: list[str | None] = []
+    for i, doc in enumerate(documents):
+        if i == positive:
+            out.append("positive")
+        elif seed is not None and i == seed:
+            out.append("seed")
+        elif doc == documents[positive]:
+            out.append("positive_document")
+        elif seed is not None and doc == documents[seed]:
+            out.append("seed_document")
+        else:
+            out.append(None)
+    return out
 
 
 def rc_score(logp_yes: float, logp_no: float, normalize: bool) -> float:
@@ -253,18 +295,37 @@ class Relabelled:
     fused_rank: list[int]
     positive: int                  # index into rows
     negative: int | None
+    # Per candidate: the NEGATIVE_RULES rule that kept it from being the negative.
+    exclusions: list[str | None] = dataclasses.field(default_factory=list)
+    # The rule that excluded the negative the strategy alone would have picked.
+    moved_by: str | None = None
 
 
 def fuse_and_select(rows: Sequence[int], retrieval_scores: Sequence[float], scored: Scored,
-                    cfg: RelabelConfig, rng: np.random.Generator) -> Relabelled:
-    """Ranks, reciprocal rank fusion and positive / hard-negative choice for one query."""
+                    cfg: RelabelConfig, rng: np.random.Generator,
+                    documents: Sequence[str] | None = None, seed: int | None = None
+                    ) -> Relabelled:
+    """Ranks, reciprocal rank fusion and positive / hard-negative choice for one query.
+
+    documents: [N] document id of each candidate; seed: the seed passage's index
+    among the candidates. With them the negative is never the seed passage nor a
+    passage of the positive's or the seed's document (NEGATIVE_RULES).
+    """
     r_ql, r_rc = ranks(scored.ql), ranks(scored.rc)
     fused = reciprocal_rank_fusion([r_ql, r_rc], cfg.rrf_k)
     pos = select_positive(fused)
-    neg = select_negative(fused, pos, cfg.negative, rng)
+    why = (negative_exclusions(documents, pos, seed) if documents is not None
+           else [None] * len(rows))
+    excluded = [i for i, w in enumerate(why) if w not in (None, "positive")]
+    # Same draws for both picks, so `moved_by` names what the rules changed.
+    state = rng.bit_generator.state
+    free = select_negative(fused, pos, cfg.negative, rng)
+    rng.bit_generator.state = state
+    neg = select_negative(fused, pos, cfg.negative, rng, excluded=excluded)
+    moved = why[free] if free is not None and free in excluded else None
     return Relabelled(list(map(int, rows)), [float(s) for s in retrieval_scores], scored,
                       r_ql.tolist(), r_rc.tolist(), [float(f) for f in fused],
-                      ranks(fused).tolist(), pos, neg)
+                      ranks(fused).tolist(), pos, neg, why, moved)
 
 
 def query_rng(seed: int, query_id: str) -> np.random.Generator:

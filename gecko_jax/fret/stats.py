@@ -80,6 +80,18 @@ def filter_line(counts: dict) -> str:
     return "filters: " + " -> ".join(parts)
 
 
+def negative_line(counts: dict) -> str:
+    """'hard negatives: rules removed seed a, positive_document b, ... candidates; ...'."""
+    from gecko_jax.fret.relabel import NEGATIVE_RULES
+
+    neg = counts.get("negatives") or {}
+    excl, moved = neg.get("excluded", {}), neg.get("moved", {})
+    return ("hard-negative rules: candidates removed "
+            + ", ".join(f"{r} {excl.get(r, 0)}" for r in NEGATIVE_RULES)
+            + "; picks replaced " + ", ".join(f"{r} {moved.get(r, 0)}" for r in NEGATIVE_RULES)
+            + f"; records left without a negative {neg.get('none', 0)}")
+
+
 def format_stats(s: dict) -> str:
     c = s["counts"]
     lines = ([f"UNFINISHED RUN: {s['partial']}"] if s.get("partial") else []) + [
@@ -89,6 +101,7 @@ def format_stats(s: dict) -> str:
              f"prompt style: {s.get('prompt_style', 'completion')}  filters: "
              f"{s.get('filters') or 'off'}",
              filter_line(c),
+             negative_line(c),
              f"relabel rate (positive != seed): {s['relabel_rate']:.3f}",
              f"seed passage's fused rank: {dict(sorted(s['seed_fused_rank'].items()))}",
              "kept (first shown):"]

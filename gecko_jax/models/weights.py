@@ -169,13 +169,18 @@ def finish_st_folder(tmp: pathlib.Path, modules: list[dict], *, max_length: int,
     write_json(tmp / "modules.json", modules)
     write_json(tmp / "sentence_bert_config.json",
                 {"max_seq_length": max_length, "do_lower_case": False})
+    # One named prompt per task kind (`encode(..., prompt_name="classification")`),
+    # from the table training and evaluation use (unified_format.TASK_DESCRIPTIONS).
     prompts = ({"query": unified_format.query_prefix(default_task),
-                "document": unified_format.document_prefix(None)}
+                "document": unified_format.document_prefix(None),
+                **{kind: unified_format.query_prefix(desc)
+                   for kind, desc in unified_format.TASK_DESCRIPTIONS.items()}}
                if prompt_format == "gecko" else {})
     write_json(tmp / "config_sentence_transformers.json", {
         "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
     write_json(tmp / GECKO_CONFIG, {
         "prompt_format": prompt_format, "max_length": max_length, "default_task": default_task,
+        "task_descriptions": dict(unified_format.TASK_DESCRIPTIONS),
         **gecko_config,
         "query_template": unified_format.QUERY_TEMPLATE,
         "document_template": unified_format.DOCUMENT_TEMPLATE})

@@ -5,13 +5,15 @@
     prefinetune    MiniLM on Wikipedia (article: section) -> section pairs
     finetune       from the prefinetune export, on the fine-tuning mixture
                    (Wikipedia sections + BBC classification train split + FRet records)
-    eval_base      base MiniLM on the local BBC tasks at each dim
+    eval_base      base MiniLM on the local BBC tasks at each dim (raw texts)
+    eval_base_gecko  the same in Gecko prompts (what the student starts from)
+    eval_prefinetuned  the pre-finetuned model
     eval_distilled the fine-tuned model on the same tasks
     -> OUT/report.md (+ report.json, PNGs), OUT/model (the distilled model folder)
 
 `student="gemma3"` / `"smollm2"` (recipes/distill_student.py) trains a decoder LLM
-instead of MiniLM and adds eval_raw (the untrained LLM, mean-pooled) and
-eval_prefinetuned, so the report shows raw / pre-finetuned / fine-tuned / MiniLM.
+instead of MiniLM and adds eval_raw / eval_raw_gecko (the untrained LLM, mean-pooled,
+both prompt formats), so the report shows raw / pre-finetuned / fine-tuned / MiniLM.
 
 The stages run on the one recipe runner (recipes/runner.py): each in OUT/<stage>/
 with its marker OUT/<stage>/stage.json; a rerun skips done stages and resumes a
@@ -33,27 +35,38 @@ import shutil
 from typing import Sequence
 
 from gecko_jax.recipes import runner
-from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, get_student
+from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, PREFINETUNED, get_student
 from gecko_jax.recipes.runner import read_marker
 from gecko_jax.textio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_distilled")
+# Every student's report scores its base model in both prompt formats, the
+# pre-finetuned and the fine-tuned model (distill_report.stage_table).
+STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_base_gecko",
+          "eval_prefinetuned", "eval_distilled")
 # --ablation (the paper's Table 3 direction): fine-tuning (a) without FRet and (b) with
 # FRet's seed passage as positive and no hard negative, beside the default (c): the
 # re-labelled positive and the LLM-mined hard negative. Same mixture and steps otherwise.
-ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "eval_no_fret",
-                   "eval_seed_positive")
+# (d), the compute-matched control: no fine-tuning, its steps spent on more
+# pre-finetuning (prefinetune_steps + finetune_steps from the base model): is it the
+# fine-tuning mixture, or just more steps?
+ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "prefinetune_long",
+                   "eval_no_fret", "eval_seed_positive", "eval_prefinetune_long")
 INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
           "finetune_no_fret": ("prefinetune",),
           "finetune_seed_positive": ("fret", "prefinetune"),
           "eval_no_fret": ("finetune_no_fret",),
           "eval_seed_positive": ("finetune_seed_positive",),
-          "eval_prefinetuned": ("prefinetune",)}
+          "eval_prefinetuned": ("prefinetune",),
+          "eval_prefinetune_long": ("prefinetune_long",)}
+# Training under more seeds (`seeds`): seed s > 0 repeats these stages as <stage>_s<s>.
+SEEDED_STAGES = ("prefinetune", "finetune", "eval_prefinetuned", "eval_distilled")
 # Model names in results.json / the report, by evaluation stage.
-EVAL_MODELS = {"eval_base": "minilm (base)", "eval_distilled": "distilled",
+EVAL_MODELS = {"eval_base": "minilm (base)", "eval_base_gecko": "minilm (base), Gecko prompts",
+               "eval_prefinetuned": PREFINETUNED, "eval_distilled": "distilled",
                "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive",
+               "eval_prefinetune_long": "pre-finetuned only, same steps",
                **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
@@ -74,7 +87,8 @@ class DistillConfig:
     finetune_steps: int = 30
     batch_size: int = 16
     query_length: int = 32
-    doc_length: int = 64
+    # Documents are trained at the length they are evaluated at (eval_max_length).
+    doc_length: int = 128
     learning_rate: float = 3e-5
     eval_limit: int | None = 600       # evenly spaced BBC articles (None: all ~2,100)
     eval_max_length: int = 128
@@ -83,11 +97,34 @@ class DistillConfig:
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
     ablation: bool = False             # also fine-tune without FRet and with seed positives
     student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
+    seeds: int = 1                     # training seeds: pre-finetuning and fine-tuning under each
 
     @property
     def stages(self) -> tuple[str, ...]:
         llm = tuple(LLM_EVAL_STAGES) if get_student(self.student).is_llm else ()
-        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm
+        seeded = tuple(seeded_name(s, k) for k in range(1, self.seeds) for s in SEEDED_STAGES)
+        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm + seeded
+
+
+def seeded_name(stage: str, seed: int) -> str:
+    """A SEEDED_STAGES stage under training seed `seed` (seed 0 keeps the plain name)."""
+    return stage if seed == 0 else f"{stage}_s{seed}"
+
+
+def seed_of(stage: str) -> int:
+    head, sep, tail = stage.rpartition("_s")
+    return int(tail) if sep and tail.isdigit() and head in SEEDED_STAGES else 0
+
+
+def base_stage(stage: str) -> str:
+    return stage.rpartition("_s")[0] if seed_of(stage) else stage
+
+
+def eval_model_name(stage: str) -> str:
+    """The model name an evaluation stage writes to results.json."""
+    seed = seed_of(stage)
+    name = EVAL_MODELS[base_stage(stage)]
+    return f"{name} (seed {seed})" if seed else name
 
 
 def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
@@ -107,6 +144,7 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
            "finetune": {**train, "steps": cfg.finetune_steps},
            "eval_base": {**ev, "model": "minilm"},
+           "eval_base_gecko": {**ev, "model": "minilm", "format": "gecko"},
            "eval_distilled": {**ev, "model": "finetune"},
            "finetune_no_fret": {**train, "steps": cfg.finetune_steps, "fret": "none"},
            "finetune_seed_positive": {**train, "steps": cfg.finetune_steps,
@@ -114,9 +152,21 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
            "eval_no_fret": {**ev, "model": "finetune_no_fret"},
            "eval_seed_positive": {**ev, "model": "finetune_seed_positive"},
            "eval_raw": {**ev, "model": f"raw {cfg.student}"},
-           "eval_prefinetuned": {**ev, "model": "prefinetune"}}
+           "eval_raw_gecko": {**ev, "model": f"raw {cfg.student}", "format": "gecko"},
+           "eval_prefinetuned": {**ev, "model": "prefinetune"},
+           "prefinetune_long": {**train, "steps": cfg.prefinetune_steps + cfg.finetune_steps},
+           "eval_prefinetune_long": {**ev, "model": "prefinetune_long"}}
+    inputs = {n: i for n, i in INPUTS.items()}
+    for k in range(1, cfg.seeds):
+        for stage in ("prefinetune", "finetune"):
+            own[seeded_name(stage, k)] = {**own[stage], "seed": k}
+        own[seeded_name("eval_prefinetuned", k)] = {**ev, "model": seeded_name("prefinetune", k)}
+        own[seeded_name("eval_distilled", k)] = {**ev, "model": seeded_name("finetune", k)}
+        inputs[seeded_name("finetune", k)] = ("fret", seeded_name("prefinetune", k))
+        inputs[seeded_name("eval_prefinetuned", k)] = (seeded_name("prefinetune", k),)
+        inputs[seeded_name("eval_distilled", k)] = (seeded_name("finetune", k),)
     own = {name: own[name] for name in cfg.stages}
-    return runner.chain_configs(own, {n: i for n, i in INPUTS.items() if n in own})
+    return runner.chain_configs(own, {n: i for n, i in inputs.items() if n in own})
 
 
 # ---------------------------------------------------------------- the stages
@@ -156,11 +206,15 @@ def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
 
 def _train_bindings(conf: dict) -> list[str]:
     return [f"BATCH_SIZE = {conf['batch_size']}", f"TRAIN_STEPS = {conf['steps']}",
+            # Model initialisation (a new head) and the data order of every stage.
+            f"train.seed = {conf.get('seed', 0)}",
             f"QUERY_LENGTH = {conf['query_length']}", f"DOC_LENGTH = {conf['doc_length']}",
             f"LEARNING_RATE = {conf['learning_rate']}",
             f"WARMUP_STEPS = {max(1, conf['steps'] // 10)}",
-            # Training examples no longer than the doc length need (speed).
-            "wikipedia_title_body.max_words = 48", "wikipedia_sections.max_words = 48"]
+            # Training examples no longer than the doc length needs (speed): about
+            # 1.3 MiniLM tokens a word.
+            f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
+            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}"]
 
 
 def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
@@ -235,7 +289,7 @@ def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: path
 
     tasks = [get_task(t) for t in conf["tasks"]]
     enc = encoder or Encoder.from_pretrained(folder, max_length=conf["max_length"], batch_size=32)
-    cached = CachedEncoder(enc)
+    cached = CachedEncoder(enc, format=conf.get("format"))
     dims = [d for d in conf["dims"] if d <= enc.embedding_dim]
     bar = tqdm(total=len(tasks), desc=f"eval {name}", unit="task", disable=not progress)
     res = evaluate_model(cached, name, tasks, [], dims, "local",
@@ -261,12 +315,17 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
     def fret(stage_dir, _):
         return run_fret(cfg, own["fret"], stage_dir, progress)
 
-    def prefinetune(stage_dir, _):
-        return run_prefinetune(own["prefinetune"], stage_dir, progress)
+    def prefinetune_stage(stage):
+        def run(stage_dir, _):
+            return run_prefinetune(own[stage], stage_dir, progress)
+        return run
 
-    def finetune(stage_dir, done):
-        return run_finetune(own["finetune"], stage_dir, out / "prefinetune" / export,
-                            done["fret"]["summary"]["files"], progress)
+    def finetune_stage(stage):
+        def run(stage_dir, done):
+            init = out / seeded_name("prefinetune", seed_of(stage)) / export
+            return run_finetune(own[stage], stage_dir, init, done["fret"]["summary"]["files"],
+                                progress)
+        return run
 
     def finetune_no_fret(stage_dir, _):
         return run_finetune(own["finetune_no_fret"], stage_dir, out / "prefinetune" / export,
@@ -282,27 +341,38 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
         def run(stage_dir, _):
             folder = (assets.minilm_dir() if model_stage is None
                       else out / model_stage / export)
-            return run_eval(own[stage], folder, EVAL_MODELS[stage], stage_dir, progress)
+            return run_eval(own[stage], folder, eval_model_name(stage), stage_dir, progress)
         return run
 
-    def eval_raw(stage_dir, _):
-        from gecko_jax.recipes.distill_student import raw_encoder
+    def eval_raw_llm(stage):
+        def run(stage_dir, _):
+            from gecko_jax.recipes.distill_student import raw_encoder
 
-        enc = raw_encoder(cfg.student, own["eval_raw"]["max_length"])
-        return run_eval(own["eval_raw"], None, EVAL_MODELS["eval_raw"], stage_dir, progress,
-                        encoder=enc)
+            enc = raw_encoder(cfg.student, own[stage]["max_length"])
+            return run_eval(own[stage], None, EVAL_MODELS[stage], stage_dir, progress,
+                            encoder=enc)
+        return run
 
-    runs = {"fret": fret, "prefinetune": prefinetune, "finetune": finetune,
+    runs = {"fret": fret, "prefinetune": prefinetune_stage("prefinetune"),
+            "finetune": finetune_stage("finetune"),
+            "prefinetune_long": prefinetune_stage("prefinetune_long"),
+            "eval_prefinetune_long": evaluation("eval_prefinetune_long", "prefinetune_long"),
             "eval_base": evaluation("eval_base", None),
+            "eval_base_gecko": evaluation("eval_base_gecko", None),
             "eval_distilled": evaluation("eval_distilled", "finetune"),
             "finetune_no_fret": finetune_no_fret,
             "finetune_seed_positive": finetune_seed_positive,
             "eval_no_fret": evaluation("eval_no_fret", "finetune_no_fret"),
             "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive"),
-            "eval_raw": eval_raw,
+            "eval_raw": eval_raw_llm("eval_raw"), "eval_raw_gecko": eval_raw_llm("eval_raw_gecko"),
             "eval_prefinetuned": evaluation("eval_prefinetuned", "prefinetune")}
+    for k in range(1, cfg.seeds):
+        runs[seeded_name("prefinetune", k)] = prefinetune_stage(seeded_name("prefinetune", k))
+        runs[seeded_name("finetune", k)] = finetune_stage(seeded_name("finetune", k))
+        for stage, model in (("eval_prefinetuned", "prefinetune"), ("eval_distilled", "finetune")):
+            runs[seeded_name(stage, k)] = evaluation(seeded_name(stage, k), seeded_name(model, k))
     strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
-    return [runner.Stage(name, strip(own[name]), runs[name], INPUTS.get(name, ()))
+    return [runner.Stage(name, strip(own[name]), runs[name], tuple(own[name].get("inputs", {})))
             for name in cfg.stages]
 
 

@@ -15,9 +15,13 @@ import pathlib
 
 BASE, DISTILLED = "minilm (base)", "distilled"
 NO_FRET, SEED_POSITIVE = "no FRet", "FRet seed positive"
-# (label, model) rows of the ablation table, in Table 3's order.
+LONG_PREFINETUNE = "pre-finetuned only, same steps"
+# (label, model) rows of the ablation table, in Table 3's order, then the
+# compute-matched control.
 ABLATION = (("(a) no FRet", NO_FRET), ("(b) FRet, seed passage as positive", SEED_POSITIVE),
-            ("(c) FRet, re-labelled positive + LLM hard negative", DISTILLED))
+            ("(c) FRet, re-labelled positive + LLM hard negative", DISTILLED),
+            ("(d) no fine-tuning: its steps spent on pre-finetuning", LONG_PREFINETUNE))
+ABLATION_CHANGES = (NO_FRET, SEED_POSITIVE, LONG_PREFINETUNE)
 
 
 def _results(out: pathlib.Path, stages) -> tuple[dict, dict]:
@@ -63,7 +67,8 @@ def ablation_table(results: dict, tasks: dict) -> list[str]:
     from gecko_jax.evaluation import bootstrap, intervals
 
     lines = ["| task | dim | " + " | ".join(label for label, _ in ABLATION)
-             + " | (c) - (a) | (c) - (b) |", "|---|---:|" + "---:|" * (len(ABLATION) + 2)]
+             + " | (c) - (a) | (c) - (b) | (c) - (d) |",
+             "|---|---:|" + "---:|" * (len(ABLATION) + len(ABLATION_CHANGES))]
     for task, info in tasks.items():
         metric, kind = info["main_score"], info["type"]
         dims = sorted({int(d) for m in results.values() for d in m.get(task, {})}, reverse=True)
@@ -71,7 +76,7 @@ def ablation_table(results: dict, tasks: dict) -> list[str]:
             rows = {m: results[m][task][dim] for _, m in ABLATION}
             cells = [f"{100 * rows[m][metric]:.2f}" + _ci(intervals.score_interval(
                 kind, metric, rows[m])) for _, m in ABLATION]
-            for other in (NO_FRET, SEED_POSITIVE):
+            for other in ABLATION_CHANGES:
                 change = intervals.change_interval(kind, metric, rows[other], rows[DISTILLED])
                 delta = rows[DISTILLED][metric] - rows[other][metric]
                 sig = "" if change is None else f" ({bootstrap.significance(change)})"
@@ -80,18 +85,37 @@ def ablation_table(results: dict, tasks: dict) -> list[str]:
     return lines
 
 
-def student_table(results: dict, tasks: dict) -> list[str]:
-    """An LLM student's stages side by side (Gemini Embedding's direction: no training <
-    pre-finetuning < the full recipe), MiniLM as reference: main score [95% CI] per
-    (task, dim), and the paired intervals of each training stage's change. A model
-    narrower than the dim has no cell (-)."""
-    from gecko_jax.evaluation import bootstrap, intervals
-    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW
+BASE_GECKO = "minilm (base), Gecko prompts"
 
-    cols = ((RAW, "raw LLM (mean-pooled, no training)"), (PREFINETUNED, "pre-finetuned"),
-            (DISTILLED, "fine-tuned"), (BASE, "MiniLM (base, reference)"))
-    steps = ((PREFINETUNED, RAW, "pre-finetuned - raw"), (DISTILLED, PREFINETUNED,
-                                                          "fine-tuned - pre-finetuned"))
+
+def stage_columns(is_llm: bool) -> tuple[tuple, tuple]:
+    """(columns (model, heading), changes (new, old, heading)) of the stage table."""
+    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW, RAW_GECKO
+
+    if is_llm:
+        cols = ((RAW, "raw LLM (mean-pooled, no training)"),
+                (RAW_GECKO, "raw LLM, Gecko prompts"), (PREFINETUNED, "pre-finetuned"),
+                (DISTILLED, "fine-tuned"), (BASE, "MiniLM (base, reference)"))
+        steps = ((PREFINETUNED, RAW, "pre-finetuned - raw"),
+                 (DISTILLED, PREFINETUNED, "fine-tuned - pre-finetuned"))
+    else:
+        cols = ((BASE, "base, raw texts"), (BASE_GECKO, "base, Gecko prompts"),
+                (PREFINETUNED, "pre-finetuned"), (DISTILLED, "fine-tuned"))
+        steps = ((PREFINETUNED, BASE_GECKO, "pre-finetuned - base (Gecko)"),
+                 (DISTILLED, PREFINETUNED, "fine-tuned - pre-finetuned"),
+                 (DISTILLED, BASE, "fine-tuned - base (raw)"))
+    return cols, steps
+
+
+def student_table(results: dict, tasks: dict, is_llm: bool = True) -> list[str]:
+    """Every stage of a student side by side: the base model in both prompt formats,
+    pre-finetuned, fine-tuned (an LLM student: Gemini Embedding's direction, no
+    training < pre-finetuning < the full recipe, MiniLM as reference): main score
+    [95% CI] per (task, dim), and the paired intervals of each stage's change. A
+    model narrower than the dim has no cell (-)."""
+    from gecko_jax.evaluation import bootstrap, intervals
+
+    cols, steps = stage_columns(is_llm)
     lines = ["| task | metric | dim | " + " | ".join(c for _, c in cols) + " | "
              + " | ".join(c for *_, c in steps) + " |",
              "|---|---|---:|" + "---:|" * (len(cols) + len(steps))]
@@ -110,6 +134,59 @@ def student_table(results: dict, tasks: dict) -> list[str]:
                 sig = "" if change is None else f" ({bootstrap.significance(change)})"
                 delta = rows[new][metric] - rows[old][metric]
                 cells.append(f"{100 * delta:+.2f}{_ci(change, signed=True)}{sig}")
+            lines.append(f"| {task} | {metric} | {dim} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seed_models(results: dict, name: str) -> list[str]:
+    """The model names of `name` under every training seed (seed 0 first)."""
+    more = sorted((m for m in results if m.startswith(f"{name} (seed ")),
+                  key=lambda m: int(m.rsplit(" ", 1)[1].rstrip(")")))
+    return ([name] if name in results else []) + more
+
+
+def seeds_table(results: dict, tasks: dict) -> list[str]:
+    """Scores over training seeds: mean [min, max] of the pre-finetuned and fine-tuned
+    models, and of two changes, each seed's against its paired interval. A change is
+    called significant only when every seed's paired interval excludes 0 on the same
+    side ("+ in every seed" / "- in every seed")."""
+    from gecko_jax.evaluation import intervals
+    from gecko_jax.recipes.distill_student import PREFINETUNED
+
+    pft, ft = seed_models(results, PREFINETUNED), seed_models(results, DISTILLED)
+    n = len(ft)
+    lines = [f"| task | metric | dim | pre-finetuned ({n} seeds) | fine-tuned ({n} seeds) | "
+             "fine-tuned - base (raw) | fine-tuned - pre-finetuned |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+
+    def spread(values):
+        return (f"{100 * sum(values) / len(values):.2f} [{100 * min(values):.2f}, "
+                f"{100 * max(values):.2f}]")
+
+    def change(pairs, kind, metric):
+        deltas, sides = [], []
+        for old, new in pairs:
+            deltas.append(new[metric] - old[metric])
+            iv = intervals.change_interval(kind, metric, old, new)
+            sides.append(0 if iv is None or iv.contains_zero else (1 if iv.low > 0 else -1))
+        word = ("+ in every seed" if all(s > 0 for s in sides) else
+                "- in every seed" if all(s < 0 for s in sides) else
+                f"not significant in every seed ({sides.count(1)}+, {sides.count(-1)}-)")
+        mean = sum(deltas) / len(deltas)
+        return (f"{100 * mean:+.2f} [{100 * min(deltas):+.2f}, {100 * max(deltas):+.2f}] "
+                f"({word})")
+
+    for task, info in tasks.items():
+        metric, kind = info["main_score"], info["type"]
+        dims = sorted({int(d) for m in ft for d in results[m].get(task, {})}, reverse=True)
+        for dim in dims:
+            rp = [results[m][task][dim] for m in pft]
+            rf = [results[m][task][dim] for m in ft]
+            base = results.get(BASE, {}).get(task, {}).get(dim)
+            cells = [spread([r[metric] for r in rp]) if rp else "-",
+                     spread([r[metric] for r in rf]),
+                     change([(base, r) for r in rf], kind, metric) if base else "-",
+                     change(list(zip(rp, rf)), kind, metric) if len(rp) == n else "-"]
             lines.append(f"| {task} | {metric} | {dim} | " + " | ".join(cells) + " |")
     return lines
 
@@ -232,13 +309,26 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     else:
         lines += ["## Base vs distilled (main score x100)", "", ci_note, ""]
         lines += before_after_table(results, tasks)
+        lines += ["", "## Every stage (main score x100)", "",
+                  "The base model in both prompt formats, then each training stage in "
+                  "Gecko prompts.", ""]
+        lines += student_table(results, tasks, is_llm=False)
+    if getattr(cfg, "seeds", 1) > 1:
+        lines += ["", f"## Over {cfg.seeds} training seeds (main score x100)", "",
+                  "Pre-finetuning and fine-tuning rerun under each seed (data order); the "
+                  "base model and FRet are shared. Each cell: mean [min, max] over seeds; "
+                  "a change is significant only where every seed's paired 95% interval "
+                  "excludes 0 on the same side.", ""]
+        lines += seeds_table(results, tasks)
     if NO_FRET in results and SEED_POSITIVE in results:
         lines += ["", "## Ablation: what FRet's re-labelling adds (the paper's Table 3 "
                   "direction)", "",
                   "Three fine-tuning runs from the same pre-finetuned model, mixture and "
                   "steps, differing only in the FRet task: (a) left out, (b) the seed "
                   "passage as positive and no hard negative, (c) the default: the "
-                  "re-labelled positive and the LLM-mined hard negative.", ""]
+                  "re-labelled positive and the LLM-mined hard negative; and (d), the "
+                  "compute-matched control: no fine-tuning, pre-finetuning run for the "
+                  "steps of both stages.", ""]
         lines += ablation_table(results, tasks)
     lines += ["", "Full metrics: [eval/report.md](eval/report.md). Distilled model: `model/` "
               "(`gecko embed --model model`, sentence-transformers).", "",

@@ -60,9 +60,11 @@ LLM_DEFAULTS = {"prefinetune_steps": 30, "finetune_steps": 30, "batch_size": 8,
 # 384: the MiniLM reference row at its full width.
 LLM_DIMS = {"gemma3": (640, 384, 256, 128), "smollm2": (576, 384, 256, 128)}
 
-# Evaluation stages an LLM student adds (their model names in results.json).
-RAW, PREFINETUNED = "raw LLM (mean-pooled)", "pre-finetuned"
-LLM_EVAL_STAGES = {"eval_raw": RAW, "eval_prefinetuned": PREFINETUNED}
+# Evaluation stages an LLM student adds (their model names in results.json): the
+# untrained LLM in both prompt formats.
+RAW, RAW_GECKO, PREFINETUNED = ("raw LLM (mean-pooled)", "raw LLM, Gecko prompts",
+                                "pre-finetuned")
+LLM_EVAL_STAGES = {"eval_raw": RAW, "eval_raw_gecko": RAW_GECKO}
 
 
 def get_student(name: str) -> Student:

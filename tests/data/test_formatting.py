@@ -1,5 +1,5 @@
 """The unified format (GECKO.md appendix B): symmetric / asymmetric targets,
-NLI and classification-as-retrieval, and the unique-id trick seen by the loss."""
+NLI and classification-as-retrieval, and its label groups seen by the loss."""
 
 import numpy as np
 import pytest
@@ -64,7 +64,8 @@ ITEMS = [("cheap flights to rome", "travel"), ("hotel near the beach", "travel")
 
 
 def test_classification_as_retrieval_triples():
-    out = formatting.classification_examples(ITEMS * 3, "classify the topic", seed=1)
+    out = formatting.classification_examples(ITEMS * 3, "classify the topic", seed=1,
+                                             unique_ids=True)
     labels = dict(ITEMS)
     assert len(out) == 12
     for uid, e in enumerate(out):
@@ -73,7 +74,7 @@ def test_classification_as_retrieval_triples():
         assert all(t.endswith(suffix) for t in texts)       # one id per triple
         q, p, n = (t[:-len(suffix)] for t in texts)
         assert labels[p] == labels[q] and labels[n] != labels[q]
-        assert e.symmetric
+        assert e.symmetric and e.group == f"classification/{labels[q]}"
     # Every text in the set is distinct, although each raw text occurs many times.
     all_texts = [t for e in out for t in (e.query, e.positive.text)]
     assert len(set(all_texts)) == len(all_texts)
@@ -91,24 +92,24 @@ def _valid_block(ex):
     return np.asarray(valid)[:, :b], np.asarray(valid)[:, b]
 
 
-def test_unique_ids_make_same_label_items_distinct_for_the_loss():
-    # Two items per label: a1's positive is a2 and a2's is a1, so without ids each
-    # row's query text is the other row's positive (a false negative the loss masks).
-    plain = formatting.classification_examples(ITEMS, "topic", unique_ids=False)
-    tagged = formatting.classification_examples(ITEMS, "topic", unique_ids=True)
-    assert plain[0].positive.text == plain[1].query      # same raw text
-    assert tagged[0].positive.text != tagged[1].query    # distinct with ids
-    ex_plain = _features("test_fmt_cls_plain", plain)
-    ex_tagged = _features("test_fmt_cls_tagged", tagged)
-    assert ex_plain["positive_text_id"][0] == ex_plain["query_text_id"][1]
-    assert len(set(ex_tagged["query_text_id"]) | set(ex_tagged["positive_text_id"])
-               | set(ex_tagged["negative_text_id"])) == 12
-    block_plain, _ = _valid_block(ex_plain)
-    block_tagged, neg_tagged = _valid_block(ex_tagged)
-    # Without ids the duplicate mask drops the same-label in-batch positive ...
-    assert not block_plain[0, 1] and not block_plain[1, 0]
-    # ... with ids every in-batch item is a distinct, valid negative.
-    assert block_tagged.all() and neg_tagged.all()
+def test_label_groups_mask_same_label_items_for_the_loss():
+    # Two items per label: a1's positive is a2 and a2's is a1. The label group gives
+    # both rows' query and positive one id, so the loss drops the other row's
+    # positive and query as negatives; rows of the other label stay negatives, and
+    # so does every row's own hard negative (another label). Appending the paper's
+    # unique ids changes the texts, not the masks.
+    for unique_ids in (False, True):
+        out = formatting.classification_examples(ITEMS, "topic", unique_ids=unique_ids)
+        assert [e.group for e in out] == ["classification/travel"] * 2 + [
+            "classification/finance"] * 2
+        ex = _features(f"test_fmt_cls_groups_{unique_ids}", out)
+        qid, pid = ex["query_text_id"], ex["positive_text_id"]
+        assert (qid == pid).all() and qid[0] == qid[1] != qid[2] == qid[3]
+        assert not set(ex["negative_text_id"]) & set(qid)
+        block, neg = _valid_block(ex)
+        same = np.array([[e.group == f.group for f in out] for e in out])
+        np.testing.assert_array_equal(block, ~same | np.eye(4, dtype=bool))
+        assert neg.all()
 
 
 def test_classification_needs_two_labels():

@@ -140,8 +140,8 @@ def test_mixture_data_on_real_sources(tmp_path):
     query = tok.backend.decode(row["query_ids"][0].tolist(), skip_special_tokens=True)
     positive = tok.backend.decode(row["positive_ids"][0].tolist(), skip_special_tokens=True)
     # Classification is symmetric: both sides carry the task prefix.
-    assert query.startswith("task : classify the topic of a news article | query :")
-    assert positive.startswith("task : classify the topic of a news article | query :")
+    assert query.startswith("task : classification | query :")
+    assert positive.startswith("task : classification | query :")
     # An empty, non-optional source is an error.
     with pytest.raises(GeckoError, match="'gecko_t_fret' has no examples"):
         mixtures.mixture_data(tokenizer=tok, feature_lengths=lengths, batch_size=8, seed=0,

@@ -55,6 +55,26 @@ def test_negative_strategies():
             relabel_lib.parse_negative(bad)
 
 
+def test_negative_rules_remove_the_seed_and_same_document_passages():
+    fused = np.array([0.5, 2.0, 1.0, 0.7, 0.2, 0.3])  # fused ranks 4, 1, 2, 3, 6, 5
+    docs = ["a", "b", "c", "b", "a", "d"]
+    why = relabel_lib.negative_exclusions(docs, positive=1, seed=0)
+    assert why == ["seed", "positive", None, "positive_document", "seed_document", None]
+    excluded = [i for i, w in enumerate(why) if w in relabel_lib.NEGATIVE_RULES]
+    pick = lambda s, rng=None: relabel_lib.select_negative(  # noqa: E731
+        fused, 1, s, rng, excluded=excluded)
+    assert pick("lowest") == 5                  # 4 (rank 6) is the seed's document
+    assert pick("rank:3") == 5                  # 3 (rank 3) ruled out: the next one below
+    assert pick("rank:2") == 2
+    assert pick("rank:20") == 5                 # fewer than K: the lowest eligible
+    assert {pick("random", np.random.default_rng(s)) for s in range(40)} == {2, 5}
+    assert relabel_lib.select_negative(fused, 1, "lowest", excluded=[0, 2, 3, 4, 5]) is None
+    from gecko_jax.fret.corpus import document_id
+    assert document_id("wiki:Paris:3") == "wiki:Paris"
+    assert document_id("wiki:Ratio 3:2:0") == "wiki:Ratio 3:2"
+    assert document_id("bbc:sport/012") == "bbc:sport/012"
+
+
 def test_candidate_rows_always_hold_the_seed():
     assert relabel_lib.candidate_rows([5, 7, 9], 7, 3) == [5, 7, 9]
     assert relabel_lib.candidate_rows([5, 7, 9], 2, 3) == [5, 7, 2]

@@ -71,7 +71,10 @@ def test_finished_run_records_and_manifest(finished_run):
         assert sorted(cd["fused_rank"] for cd in r["candidates"]) == [1, 2, 3]
         top = min(r["candidates"], key=lambda cd: cd["fused_rank"])
         assert top["id"] == r["positive"]["id"]
-        assert r["negative"]["id"] == max(r["candidates"], key=lambda cd: cd["fused_rank"])["id"]
+        assert_negative_rules(r)
+        eligible = [cd for cd in r["candidates"] if negative_allowed(r, cd["id"])]
+        lowest = max(eligible, key=lambda cd: cd["fused_rank"])["id"] if eligible else None
+        assert (r["negative"] or {}).get("id") == lowest
         for cd in r["candidates"]:
             assert {"ql", "rc", "rc_yes", "rc_no", "rank_ql", "rank_rc", "fused"} <= set(cd)
         assert r["provenance"]["prompts"]["rc"]["version"] == 1
@@ -145,3 +148,63 @@ def test_teacher_faults_are_survived_counted_and_logged(tmp_path, tiny_corpus, t
     text = caplog.text
     assert "injected transient failure" in text and "injected timeout" in text
     assert "invalid scores" in text
+
+
+def negative_allowed(rec, pid):
+    """The hard-negative rules (relabel.NEGATIVE_RULES) read from a record alone."""
+    from gecko_jax.fret.corpus import document_id
+
+    banned = {document_id(rec["positive"]["id"]), document_id(rec["seed_passage_id"])}
+    return pid not in (rec["seed_passage_id"], rec["positive"]["id"]) and \
+        document_id(pid) not in banned
+
+
+def assert_negative_rules(rec):
+    if rec["negative"] is not None:
+        assert negative_allowed(rec, rec["negative"]["id"]), rec
+
+
+@pytest.mark.slow
+def test_negatives_are_never_the_seed_nor_of_its_or_the_positives_document(
+        tmp_path, wiki_rows, teacher, embedder):
+    """A real run on a corpus of two neighbouring passages from each of 12 articles:
+    the teacher's retrieval finds the seed's sibling passages, and no record's hard
+    negative is the seed or a passage of the positive's or the seed's article; the
+    manifest (and `gecko fret stats`) count what each rule removed."""
+    import json
+
+    from gecko_jax.fret import stats
+    from gecko_jax.fret.corpus import document_id
+    from gecko_jax.fret.pipeline import run_local
+
+    from tests.fret.conftest import tiny_config
+
+    by_doc = {}
+    for row in wiki_rows:
+        by_doc.setdefault(document_id(row["id"]), []).append(row)
+    rows = [r for doc in list(by_doc.values())[:40] if len(doc) >= 2 for r in doc[:2]][:24]
+    assert len({document_id(r["id"]) for r in rows}) == 12
+    corpus = tmp_path / "pairs.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    manifest = run_local(tiny_config(limit=4, num_neighbors=5), corpus, out, llm=teacher,
+                         encoder=embedder)
+    recs = list(record_shards_records(out))
+    assert len(recs) >= 2
+    for r in recs:
+        assert_negative_rules(r)
+        # Every candidate the rules allow is there to be the negative (N=5 over 12 articles).
+        assert r["negative"] is not None
+    neg = manifest["counts"]["negatives"]
+    # Each record's seed is a candidate; its sibling passage is removed by one of the
+    # document rules whenever retrieval brings it (the sibling usually ranks high).
+    assert neg["excluded"].get("seed", 0) + neg["excluded"].get("positive_document", 0) >= len(recs)
+    assert sum(neg["excluded"].values()) > len(recs)
+    line = stats.format_stats(stats.collect(out))
+    assert "hard-negative rules: candidates removed seed" in line
+
+
+def record_shards_records(out):
+    from gecko_jax.fret import record_shards
+
+    return record_shards.read_jsonl_records(record_shards.record_paths(out))

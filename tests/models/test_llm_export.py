@@ -124,7 +124,11 @@ def test_export_layout(exported):
                json.loads((folder / "modules.json").read_text())]
     assert modules == ["Transformer", "Pooling", "Dense", "Dense", "Normalize"]
     prompts = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]
-    assert prompts == {"query": "task: search result | query: ", "document": "title: none | text: "}
+    assert prompts == {"query": "task: search result | query: ", "document": "title: none | text: ",
+                       "retrieval": "task: search result | query: ",
+                       "classification": "task: classification | query: ",
+                       "clustering": "task: clustering | query: ",
+                       "similarity": "task: sentence similarity | query: "}
 
 
 @pytest.mark.slow

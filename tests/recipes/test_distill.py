@@ -31,13 +31,14 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     out, first = tiny_run
     assert first["ran"] == list(distill.STAGES)
     results = first["results"]
-    assert set(results) == {"minilm (base)", "distilled"}
+    assert set(results) == {"minilm (base)", "minilm (base), Gecko prompts", "pre-finetuned",
+                            "distilled"}
     for model in results.values():
         assert set(model) == set(distill.TASKS)
         for task in distill.TASKS:
             assert set(model[task]) == {384, 128}
     text = first["report"].read_text()
-    table = text.split("## Base vs distilled")[1]
+    table = text.split("## Base vs distilled")[1].split("## Every stage")[0]
     for task in distill.TASKS:
         for dim in (384, 128):
             assert f"| {task} |" in table and f"| {dim} |" in table
@@ -46,6 +47,16 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     # Every score and change carries its bootstrap interval and a noise label.
     assert all(line.count("[") == 3 and "[n/a]" not in line
                and line.endswith(("| significant |", "| not significant |")) for line in rows)
+    # Every stage: base raw / base Gecko / pre-finetuned / fine-tuned, three changes.
+    stages = text.split("## Every stage")[1].split("Full metrics")[0]
+    rows = [line for line in stages.splitlines() if line.startswith("| bbc_")]
+    assert len(rows) == len(distill.TASKS) * 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == 10 and all("[" in c for c in cells[3:])
+        assert all("significant" in c for c in cells[7:])
+    info = json.loads((out / "eval_base_gecko" / "results.json").read_text())["info"]
+    assert info["format"] == "gecko"
     # The report says which articles were held out and what each task scored.
     assert "## Evaluation split" in text and "- bbc_retrieval: 40 held-out articles" in text
     split = json.loads((out / "report.json").read_text())["split"]
@@ -91,7 +102,8 @@ def test_changed_config_is_refused_then_redone(tiny_run, tmp_path):
     with pytest.raises(GeckoError, match=r"eval_base: limit: 40 -> 30"):
         distill.distill(copy, changed, progress=False)
     second = distill.distill(copy, changed, redo=True, progress=False)
-    assert second["ran"] == ["eval_base", "eval_distilled"]  # earlier stages reused
+    # Training stages reused; every evaluation reruns.
+    assert second["ran"] == [s for s in distill.STAGES if s.startswith("eval_")]
     assert json.loads((copy / "eval_base" / "stage.json").read_text())["config"]["limit"] == 30
 
 
@@ -140,8 +152,12 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     cfg = distill.DistillConfig(**{**TINY.__dict__, "ablation": True})
     result = distill.distill(copy, cfg, progress=False)
     assert result["ran"] == list(distill.ABLATION_STAGES)
-    assert set(result["results"]) == {"minilm (base)", "distilled", "no FRet",
-                                      "FRet seed positive"}
+    assert set(result["results"]) == {"minilm (base)", "minilm (base), Gecko prompts",
+                                      "pre-finetuned", "distilled", "no FRet",
+                                      "FRet seed positive", "pre-finetuned only, same steps"}
+    # (d), the compute-matched control: pre-finetuning for the steps of both stages.
+    long = json.loads((copy / "prefinetune_long" / runner.MARKER).read_text())
+    assert long["summary"]["step"] == TINY.prefinetune_steps + TINY.finetune_steps
     ft = {s: json.loads((copy / s / runner.MARKER).read_text())["summary"]
           for s in ("finetune", "finetune_no_fret", "finetune_seed_positive")}
     assert ft["finetune_no_fret"]["fret_records"] == 0
@@ -157,7 +173,36 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     table = text.split("## Ablation")[1].split("Full metrics")[0]
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
-    assert all(line.count("significant") == 2 for line in rows)
+    assert all(line.count("significant") == 3 for line in rows)
+
+
+def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
+    """--seeds 2 on a finished default run: seed 0's stages are reused, pre-finetuning
+    and fine-tuning rerun under seed 1 (a different model), and the report gives mean
+    [min, max] over seeds and each change's verdict over every seed's interval."""
+    import shutil
+
+    out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = distill.DistillConfig(**{**TINY.__dict__, "seeds": 2})
+    result = distill.distill(copy, cfg, progress=False)
+    assert result["ran"] == ["prefinetune_s1", "finetune_s1", "eval_prefinetuned_s1",
+                             "eval_distilled_s1"]
+    assert {"distilled (seed 1)", "pre-finetuned (seed 1)"} <= set(result["results"])
+    conf = json.loads((copy / "finetune_s1" / runner.MARKER).read_text())["config"]
+    assert conf["seed"] == 1
+    a, b = (result["results"][m]["bbc_retrieval"][384]["ndcg_at_10"]
+            for m in ("distilled", "distilled (seed 1)"))
+    assert a != b
+    text = result["report"].read_text()
+    table = text.split("## Over 2 training seeds")[1].split("Full metrics")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
+    assert len(rows) == len(distill.TASKS) * 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(c.count("[") == 1 for c in cells[3:])
+        assert all("every seed" in c for c in cells[5:])
 
 
 # An LLM student (SmolLM2-135M from the shipped GGUF) through every stage at toy scale;
@@ -175,7 +220,7 @@ def test_llm_student_stages_and_configs(tmp_path):
     a = distill.stage_configs(TINY, tmp_path)
     assert all("student" not in conf for conf in a.values())
     b = distill.stage_configs(TINY_LLM, tmp_path)
-    assert TINY_LLM.stages == distill.STAGES + ("eval_raw", "eval_prefinetuned")
+    assert TINY_LLM.stages == distill.STAGES + ("eval_raw", "eval_raw_gecko")
     assert b["fret"] == a["fret"] and b["prefinetune"]["student"] == "smollm2"
     assert set(b["eval_prefinetuned"]["inputs"]) == {"prefinetune"}
     from gecko_jax.cli import build_parser
@@ -193,14 +238,15 @@ def test_llm_student_stages_and_configs(tmp_path):
 def test_llm_student_runs_every_stage_and_reports_each_row(tiny_run, tmp_path):
     import shutil
 
-    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW
+    from gecko_jax.recipes.distill_student import PREFINETUNED, RAW, RAW_GECKO
 
     out, _ = tiny_run
     shutil.copytree(out / "fret", tmp_path / "fret")
     result = distill.distill(tmp_path, TINY_LLM, progress=False)
     assert result["ran"] == [s for s in TINY_LLM.stages if s != "fret"]
     results = result["results"]
-    assert set(results) == {RAW, PREFINETUNED, "distilled", "minilm (base)"}
+    assert set(results) == {RAW, RAW_GECKO, PREFINETUNED, "distilled", "minilm (base)",
+                            "minilm (base), Gecko prompts"}
     for task in distill.TASKS:
         assert set(results[RAW][task]) == set(results["distilled"][task]) == {576, 384, 128}
         assert set(results["minilm (base)"][task]) == {384, 128}  # no 576-d MiniLM
@@ -211,9 +257,9 @@ def test_llm_student_runs_every_stage_and_reports_each_row(tiny_run, tmp_path):
     assert len(rows) == len(distill.TASKS) * 3
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert all("[" in c for c in cells[3:6])             # raw, pre-finetuned, fine-tuned
-        assert ("[" in cells[6]) == (cells[2] != "576")      # MiniLM: no 576-d cell
-        assert all("significant" in c for c in cells[7:9])   # the two paired changes
+        assert all("[" in c for c in cells[3:7])  # raw, raw Gecko, pre-finetuned, fine-tuned
+        assert ("[" in cells[7]) == (cells[2] != "576")      # MiniLM: no 576-d cell
+        assert all("significant" in c for c in cells[8:10])  # the two paired changes
     # The fine-tuned LLM encodes with gecko's Encoder from OUT/model.
     from gecko_jax.encode import Encoder
 
