@@ -40,8 +40,9 @@ def test_every_bbc_training_example_is_masked_at_default_lengths(name, bbc_examp
     ex = tasks.load_examples(f"test_label_groups_{name}", "train", lengths, tok.pad_id)
     b = len(ex["query_text_id"])
     assert b == len(examples) > 1000
-    # The texts are longer than the lengths: the paper's appended id would be cut away.
-    assert ex["query_mask"][:, -1].mean() > 0.9 and ex["positive_mask"][:, -1].mean() > 0.9
+    # The queries are longer than their length: the paper's appended id would be cut
+    # away from them (documents may fit at 128 tokens; the masks hold either way).
+    assert ex["query_mask"][:, -1].mean() > 0.9
     groups = np.array([e.group for e in examples])
     assert len(set(groups)) == 5 and all(g.startswith("bbc/") for g in groups)
     same = groups[:, None] == groups[None, :]
