@@ -33,6 +33,10 @@ def release_memory() -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _release_after_module():
     yield
+    # gin's bindings are process-global: a module that parsed a config must not leave
+    # its bindings (a Gemma file's Matryoshka dims, say) to the modules after it.
+    if "gin" in sys.modules:
+        sys.modules["gin"].clear_config()
     release_memory()
 
 

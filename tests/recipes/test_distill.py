@@ -141,6 +141,7 @@ def test_cli_registers_distill():
     assert pathlib.Path(args.output).name == "x"
 
 
+@pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
 def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_path):
     """--ablation on a finished default run: the five stages are reused, (a) no-FRet and
     (b) seed-positive fine-tunes run, and the report holds the Table 3 comparison."""
@@ -176,6 +177,7 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     assert all(line.count("significant") == 3 for line in rows)
 
 
+@pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
 def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
     """--seeds 2 on a finished default run: seed 0's stages are reused, pre-finetuning
     and fine-tuning rerun under seed 1 (a different model), and the report gives mean
