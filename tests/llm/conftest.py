@@ -31,8 +31,7 @@ def _load_torch(name):
     """
     import torch
     import transformers
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gecko_jax.llm.loading import gguf_cache_folder, resolve
 
@@ -43,13 +42,12 @@ def _load_torch(name):
     if not (folder / "model.safetensors").is_file():
         _save_transformers_conversion(path, folder)
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder),
-                                             dtype=torch.float32)
-    load_model(model, folder / "model.safetensors")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model.eval(), tok
 
 
 def _save_transformers_conversion(path, folder):
+    import json
     import shutil
     import tempfile
 
@@ -63,9 +61,14 @@ def _save_transformers_conversion(path, folder):
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
-        model.config.to_json_file(tmp / "config.json")
+        # save_pretrained refuses a GGUF-loaded model: its config without the GGUF
+        # quantisation entry (the weights are de-quantised float32) and its tensors
+        # (a tied weight once) are written as the folder from_pretrained reads.
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
         tok.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))   # tied weights saved once
+        save_model(model, str(tmp / "model.safetensors"))
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,14 +79,30 @@ _CACHE = {}
 
 def _get(kind, name):
     if (kind, name) not in _CACHE:
+        if kind == "torch":
+            # One transformers reference at a time (each reloads in seconds from the
+            # saved conversion): SmolLM2's and Gemma-3's together hold ~2 GB.
+            _drop_torch()
         _CACHE[kind, name] = (_load_engine if kind == "engine" else _load_torch)(name)
     return _CACHE[kind, name]
+
+
+def _drop_torch():
+    for key in [k for k in _CACHE if k[0] == "torch"]:
+        del _CACHE[key]
 
 
 @pytest.fixture(scope="package", autouse=True)
 def _release_models():
     yield
     _CACHE.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_torch_models():
+    """The engines serve the whole package; a module's transformers models end with it."""
+    yield
+    _drop_torch()
 
 
 @pytest.fixture(scope="package")
