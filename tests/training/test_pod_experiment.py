@@ -68,8 +68,8 @@ def test_pod_experiment_two_processes_two_steps(tmp_path, wiki_jsonl):
     # Four Matryoshka dims, each a cross-entropy over the batch's candidates of about
     # 5.5 at the start (one process on 8 devices, same config: 21.8, then 18.4).
     assert all(4 < loss < 40 for loss in results[0]["losses"])
-    # Each process holds its quarter of the sharded state, not the whole state on each
-    # of its devices (the optimizer moments once were: 8-11 GB per process).
+    # Each process holds its quarter of the sharded state (optimizer moments replicated
+    # on each device, or the state gathered whole to be placed, take 8-11 GB).
     assert peak_gb < 6
     # One checkpoint, in CHECKPOINT_DIR (not under the model folder), written together.
     assert (tmp_path / "checkpoints" / "2").is_dir()
