@@ -50,6 +50,37 @@ def _release_after_package():
     release_memory()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _parse_each_wikipedia_dump_once():
+    """sources.read_wikipedia, memoised for the session by (file, size, mtime, min_words).
+
+    The shipped sample takes seconds to parse (wikitext clean-up in Python), and some
+    twenty tests and library paths (mixtures, FRet's corpus, the distill recipe) read
+    it. Each call still returns a new list of the same (frozen) articles; the parser
+    itself runs, and is tested, on the first call for each file.
+    """
+    from gecko_jax import assets
+    from gecko_jax.data import sources
+
+    parse = sources.read_wikipedia
+    parsed = {}
+
+    def read_wikipedia(path=None, min_words: int = 20):
+        file = os.fspath(path or assets.wikipedia_sample())
+        try:
+            st = os.stat(file)              # URIs and missing files: the parser as is
+        except OSError:
+            return parse(path, min_words)
+        key = (os.path.realpath(file), st.st_size, st.st_mtime_ns, min_words)
+        if key not in parsed:
+            parsed[key] = parse(path, min_words)
+        return list(parsed[key])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "read_wikipedia", read_wikipedia)
+        yield
+
+
 @pytest.fixture(scope="session")
 def minilm_dir():
     from gecko_jax import assets

@@ -44,11 +44,18 @@ def _hf(name: str, append_eos: bool):
 
 
 @functools.lru_cache(maxsize=None)
-def _ours(name: str, append_eos: bool) -> Tokenizer:
+def _lm_tokenizer(name: str):
+    """The shipped teacher's LM tokenizer (its weights are read once and dropped)."""
     from gecko_jax.llm.loading import load_decoder
+
+    return load_decoder(name)[2]
+
+
+@functools.lru_cache(maxsize=None)
+def _ours(name: str, append_eos: bool) -> Tokenizer:
     from gecko_jax.models.llm_export import embedder_tokenizer
 
-    return embedder_tokenizer(load_decoder(name)[2], append_eos=append_eos)
+    return embedder_tokenizer(_lm_tokenizer(name), append_eos=append_eos)
 
 
 def test_truncate_keep_closing():
@@ -104,7 +111,5 @@ def test_training_path_trims_like_inference(append_eos, tmp_path):
         assert got == want, side
     assert any(len(q) == 12 for q in queries)
     if append_eos:
-        from gecko_jax.llm.loading import load_decoder
-
-        eos = load_decoder("gemma3")[2].eos_id
+        eos = _lm_tokenizer("gemma3").eos_id
         assert np.all(ex["query_ids"][np.arange(len(rows)), ex["query_mask"].sum(1) - 1] == eos)

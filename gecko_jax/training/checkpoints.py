@@ -45,4 +45,6 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self):
+        """Waits for a save in flight, then closes the manager."""
+        self.wait()
         self.manager.close()

@@ -82,7 +82,9 @@ class Trainer:
     """Owns the sharded train state and the jitted step for one model + optimizer.
 
     Args:
-      model: a DualEncoder (its Params carry logical axis names).
+      model: a DualEncoder (its Params carry logical axis names). The Trainer owns it:
+        its parameter arrays are replaced by their shapes once the sharded state holds
+        them (one whole copy less in memory); updated_model() fills it again.
       optimizer: an optax GradientTransformation.
       mesh: from partitioning.make_mesh.
       loss_config: LossConfig.
@@ -113,20 +115,26 @@ class Trainer:
         self._schedule = schedule
         graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
         self._graphdef, self._rest = graphdef, rest
-        self._template = nnx.to_flat_state(params_state)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_state)
+        self._template = nnx.to_flat_state(abstract)     # paths and metadata, no arrays
         flat = _flatten(params_state)
         names = partitioning.param_logical_names(params_state)
         self.param_shardings = partitioning.param_shardings(flat, names, mesh)
-        params = {k: jax.device_put(v, self.param_shardings[k]) for k, v in flat.items()}
-        opt_state = jax.jit(optimizer.init)(params)
-        self.state_shardings = {
-            "step": partitioning.replicated(mesh),
-            "params": self.param_shardings,
-            "opt_state": partitioning.state_shardings_like(opt_state, mesh),
-        }
-        self.state = jax.device_put(
-            {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state},
-            self.state_shardings)
+        # Every process loaded the whole model; each places only its devices' shards.
+        params = {k: partitioning.host_to_sharded(v, self.param_shardings[k])
+                  for k, v in flat.items()}
+        opt_shardings = partitioning.optimizer_state_shardings(
+            jax.eval_shape(optimizer.init, params), self.param_shardings, params, mesh)
+        replicated = partitioning.replicated(mesh)
+        self.state_shardings = {"step": replicated, "params": self.param_shardings,
+                                "opt_state": opt_shardings}
+        self.state = {"step": partitioning.host_to_sharded(np.zeros((), np.int32), replicated),
+                      "params": params,
+                      "opt_state": jax.jit(optimizer.init, out_shardings=opt_shardings)(params)}
+        # The model's own arrays (the whole model, on one device) are dropped: the
+        # state holds the parameters from here on; updated_model() writes them back.
+        del flat, params_state
+        nnx.update(model, abstract)
         self._step_fn = None
         self.separate_update = separate_update
 

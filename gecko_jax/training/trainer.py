@@ -72,34 +72,22 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
 
 
 @gin.configurable(denylist=["model_dir"])
-def train(
-    model_dir: str | os.PathLike,
-    *,
-    model_fn: Callable[[], tuple[Any, Any]] = gin.REQUIRED,
-    data_fn: Callable[..., BatchSource] | None = None,
-    train_files: Sequence[str] = (),
-    streaming: bool = True,
-    feature_lengths: dict[str, int] = gin.REQUIRED,
-    batch_size: int = gin.REQUIRED,
-    num_steps: int = gin.REQUIRED,
-    seed: int = 0,
-    loss_config: LossConfig = LossConfig(),
-    optimizer_fn: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
-    schedule_fn: Callable[..., optax.Schedule] = optimizers.learning_rate_schedule,
-    mesh_spec: MeshSpec = MeshSpec(),
-    grad_accum_steps: int = 1,
-    grad_cache: GradCache = GradCache(),
-    layer_options: LayerOptions = LayerOptions(),
-    checkpoint_every: int = 500,
-    keep_checkpoints: int = 3,
-    log_every: int = 10,
-    export: bool = True,
-    export_max_length: int | None = None,
-    progress: bool = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    restore_data_position: bool = True,
-    separate_update: bool = False,
-) -> dict[str, Any]:
+def train(model_dir: str | os.PathLike, *,
+          model_fn: Callable[[], tuple[Any, Any]] = gin.REQUIRED,
+          data_fn: Callable[..., BatchSource] | None = None,
+          train_files: Sequence[str] = (), streaming: bool = True,
+          feature_lengths: dict[str, int] = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED, num_steps: int = gin.REQUIRED, seed: int = 0,
+          loss_config: LossConfig = LossConfig(),
+          optimizer_fn: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
+          schedule_fn: Callable[..., optax.Schedule] = optimizers.learning_rate_schedule,
+          mesh_spec: MeshSpec = MeshSpec(),
+          grad_accum_steps: int = 1, grad_cache: GradCache = GradCache(),
+          layer_options: LayerOptions = LayerOptions(),
+          checkpoint_every: int = 500, keep_checkpoints: int = 3, log_every: int = 10,
+          export: bool = True, export_max_length: int | None = None, progress: bool = True,
+          checkpoint_dir: str | os.PathLike | None = None,
+          restore_data_position: bool = True, separate_update: bool = False) -> dict[str, Any]:
     """Fine-tunes a dual encoder with the Gecko loss.
 
     Data: `data_fn` (e.g. gecko_jax.data.mixtures.mixture_data or
@@ -121,31 +109,18 @@ def train(
 
     Returns a summary: final step, last metrics, the losses of this process's steps.
     """
-    if batch_size % grad_accum_steps:
-        raise GeckoError(f"batch_size {batch_size} is not divisible by grad_accum_steps "
-                         f"{grad_accum_steps}")
+    _check_batch(batch_size, grad_accum_steps)
     # First: jax.distributed.initialize() (MeshSpec.distributed) must run before
     # anything touches the backend, jax.process_index() included.
     mesh = partitioning.make_mesh(mesh_spec)
-    model_dir = paths.as_path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = paths.as_path(checkpoint_dir or model_dir / CHECKPOINT_DIR)
-    _write_config(model_dir)
-    model, tokenizer = model_fn()
-    if layer_options != LayerOptions():    # remat / scan / bf16 compute (models/layer_stack.py)
-        set_options(model, layer_options)
-
+    model_dir, checkpoint_dir = _run_folders(model_dir, checkpoint_dir)
+    model, tokenizer = _build_model(model_fn, layer_options)
     # Data: read + validate + tokenise everything before any model compute.
-    open_data = _data_opener(data_fn or _files_data_fn(train_files, streaming), tokenizer,
-                             feature_lengths, batch_size)
-    batches = open_data(seed)
-    log.info("expected epochs per task over %d steps: %s", num_steps, batches.epochs(num_steps))
-    meta = {"seed": seed, "global_batch_size": batch_size, "num_examples": batches.num_examples}
-
-    schedule = schedule_fn()
-    trainer = Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
-                      grad_accum_steps=grad_accum_steps, schedule=schedule,
-                      grad_cache=grad_cache, separate_update=separate_update)
+    open_data, batches, meta = _open_data(data_fn or _files_data_fn(train_files, streaming),
+                                          tokenizer, feature_lengths, batch_size, seed, num_steps)
+    trainer = _make_trainer(model, mesh, optimizer_fn, schedule_fn, loss_config,
+                            grad_accum_steps=grad_accum_steps, grad_cache=grad_cache,
+                            separate_update=separate_update)
     ckpt = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     start, batches = _resume(ckpt, trainer, batches, open_data, meta, model_dir,
                              restore_data_position)
@@ -164,19 +139,58 @@ def train(
             report.step(done, metrics, loss)
     finally:
         report.close()
-        ckpt.wait()
-        ckpt.close()
+        ckpt.close()   # after the last save has finished
 
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": report.last}
     if export:
-        exported = trainer.updated_model()      # a collective: every process gathers
-    if export and jax.process_index() == 0:
-        summary["export"] = str(export_model(exported, tokenizer, model_dir / EXPORT_DIR,
-                                             export_max_length))
+        summary.update(_export(trainer, tokenizer, model_dir, export_max_length))
     _write_summary(model_dir, summary)
     summary["trainer"] = trainer
     return summary
+
+
+# --------------------------------------------------------------------------- set-up
+def _check_batch(batch_size: int, grad_accum_steps: int) -> None:
+    if batch_size % grad_accum_steps:
+        raise GeckoError(f"batch_size {batch_size} is not divisible by grad_accum_steps "
+                         f"{grad_accum_steps}")
+
+
+def _run_folders(model_dir, checkpoint_dir):
+    """(model_dir, checkpoint_dir) as paths; model_dir created, its config.gin written."""
+    model_dir = paths.as_path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir)
+    return model_dir, paths.as_path(checkpoint_dir or model_dir / CHECKPOINT_DIR)
+
+
+def _build_model(model_fn: Callable[[], tuple[Any, Any]], layer_options: LayerOptions):
+    """(model, tokenizer) of model_fn, with remat / scan / bf16 compute set
+    (models/layer_stack.py) when layer_options asks for them."""
+    model, tokenizer = model_fn()
+    if layer_options != LayerOptions():
+        set_options(model, layer_options)
+    return model, tokenizer
+
+
+def _make_trainer(model, mesh, optimizer_fn, schedule_fn, loss_config: LossConfig,
+                  **options) -> Trainer:
+    """The Trainer with optimizer_fn's optimizer on schedule_fn's schedule (which is
+    also the `learning_rate` the trainer logs)."""
+    schedule = schedule_fn()
+    return Trainer(model, optimizer_fn(schedule=schedule), mesh, loss_config,
+                   schedule=schedule, **options)
+
+
+def _export(trainer: Trainer, tokenizer, model_dir, max_length: int | None) -> dict[str, str]:
+    """{"export": folder} on process 0, {} on the others: the trained model written to
+    MODEL_DIR/export. A collective: every process gathers the parameters."""
+    exported = trainer.updated_model()
+    if jax.process_index() != 0:
+        return {}
+    return {"export": str(export_model(exported, tokenizer, model_dir / EXPORT_DIR,
+                                       max_length))}
 
 
 # --------------------------------------------------------------------------- data
@@ -186,6 +200,17 @@ def _files_data_fn(train_files: Sequence[str], streaming: bool) -> Callable[...,
     from gecko_jax.data import file_data    # seqio + TensorFlow: only the file route needs them
 
     return file_data.files_data_fn(train_files, streaming)
+
+
+def _open_data(data_fn: Callable[..., BatchSource], tokenizer, feature_lengths,
+               batch_size: int, seed: int, num_steps: int
+               ) -> tuple[Callable[[int], BatchSource], BatchSource, dict]:
+    """(open_data, this process's batches under `seed`, the meta a checkpoint must match)."""
+    open_data = _data_opener(data_fn, tokenizer, feature_lengths, batch_size)
+    batches = open_data(seed)
+    log.info("expected epochs per task over %d steps: %s", num_steps, batches.epochs(num_steps))
+    meta = {"seed": seed, "global_batch_size": batch_size, "num_examples": batches.num_examples}
+    return open_data, batches, meta
 
 
 def _data_opener(data_fn: Callable[..., BatchSource], tokenizer, feature_lengths, batch_size

@@ -86,3 +86,18 @@ def test_sts_spearman_against_scipy():
         spearmanr(cos, gold).statistic)
     # Gold scores that are a monotone function of the cosine: correlation 1.
     assert metrics.sts_spearman(a, b, np.exp(cos))["cosine_spearman"] == pytest.approx(1.0)
+
+
+def test_v_measure_equals_sklearn_exactly():
+    from sklearn.metrics import v_measure_score
+
+    rng = np.random.default_rng(0)
+    cases = [([1], [2]), ([0, 0, 0], [1, 1, 1]), ([0, 1, 2], [0, 0, 0]), ([0, 0], [0, 1]),
+             (["a", "b", "a", "c"], [3, 3, 1, 1])]
+    for _ in range(300):
+        n, c, k = (int(v) for v in rng.integers(1, [200, 8, 8]))
+        cases.append((rng.integers(0, c, n), rng.integers(0, k, n)))
+    for labels, clusters in cases:
+        assert metrics.v_measure(labels, clusters) == float(v_measure_score(labels, clusters))
+    with pytest.raises(ValueError, match="length"):
+        metrics.v_measure([0, 1], [0])

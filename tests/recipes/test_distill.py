@@ -17,7 +17,13 @@ TINY = distill.DistillConfig(fret_corpus_size=24, fret_limit=2, fret_neighbors=2
                        # (top 1% -> top 1) and QL floor could leave no record; the
                        # filters have their own tests (tests/fret/test_filters.py).
                        gin_bindings=("FilterConfig.round_trip_fraction = None",
-                                     "FilterConfig.ql_floor = None"))
+                                     "FilterConfig.ql_floor = None",
+                                     # Training on one of the suite's 8 emulated devices:
+                                     # a data=8 mesh holds 8 replicas of MiniLM's weights,
+                                     # gradients and AdamW moments (~4 GB more, twice the
+                                     # time); the sharded trainer has its own tests
+                                     # (tests/training).
+                                     "MeshSpec.data = 1"))
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +119,12 @@ def test_stage_configs_chain_through_inputs(tmp_path):
     b = distill.stage_configs(distill.DistillConfig(**{**TINY.__dict__, "fret_limit": 3}), tmp_path)
     assert [s for s in distill.STAGES if a[s] != b[s]] == ["fret", "finetune", "eval_distilled"]
     c = distill.stage_configs(distill.DistillConfig(
-        **{**TINY.__dict__, "gin_bindings": ("RelabelConfig.rrf_k = 60.0",)}), tmp_path)
-    assert c["fret"]["gin_bindings"] == ["RelabelConfig.rrf_k = 60.0"]
+        **{**TINY.__dict__, "gin_bindings": TINY.gin_bindings + ("RelabelConfig.rrf_k = 60.0",)}),
+        tmp_path)
+    assert c["fret"]["gin_bindings"] == sorted(a["fret"]["gin_bindings"]
+                                               + ["RelabelConfig.rrf_k = 60.0"])
     assert c["prefinetune"] == a["prefinetune"]
+    assert a["prefinetune"]["gin_bindings"] == ["MeshSpec.data = 1"]
 
 
 def test_marker_mismatch_without_output_is_refused(tmp_path):
@@ -209,11 +218,10 @@ def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
 
 # An LLM student (SmolLM2-135M from the shipped GGUF) through every stage at toy scale;
 # FRet is the default tiny run's (same FRet config: the stage is reused, not rerun).
-# One device: the suite emulates 8 CPU devices, and a data=8 mesh would hold 8 replicas of
-# the LLM's float32 weights, gradients and AdamW moments (~17 GB for SmolLM2-135M).
+# One device, as TINY: a data=8 mesh would hold 8 replicas of the LLM's float32 weights,
+# gradients and AdamW moments (~17 GB for SmolLM2-135M).
 TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2",
-                                    "dims": (576, 384, 128), "learning_rate": 5e-5,
-                                    "gin_bindings": TINY.gin_bindings + ("MeshSpec.data = 1",)})
+                                    "dims": (576, 384, 128), "learning_rate": 5e-5})
 
 
 def test_llm_student_stages_and_configs(tmp_path):

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-# The full Gemma-3 tower in two processes: minutes, and more than 10 GB RSS in each
-# (loaded weights, plus jax's cross-process equality check when the state is first put
-# on the mesh): needs about 24 GB free.
+# The full Gemma-3 tower in two processes: about two minutes, ~4.7 GB RSS in each (the
+# process's quarter of the sharded state, the loaded weights while they are placed,
+# compilation): needs about 10 GB free.
 pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -65,7 +65,12 @@ def test_pod_experiment_two_processes_two_steps(tmp_path, wiki_jsonl):
           f"largest worker RSS {peak_gb:.1f} GB; losses {results[0]['losses']}")
     assert [r["process_index"] for r in results] == [0, 1]
     assert len(results[0]["losses"]) == 2 and results[0]["losses"] == results[1]["losses"]
-    assert all(0 < loss < 20 for loss in results[0]["losses"])
+    # Four Matryoshka dims, each a cross-entropy over the batch's candidates of about
+    # 5.5 at the start (one process on 8 devices, same config: 21.8, then 18.4).
+    assert all(4 < loss < 40 for loss in results[0]["losses"])
+    # Each process holds its quarter of the sharded state (optimizer moments replicated
+    # on each device, or the state gathered whole to be placed, take 8-11 GB).
+    assert peak_gb < 6
     # One checkpoint, in CHECKPOINT_DIR (not under the model folder), written together.
     assert (tmp_path / "checkpoints" / "2").is_dir()
     assert not (model_dir / "checkpoints").exists()
