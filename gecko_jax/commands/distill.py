@@ -92,12 +92,16 @@ def register(subparsers) -> None:
                         "significant only when every seed's paired interval agrees")
     p.add_argument("--redo", action="store_true",
                    help="rerun the first stage whose options changed and every later one")
+    p.add_argument("--validation", action="store_true",
+                   help="score the validation tasks (carved from the training pools, "
+                        "data/splits.py) instead of the held-out BBC tasks: for choosing "
+                        "settings without looking at the held-out articles")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def config_from_args(args):
-    from gecko_jax.recipes.distill import DistillConfig
+    from gecko_jax.recipes.distill import TASKS, VALIDATION_TASKS, DistillConfig
     from gecko_jax.recipes.distill_student import student_defaults
 
     d = DistillConfig(student=args.student, **student_defaults(args.student))
@@ -114,7 +118,8 @@ def config_from_args(args):
         eval_limit=pick(args.eval_limit, d.eval_limit) or None,
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)), gin_bindings=tuple(args.gin_bindings),
-        ablation=args.ablation, student=args.student, seeds=max(1, args.seeds))
+        ablation=args.ablation, student=args.student, seeds=max(1, args.seeds),
+        tasks=VALIDATION_TASKS if args.validation else TASKS)
 
 
 def run(args) -> int:

@@ -59,12 +59,21 @@ def _limit(examples: list[Example], limit: int | None) -> list[Example]:
 
 
 # --------------------------------------------------------------------------- sources
+def _wikipedia_training(path: str | None):
+    """The dump's articles less the validation articles of data/splits.py."""
+    articles = sources.read_wikipedia(path)
+    kept = splits.wikipedia_training_articles(articles)
+    log.info("wikipedia: %d of %d articles kept for validation (data/splits.py), %d used",
+             len(articles) - len(kept), len(articles), len(kept))
+    return kept
+
+
 @gin.configurable
 def wikipedia_title_body(path: str | None = None, max_words: int = 120,
                          task: str = formatting.TITLE_BODY_TASK, limit: int | None = None
                          ) -> list[Example]:
     """Pre-finetuning pairs: (article title + section title) -> section text."""
-    pairs = sources.section_pairs(sources.read_wikipedia(path), max_words=max_words)
+    pairs = sources.section_pairs(_wikipedia_training(path), max_words=max_words)
     return _limit(formatting.title_body_examples(pairs, task=task, prefix="wiki"), limit)
 
 
@@ -72,7 +81,8 @@ def wikipedia_title_body(path: str | None = None, max_words: int = 120,
 def wikipedia_sections(path: str | None = None, max_words: int = 120,
                        limit: int | None = None) -> list[Example]:
     """training_records.wikipedia_section_records: same pairs, next section as hard negative."""
-    recs = training_records.wikipedia_section_records(sources.read_wikipedia(path), max_words=max_words)
+    recs = training_records.wikipedia_section_records(_wikipedia_training(path),
+                                                      max_words=max_words)
     return _limit([formatting.from_record(r) for r in recs], limit)
 
 
@@ -83,14 +93,14 @@ def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_word
     """BBC headline + lead words, labelled by category, as classification-as-retrieval.
 
     exclude_eval_test keeps only the training pool of data/splits.py: no
-    article that a local BBC evaluation task scores (retrieval, classification
-    test, clustering), at any evaluation limit, nor any near-duplicate of one.
+    article that a local BBC evaluation or validation task scores (retrieval,
+    classification test, clustering), at any limit, nor any near-duplicate of one.
     """
     articles = sources.read_bbc_news(folder, dedup=True)
     if exclude_eval_test:
         kept = splits.bbc_training_articles(articles)
-        log.info("bbc_classification: %d of %d articles held out for evaluation "
-                 "(data/splits.py), %d used", len(articles) - len(kept), len(articles),
+        log.info("bbc_classification: %d of %d articles held out for evaluation and "
+                 "validation (data/splits.py), %d used", len(articles) - len(kept), len(articles),
                  len(kept))
         articles = kept
     items = []

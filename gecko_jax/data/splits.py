@@ -16,9 +16,10 @@ by category, files in name order):
                   one, or whose body contains one's opening words (or the
                   reverse): near-duplicates and quotes go together.
                   Fine-tuning never sees these; it is independent of `limit`.
-  training pool   the rest: the fine-tuning mixture's BBC classification task
-                  draws from it, and the classification evaluation fits its
-                  logistic regression on it (fitting is not scoring).
+  training pool   the rest: the classification evaluation fits its logistic
+                  regression on it (fitting is not scoring); the fine-tuning
+                  mixture's BBC classification task draws from it, less the
+                  validation pool below.
 
   bbc_retrieval       scores an evenly spaced `limit` of the held-out pool's
                       first article of each near-duplicate group (so every
@@ -29,6 +30,23 @@ by category, files in name order):
 
 So every scored text comes from the held-out pool for every `limit`
 (tests/evaluation/test_splits.py checks it against the built mixture).
+
+Validation, carved from the training pool (where defaults are chosen, so the
+held-out pool never decides anything):
+
+  validation pool   every VALIDATION_EVERY-th training-pool article of each
+                    category, with its near-duplicate group. Training excludes
+                    it too: the training pool proper is what remains.
+  bbc_val_retrieval   headline -> body over the validation pool (one article
+                      per group), as bbc_retrieval over the held-out pool.
+  bbc_val_clustering  clusters the same articles.
+
+Wikipedia (a MediaWiki dump, articles in file order):
+
+  validation articles  every WIKI_VALIDATION_EVERY-th article (index
+                       WIKI_VALIDATION_OFFSET); no training source and no FRet
+                       corpus built from the dump includes them.
+  wiki_val_retrieval   (article: section) -> section text over their sections.
 
 BEIR-format folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv):
 
@@ -52,8 +70,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 BBC_TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
+BBC_VALIDATION_TASKS = ("bbc_val_retrieval", "bbc_val_clustering")
+# Every validation task (evaluation/local_tasks.py registers them): defaults are chosen here.
+VALIDATION_TASKS = ("bbc_val_retrieval", "wiki_val_retrieval", "bbc_val_clustering")
 HELD_OUT_EVERY = 2          # 1 in HELD_OUT_EVERY articles of each category is held out
 HELD_OUT_OFFSET = 1         # ... the one at this index within each run of HELD_OUT_EVERY
+VALIDATION_EVERY = 2        # 1 in VALIDATION_EVERY training-pool articles per category
+WIKI_VALIDATION_EVERY = 8   # 1 in WIKI_VALIDATION_EVERY Wikipedia articles validates
+WIKI_VALIDATION_OFFSET = 4
 
 
 def normalise_text(text: str) -> str:
@@ -157,32 +181,76 @@ class TaskSplit:
     fit: tuple[str, ...] = ()
 
 
+def _every_nth_of_category(articles: Sequence, eligible, every: int, offset: int) -> list[bool]:
+    seen: dict[str, int] = {}
+    chosen = []
+    for a in articles:
+        if not eligible(a):
+            chosen.append(False)
+            continue
+        i = seen[a.category] = seen.get(a.category, -1) + 1
+        chosen.append(i % every == offset)
+    return chosen
+
+
+def _with_groups(articles: Sequence, chosen: Sequence[bool]) -> frozenset[str]:
+    groups = _groups(articles)
+    picked = {g for g, c in zip(groups, chosen) if c}
+    return frozenset(a.id for a, g in zip(articles, groups) if g in picked)
+
+
+def bbc_validation_ids(articles: Sequence) -> frozenset[str]:
+    """Ids of the validation pool: carved from the training pool (module docstring).
+
+    Held-out groups are whole, so a group is either held out or not, and the
+    validation pool never touches the held-out pool.
+    """
+    held = bbc_held_out_ids(articles)
+    chosen = _every_nth_of_category(articles, lambda a: a.id not in held, VALIDATION_EVERY, 0)
+    return _with_groups(articles, chosen)
+
+
 def bbc_task_split(task: str, articles: Sequence, limit: int | None = None) -> TaskSplit:
     """Which article ids `task` scores (and fits on) for `limit`.
 
     Args:
-      task: one of BBC_TASKS.
+      task: one of BBC_TASKS (held-out pool) or BBC_VALIDATION_TASKS (validation pool).
       articles: all deduplicated BBC articles, in read order.
-      limit: scored articles (an evenly spaced subset of the held-out pool);
-        None scores the whole pool.
+      limit: scored articles (an evenly spaced subset of the pool); None scores it all.
     """
-    if task not in BBC_TASKS:
-        raise ValueError(f"unknown BBC evaluation task {task!r}; known: {BBC_TASKS}")
-    held = bbc_held_out_ids(articles)
+    if task not in BBC_TASKS + BBC_VALIDATION_TASKS:
+        raise ValueError(f"unknown BBC evaluation task {task!r}; "
+                         f"known: {BBC_TASKS + BBC_VALIDATION_TASKS}")
+    pool_ids = (bbc_validation_ids(articles) if task in BBC_VALIDATION_TASKS
+                else bbc_held_out_ids(articles))
     groups = _groups(articles)
     # One article per near-duplicate group, so each headline has one relevant body.
-    pool = [a for i, (a, g) in enumerate(zip(articles, groups)) if a.id in held and g == i]
+    pool = [a for i, (a, g) in enumerate(zip(articles, groups)) if a.id in pool_ids and g == i]
     scored = tuple(a.id for a in evenly_spaced(pool, limit))
     if task != "bbc_classification":
         return TaskSplit(scored)
+    held = bbc_held_out_ids(articles)
     fit = tuple(a.id for a in evenly_spaced([a for a in articles if a.id not in held], limit))
     return TaskSplit(scored, fit)
 
 
 def bbc_training_articles(articles: Sequence) -> list:
-    """The training pool: articles that no BBC evaluation task scores, at any limit."""
-    held = bbc_held_out_ids(articles)
-    return [a for a in articles if a.id not in held]
+    """The training pool proper: articles that no BBC evaluation or validation task
+    scores, at any limit."""
+    never = bbc_held_out_ids(articles) | bbc_validation_ids(articles)
+    return [a for a in articles if a.id not in never]
+
+
+def wikipedia_validation_titles(articles: Sequence) -> frozenset[str]:
+    """Titles of the Wikipedia validation articles (every WIKI_VALIDATION_EVERY-th)."""
+    return frozenset(a.title for i, a in enumerate(articles)
+                     if i % WIKI_VALIDATION_EVERY == WIKI_VALIDATION_OFFSET)
+
+
+def wikipedia_training_articles(articles: Sequence) -> list:
+    """The Wikipedia articles training and FRet corpora may use (not validation)."""
+    val = wikipedia_validation_titles(articles)
+    return [a for a in articles if a.title not in val]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +277,8 @@ class HeldOutTexts:
 
 
 def bbc_held_out_texts(articles: Sequence) -> HeldOutTexts:
-    held = bbc_held_out_ids(articles)
+    """Texts no training record may hold: the held-out and the validation pools."""
+    held = bbc_held_out_ids(articles) | bbc_validation_ids(articles)
     rows = [a for a in articles if a.id in held]
     return HeldOutTexts(frozenset(normalise_text(a.headline) for a in rows),
                         frozenset(text_key(a.body) for a in rows))

@@ -248,6 +248,44 @@ def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
     return ClusteringData([a.body for a in articles], [a.category for a in articles])
 
 
+def load_bbc_val_retrieval(limit: int | None = None) -> RetrievalData:
+    """Headline -> body over the validation pool (carved from the training pool)."""
+    articles, _ = _bbc_split("bbc_val_retrieval", limit)
+    return RetrievalData(
+        queries={f"q:{a.id}": a.headline for a in articles},
+        corpus={a.id: ("", a.body) for a in articles},
+        qrels={f"q:{a.id}": {a.id: 1} for a in articles})
+
+
+def load_bbc_val_clustering(limit: int | None = None) -> ClusteringData:
+    articles, _ = _bbc_split("bbc_val_clustering", limit)
+    return ClusteringData([a.body for a in articles], [a.category for a in articles])
+
+
+# ----------------------------------------------------------------------------
+# Wikipedia validation.
+
+WIKI_VAL_WORDS = 120        # section text cut as the training sources cut it
+
+
+def load_wiki_val_retrieval(limit: int | None = None) -> RetrievalData:
+    """(article: section) -> section text over the Wikipedia validation articles;
+    headings that repeat within them are dropped (one relevant text per query)."""
+    from gecko_jax.data.sources import read_wikipedia, section_pairs
+
+    articles = read_wikipedia()
+    val = splits.wikipedia_validation_titles(articles)
+    pairs = section_pairs([a for a in articles if a.title in val], max_words=WIKI_VAL_WORDS)
+    counts: dict[str, int] = {}
+    for q, _ in pairs:
+        counts[q] = counts.get(q, 0) + 1
+    pairs = splits.evenly_spaced([(q, t) for q, t in pairs if counts[q] == 1], limit)
+    return RetrievalData(
+        queries={f"q{i}": q for i, (q, _) in enumerate(pairs)},
+        corpus={f"d{i}": ("", t) for i, (_, t) in enumerate(pairs)},
+        qrels={f"q{i}": {f"d{i}": 1} for i in range(len(pairs))})
+
+
 # ----------------------------------------------------------------------------
 # BEIR folders.
 
@@ -282,6 +320,18 @@ LOCAL_TASKS: dict[str, LocalTask] = {
                   "v_measure",
                   "BBC News: k-means of article bodies into their 5 topics",
                   load_bbc_clustering),
+        # Validation tasks (data/splits.py): defaults are chosen on these, never on the
+        # held-out tasks above.
+        LocalTask("bbc_val_retrieval", "retrieval", unified_format.task_description("retrieval"),
+                  "ndcg_at_10", "BBC News validation pool: body for its headline",
+                  load_bbc_val_retrieval),
+        LocalTask("bbc_val_clustering", "clustering",
+                  unified_format.task_description("clustering"), "v_measure",
+                  "BBC News validation pool: k-means of bodies into their 5 topics",
+                  load_bbc_val_clustering),
+        LocalTask("wiki_val_retrieval", "retrieval", unified_format.task_description("retrieval"),
+                  "ndcg_at_10", "Wikipedia validation articles: section for its heading",
+                  load_wiki_val_retrieval),
     )
 }
 

@@ -23,11 +23,18 @@ def document_id(passage_id: str) -> str:
     return head if sep and head and tail.isdigit() else passage_id
 
 
-def wikipedia_passages(path=None, words: int = 100) -> list[dict]:
+def wikipedia_passages(path=None, words: int = 100, exclude_validation: bool = True
+                       ) -> list[dict]:
+    """Passages of a Wikipedia dump; FRet output is training data, so the validation
+    articles of data/splits.py are left out unless exclude_validation is False."""
+    from gecko_jax.data import splits
     from gecko_jax.data.sources import passages, read_wikipedia
 
+    articles = read_wikipedia(path)
+    if exclude_validation:
+        articles = splits.wikipedia_training_articles(articles)
     out = []
-    for art in read_wikipedia(path):
+    for art in articles:
         for k, text in enumerate(passages(art, words=words)):
             out.append({"id": f"wiki:{art.title}:{k}", "title": art.title, "text": text})
     return out

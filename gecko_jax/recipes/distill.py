@@ -34,6 +34,7 @@ import pathlib
 import shutil
 from typing import Sequence
 
+from gecko_jax.data import splits
 from gecko_jax.recipes import runner
 from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, PREFINETUNED, get_student
 from gecko_jax.recipes.runner import read_marker
@@ -70,6 +71,9 @@ EVAL_MODELS = {"eval_base": "minilm (base)", "eval_base_gecko": "minilm (base), 
                **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
+# `gecko distill --validation` scores these instead (carved from the training pools and
+# excluded from training): where the recipe's defaults are chosen.
+VALIDATION_TASKS = splits.VALIDATION_TASKS
 # Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
 # to both training stages.
 FRET_BINDING_PREFIXES = ("FRetConfig.", "GenerateConfig.", "RelabelConfig.", "FilterConfig.")

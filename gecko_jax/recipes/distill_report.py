@@ -198,24 +198,36 @@ def _ci(iv, signed: bool = False) -> str:
     return f" [{fmt.format(100 * iv.low)}, {fmt.format(100 * iv.high)}]"
 
 
-def split_note(limit) -> list[str]:
-    """Which BBC articles were held out from training and which each task scored."""
-    from gecko_jax.data.sources import read_bbc_news
+def split_note(limit, tasks=None) -> list[str]:
+    """Which BBC and Wikipedia texts each pool holds, what training excludes, which
+    pool chose the recipe's defaults, and what each scored task scored."""
+    from gecko_jax.data.sources import read_bbc_news, read_wikipedia
     from gecko_jax.data import splits
 
     articles = read_bbc_news(dedup=True)
     held = splits.bbc_held_out_ids(articles)
-    lines = ["## Evaluation split (data/splits.py)", "",
+    val = splits.bbc_validation_ids(articles)
+    wiki = read_wikipedia()
+    wiki_val = splits.wikipedia_validation_titles(wiki)
+    lines = ["## Evaluation and validation split (data/splits.py)", "",
              f"BBC News: {len(articles)} deduplicated articles. {len(held)} are held out for "
              f"evaluation (every 2nd article of each category, plus every article sharing a "
-             f"headline or opening words with one) and excluded from fine-tuning's BBC "
-             f"classification task and from FRet records; fine-tuning uses the other "
-             f"{len(articles) - len(held)}. Pre-finetuning and FRet (default corpus) use only "
-             f"Wikipedia. Scored at limit {limit}:", ""]
-    for task in splits.BBC_TASKS:
+             f"headline or opening words with one). {len(val)} more, carved from the rest "
+             f"the same way, are the validation pool. Fine-tuning's BBC classification task "
+             f"uses the other {len(articles) - len(held) - len(val)}; FRet records hold no "
+             f"text of either pool. Wikipedia sample: {len(wiki_val)} of {len(wiki)} "
+             f"articles validate (every {splits.WIKI_VALIDATION_EVERY}th) and are left out "
+             f"of pre-finetuning, fine-tuning and the FRet corpus.", "",
+             "The recipe's defaults were chosen on the validation tasks "
+             f"({', '.join(splits.VALIDATION_TASKS)}); the held-out tasks only report.",
+             f"Scored at limit {limit}:", ""]
+    for task in tasks or splits.BBC_TASKS:
+        if task not in splits.BBC_TASKS + splits.BBC_VALIDATION_TASKS:
+            continue
         s = splits.bbc_task_split(task, articles, limit)
+        pool = "validation" if task in splits.BBC_VALIDATION_TASKS else "held-out"
         fit = f"; classifier fitted on {len(s.fit)} training-pool articles" if s.fit else ""
-        lines.append(f"- {task}: {len(s.scored)} held-out articles{fit}")
+        lines.append(f"- {task}: {len(s.scored)} {pool} articles{fit}")
     lines += ["", "The article ids are listed in report.json (`split`).", ""]
     return lines
 
@@ -283,12 +295,13 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
         f"{fret['dropped'] or 'none'}). Pre-finetuning: {pft['step']} steps on Wikipedia "
         f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "
-        f"BBC classification (training pool only: held-out articles excluded) + the FRet "
+        f"BBC classification (training pool only: held-out and validation articles "
+        f"excluded) + the FRet "
         f"records, "
         f"from the pre-finetuned model. Batch {cfg.batch_size}, query/doc lengths "
         f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}. "
         f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
-        f"Evaluation: local BBC tasks on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
+        f"Evaluation: {', '.join(ev['tasks'])} on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
         "the base model" + (" and the raw LLM encode" if student.is_llm else " encodes")
         + " raw texts, the trained ones Gecko prompts (`task: ... | query: ...`).", "",
         "## Stages", "",
@@ -297,7 +310,7 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         how = "ran" + (" (resumed)" if m.get("resumed") else "") if name in ran else "reused"
         lines.append(f"| {name} | {m['wall_s']:.0f} | {how} |")
     lines += [f"| **total** | **{total:.0f}** | |", ""]
-    lines += split_note(ev["limit"])
+    lines += split_note(ev["limit"], ev["tasks"])
     ci_note = ("Intervals: seeded bootstrap, 95%, over queries (retrieval), test items "
                "(classification) or clustered items (clustering, clusterings held fixed); "
                "the change's interval is a paired bootstrap on the same resamples. "
