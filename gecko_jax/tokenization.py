@@ -131,6 +131,24 @@ class Tokenizer:
             log.info("truncated %d of %d texts to %d tokens", cut, len(texts), max_length)
         return out
 
+    @functools.cached_property
+    def prompt_markers(self) -> tuple[tuple[int, ...], ...]:
+        """Token ids of each unified-format prompt marker (`| query:`, `| text:`) as they
+        come out inside a formatted text, where the marker follows a word and a space
+        and the text follows it (BPE vocabularies join a space to the next word)."""
+        from gecko_jax import unified_format
+
+        out = []
+        for marker in unified_format.prompt_markers():
+            head = self.backend.encode("task: x", add_special_tokens=False).ids
+            full = self.backend.encode(f"task: x {marker.strip()} y", add_special_tokens=False).ids
+            tail = self.backend.encode(" y", add_special_tokens=False).ids
+            if full[:len(head)] != head or full[len(full) - len(tail):] != tail:
+                raise GeckoError(f"{self.folder}: the prompt marker {marker!r} does not "
+                                 "tokenize apart from its neighbours")
+            out.append(tuple(full[len(head):len(full) - len(tail)]))
+        return tuple(out)
+
     def save(self, folder: str | os.PathLike) -> None:
         """Writes tokenizer.json (+ the vocab/config files that transformers reads)."""
         import shutil

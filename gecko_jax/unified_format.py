@@ -71,6 +71,14 @@ def format_document(text: str, title: str | None = None) -> str:
     return DOCUMENT_TEMPLATE.format(title=_title(title), text=text)
 
 
+def prompt_markers() -> tuple[str, ...]:
+    """The words that end each template's prompt, before its text: `| query:` and
+    `| text:`. A tower that leaves the prompt out of its pooling (include_prompt=False)
+    pools the tokens after the first marker in a sequence (models/dual_encoder.py)."""
+    return tuple(pieces[-1][0].rstrip() for pieces in
+                 (template_pieces(QUERY_TEMPLATE), template_pieces(DOCUMENT_TEMPLATE)))
+
+
 PROMPT_FORMATS = ("gecko", "raw")
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gecko_jax.models.decoder import Decoder, DecoderConfig
-from gecko_jax.models.dual_encoder import l2_normalize, mean_pool
+from gecko_jax.models.dual_encoder import l2_normalize, mean_pool, text_pool_mask
 
 POOLINGS = ("mean", "last")
 
@@ -60,10 +60,12 @@ class LLMEncoder(nnx.Module):
       pooling: "mean" (over non-padding tokens) or "last" (last real token).
       dense_dims: output sizes of the dense head's layers, e.g. (3072, 768) for
         EmbeddingGemma; () for none.
+      prompt_markers: as DualEncoder's: mean pooling leaves the prompt out.
     """
 
     def __init__(self, backbone: Decoder, pooling: str = "mean",
-                 dense_dims: Sequence[int] = (), rngs: nnx.Rngs | None = None):
+                 dense_dims: Sequence[int] = (), rngs: nnx.Rngs | None = None,
+                 prompt_markers: tuple[tuple[int, ...], ...] = ()):
         if backbone.causal:
             raise ValueError("LLMEncoder needs a bidirectional backbone (Decoder(causal=False))")
         if pooling not in POOLINGS:
@@ -71,6 +73,7 @@ class LLMEncoder(nnx.Module):
         self.backbone = backbone
         self.pooling = pooling
         self.dense_dims = tuple(int(d) for d in dense_dims)
+        self.prompt_markers = tuple(tuple(int(t) for t in m) for m in prompt_markers)
         rngs = rngs or nnx.Rngs(0)
         sizes = (backbone.config.hidden_size,) + self.dense_dims
         self.dense = nnx.List([
@@ -90,10 +93,17 @@ class LLMEncoder(nnx.Module):
     def embedding_dim(self) -> int:
         return self.dense_dims[-1] if self.dense_dims else self.hidden_size
 
+    @property
+    def include_prompt(self) -> bool:
+        return not self.prompt_markers
+
     def pooled(self, input_ids_bl, attention_mask_bl):
         """Unnormalised sentence vectors [b, e] (dense head applied)."""
         hidden_bld = self.backbone.hidden_states(input_ids_bl, attention_mask_bl)
-        x_be = pool(hidden_bld, attention_mask_bl, self.pooling)
+        mask_bl = attention_mask_bl
+        if self.pooling == "mean":
+            mask_bl = text_pool_mask(input_ids_bl, attention_mask_bl, self.prompt_markers)
+        x_be = pool(hidden_bld, mask_bl, self.pooling)
         for layer in self.dense:
             x_be = layer(x_be)
         return x_be
@@ -105,7 +115,8 @@ class LLMEncoder(nnx.Module):
 
 def llm_encoder_from_params(cfg: DecoderConfig, params: dict, pooling: str = "mean",
                             dense_dims: Sequence[int] = (), dense_kernels: Sequence | None = None,
-                            seed: int = 0, dtype=jnp.float32) -> LLMEncoder:
+                            seed: int = 0, dtype=jnp.float32,
+                            prompt_markers: tuple[tuple[int, ...], ...] = ()) -> LLMEncoder:
     """An LLMEncoder over `params` (decoder.hf_to_params layout).
 
     dense_kernels: the head's kernels [d_in, d_out] (e.g. read from an export);
@@ -117,7 +128,8 @@ def llm_encoder_from_params(cfg: DecoderConfig, params: dict, pooling: str = "me
     if dense_kernels is not None:
         dense_dims = tuple(int(k.shape[1]) for k in dense_kernels)
     with nnx.use_eager_sharding(False):
-        model = LLMEncoder(backbone, pooling=pooling, dense_dims=dense_dims, rngs=nnx.Rngs(seed))
+        model = LLMEncoder(backbone, pooling=pooling, dense_dims=dense_dims, rngs=nnx.Rngs(seed),
+                           prompt_markers=prompt_markers)
     if dense_kernels is not None:
         for layer, kernel in zip(model.dense, dense_kernels):
             if tuple(kernel.shape) != tuple(layer.kernel.get_value().shape):

@@ -142,7 +142,8 @@ def export_llm_encoder(model: LLMEncoder, tokenizer: Tokenizer, folder: str | os
         "word_embedding_dimension": d, "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": model.pooling == "mean", "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": model.pooling == "last", "include_prompt": True})
+        "pooling_mode_lasttoken": model.pooling == "last",
+        "include_prompt": model.include_prompt})
     din = d
     for layer in model.dense:
         i = len(modules)
@@ -205,18 +206,22 @@ def load_llm_encoder(folder: str | os.PathLike, dtype=jnp.float32):
         params = dec.hf_to_params(cfg, state)
     except KeyError as err:
         raise GeckoError(f"{folder}/model.safetensors: {err}") from None
-    pooling, kernels = "mean", []
+    pooling, kernels, include_prompt = "mean", [], True
     for m in _read_json(folder / "modules.json"):
         kind = m["type"].rsplit(".", 1)[-1]
         if kind == "Pooling":
             pc = _read_json(folder / m["path"] / "config.json")
             pooling = "last" if pc.get("pooling_mode_lasttoken") else "mean"
+            include_prompt = bool(pc.get("include_prompt", True))
         elif kind == "Dense":
             dc = _read_json(folder / m["path"] / "config.json")
             if dc.get("bias") or dc.get("activation_function", IDENTITY) != IDENTITY:
                 raise GeckoError(f"{folder / m['path']}: only bias-free identity Dense layers "
                                  "(EmbeddingGemma's head) are supported")
             kernels.append(load_file(str(folder / m["path"] / "model.safetensors"))["linear.weight"].T)
-    model = llm_encoder_from_params(cfg, params, pooling=pooling, dense_kernels=kernels, dtype=dtype)
+    tokenizer = Tokenizer.from_folder(folder)
+    model = llm_encoder_from_params(
+        cfg, params, pooling=pooling, dense_kernels=kernels, dtype=dtype,
+        prompt_markers=() if include_prompt else tokenizer.prompt_markers)
     meta = _read_json(folder / GECKO_CONFIG) if (folder / GECKO_CONFIG).is_file() else {}
-    return model, Tokenizer.from_folder(folder), meta
+    return model, tokenizer, meta

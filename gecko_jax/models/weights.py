@@ -129,8 +129,9 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     with nnx.use_eager_sharding(False):
         # Abstract parameters (shapes only): every one is overwritten below, so
         # skip the cost of a random initialisation.
-        model = nnx.eval_shape(lambda: DualEncoder(BertEncoder(config, dtype=dtype),
-                                                   projection_dim=projection_dim))
+        model = nnx.eval_shape(lambda: DualEncoder(
+            BertEncoder(config, dtype=dtype), projection_dim=projection_dim,
+            prompt_markers=() if pooling_includes_prompt(folder) else tokenizer.prompt_markers))
     missing = []
     for name, param, transpose in _param_table(model):
         if name not in tensors:
@@ -149,6 +150,17 @@ def load_dual_encoder(folder: str | os.PathLike, dtype=jnp.float32):
     meta = read_meta(folder)
     meta.source = source
     return model, tokenizer, meta
+
+
+def pooling_includes_prompt(folder: pathlib.Path) -> bool:
+    """sentence-transformers' Pooling `include_prompt` of a folder (True when absent:
+    a plain HF or sentence-transformers folder pools every token)."""
+    for m in (_read_json(folder / "modules.json") if (folder / "modules.json").is_file() else []):
+        if m.get("type", "").endswith("Pooling"):
+            path = folder / m.get("path", "") / "config.json"
+            if path.is_file():
+                return bool(_read_json(path).get("include_prompt", True))
+    return True
 
 
 def write_json(path: pathlib.Path, obj) -> None:
@@ -210,7 +222,7 @@ def export_dual_encoder(model: DualEncoder, tokenizer: Tokenizer, folder: str | 
     write_json(tmp / "1_Pooling" / "config.json", {
         "word_embedding_dimension": d, "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False})
+        "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": model.include_prompt})
     if model.projection is not None:
         modules.append({"idx": 2, "name": "2", "path": DENSE_DIR,
                         "type": "sentence_transformers.models.Dense"})

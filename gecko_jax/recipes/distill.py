@@ -102,6 +102,11 @@ class DistillConfig:
     ablation: bool = False             # also fine-tune without FRet and with seed positives
     student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
     seeds: int = 1                     # training seeds: pre-finetuning and fine-tuning under each
+    # MiniLM student: whether mean pooling averages the prompt's tokens with the text's.
+    # False (the text's tokens only; the prompt acts through attention) was chosen on the
+    # validation tasks: level after training, and a base model much nearer its raw-text
+    # scores when it starts (docs/results.md). LLM towers keep the prompt in the mean.
+    include_prompt: bool = False
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -141,14 +146,18 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
              "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
              "gin_bindings": train_bind}
-    if cfg.student != "minilm":  # (the MiniLM default's stage hashes stay as they were)
+    if cfg.student != "minilm":
         train["student"] = cfg.student
+    else:
+        train["include_prompt"] = cfg.include_prompt
     ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,
           "max_length": cfg.eval_max_length}
     own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
            "finetune": {**train, "steps": cfg.finetune_steps},
            "eval_base": {**ev, "model": "minilm"},
-           "eval_base_gecko": {**ev, "model": "minilm", "format": "gecko"},
+           "eval_base_gecko": {**ev, "model": "minilm", "format": "gecko",
+                               **({"include_prompt": cfg.include_prompt}
+                                  if cfg.student == "minilm" else {})},
            "eval_distilled": {**ev, "model": "finetune"},
            "finetune_no_fret": {**train, "steps": cfg.finetune_steps, "fret": "none"},
            "finetune_seed_positive": {**train, "steps": cfg.finetune_steps,
@@ -218,7 +227,21 @@ def _train_bindings(conf: dict) -> list[str]:
             # Training examples no longer than the doc length needs (speed): about
             # 1.3 MiniLM tokens a word.
             f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
-            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}"]
+            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}"] + (
+        [f"pretrained_model.include_prompt = {conf['include_prompt']}"]
+        if "include_prompt" in conf else [])
+
+
+def base_encoder(include_prompt: bool, max_length: int):
+    """Base MiniLM as an Encoder whose mean pooling does (not) include the prompt."""
+    from gecko_jax import assets
+    from gecko_jax.encode import Encoder
+    from gecko_jax.models.weights import read_meta
+    from gecko_jax.training.model_fns import pretrained_model
+
+    model, tokenizer = pretrained_model(assets.minilm_dir(), include_prompt=include_prompt)
+    return Encoder(model, tokenizer, read_meta(assets.minilm_dir()), max_length=max_length,
+                   batch_size=32)
 
 
 def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
@@ -345,7 +368,12 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
         def run(stage_dir, _):
             folder = (assets.minilm_dir() if model_stage is None
                       else out / model_stage / export)
-            return run_eval(own[stage], folder, eval_model_name(stage), stage_dir, progress)
+            encoder = None
+            if model_stage is None and "include_prompt" in own[stage]:
+                # The base model pooled as the student starts out (cfg.include_prompt).
+                encoder = base_encoder(own[stage]["include_prompt"], own[stage]["max_length"])
+            return run_eval(own[stage], folder, eval_model_name(stage), stage_dir, progress,
+                            encoder=encoder)
         return run
 
     def eval_raw_llm(stage):

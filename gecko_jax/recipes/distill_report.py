@@ -324,7 +324,10 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         lines += before_after_table(results, tasks)
         lines += ["", "## Every stage (main score x100)", "",
                   "The base model in both prompt formats, then each training stage in "
-                  "Gecko prompts.", ""]
+                  "Gecko prompts." + (
+                      " Mean pooling leaves the prompt's tokens out (include_prompt=False), "
+                      "for the base in Gecko prompts as for the trained models."
+                      if not getattr(cfg, "include_prompt", True) else ""), ""]
         lines += student_table(results, tasks, is_llm=False)
     if getattr(cfg, "seeds", 1) > 1:
         lines += ["", f"## Over {cfg.seeds} training seeds (main score x100)", "",

@@ -22,12 +22,14 @@ from gecko_jax.errors import GeckoError
 
 @gin.configurable
 def llm_model(source: str | os.PathLike = gin.REQUIRED, pooling: str = "mean",
-              dense_dims: Sequence[int] = (), seed: int = 0, append_eos: bool = False):
+              dense_dims: Sequence[int] = (), seed: int = 0, append_eos: bool = False,
+              include_prompt: bool | None = None):
     """A bidirectional decoder LLM as the dual encoder tower.
 
     `source` may also be a folder that `export_llm_encoder` wrote (a fine-tuned
     embedder): then its pooling and dense head are kept, and `pooling` /
-    `dense_dims` must agree with it.
+    `dense_dims` must agree with it. include_prompt as model_fns.pretrained_model's
+    (None: the folder's own setting; a raw LLM pools every token).
     """
     import pathlib
 
@@ -43,13 +45,17 @@ def llm_model(source: str | os.PathLike = gin.REQUIRED, pooling: str = "mean",
         if model.pooling != pooling or tuple(model.dense_dims) != tuple(dense_dims):
             raise GeckoError(f"{path}: holds pooling={model.pooling} dense_dims={model.dense_dims}, "
                              f"the config asks for pooling={pooling} dense_dims={tuple(dense_dims)}")
+        if include_prompt is not None:
+            model.prompt_markers = () if include_prompt else tokenizer.prompt_markers
         return model, tokenizer
     from gecko_jax.models.llm_export import embedder_tokenizer
 
     cfg, state, lm_tok = load_decoder(source)
-    model = llm_encoder_from_params(cfg, hf_to_params(cfg, state), pooling=pooling,
-                                    dense_dims=dense_dims, seed=seed)
-    return model, embedder_tokenizer(lm_tok, append_eos=append_eos)
+    tokenizer = embedder_tokenizer(lm_tok, append_eos=append_eos)
+    model = llm_encoder_from_params(
+        cfg, hf_to_params(cfg, state), pooling=pooling, dense_dims=dense_dims, seed=seed,
+        prompt_markers=tokenizer.prompt_markers if include_prompt is False else ())
+    return model, tokenizer
 
 
 @gin.configurable

@@ -13,19 +13,28 @@ from flax import nnx
 
 @gin.configurable
 def pretrained_model(folder: str | os.PathLike = gin.REQUIRED, projection_dim: int | None = None,
-                     seed: int = 0):
+                     seed: int = 0, include_prompt: bool | None = None):
     """An HF BERT folder (e.g. MiniLM) as DualEncoder; returns (model, tokenizer).
 
     projection_dim adds a fresh linear projection (Gecko / t5x_retrieval style).
+    include_prompt: whether mean pooling averages the prompt's tokens too (False:
+    the text's tokens only, models/dual_encoder.text_pool_mask); None keeps the
+    folder's own setting (a plain HF folder pools every token).
     """
     from gecko_jax.models.dual_encoder import DualEncoder
     from gecko_jax.models.weights import load_dual_encoder
 
     model, tokenizer, _ = load_dual_encoder(folder)
-    if projection_dim and model.projection is None:
+    markers = model.prompt_markers
+    if include_prompt is not None:
+        markers = () if include_prompt else tokenizer.prompt_markers
+    if (projection_dim and model.projection is None) or markers != model.prompt_markers:
         with nnx.use_eager_sharding(False):
-            model = DualEncoder(model.backbone, projection_dim=projection_dim,
-                                rngs=nnx.Rngs(seed))
+            if projection_dim and model.projection is None:
+                model = DualEncoder(model.backbone, projection_dim=projection_dim,
+                                    rngs=nnx.Rngs(seed), prompt_markers=markers)
+            else:
+                model.prompt_markers = markers
     return model, tokenizer
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gecko_jax.models.dual_encoder import l2_normalize, matryoshka, mean_pool
+from gecko_jax.models.dual_encoder import l2_normalize, matryoshka, mean_pool, text_pool_mask
 
 
 def test_mean_pool_ignores_padding():
@@ -23,3 +23,37 @@ def test_matryoshka_is_renormalised_prefix():
     np.testing.assert_allclose(m, prefix / np.linalg.norm(prefix, axis=1, keepdims=True), rtol=1e-5)
     with pytest.raises(ValueError):
         matryoshka(x, 17)
+
+
+def _text_pool_mask_numpy(ids, mask, markers):
+    """The rule written out row by row: after the first marker's end, else every token."""
+    out = mask.copy()
+    for r in range(ids.shape[0]):
+        ends = [t + len(m) - 1 for t in range(ids.shape[1]) for m in markers
+                if t + len(m) <= ids.shape[1] and tuple(ids[r, t:t + len(m)]) == m
+                and mask[r, t + len(m) - 1]]
+        if ends:
+            out[r] = mask[r] * (np.arange(ids.shape[1]) > min(ends))
+    return out
+
+
+def test_text_pool_mask_against_numpy():
+    markers = ((7, 8, 9), (7, 5, 9))
+    ids = np.array([[1, 2, 7, 8, 9, 4, 4, 3, 0, 0],     # query marker, then text
+                    [1, 7, 5, 9, 4, 7, 8, 9, 4, 3],     # document marker first, query marker in text
+                    [1, 4, 4, 4, 3, 0, 0, 0, 0, 0],     # raw text: every token
+                    [1, 2, 7, 8, 0, 0, 0, 0, 0, 0],     # marker cut by truncation
+                    [1, 2, 2, 2, 7, 8, 9, 3, 0, 0]],    # marker, empty text
+                   np.int32)
+    mask = (ids > 0).astype(np.int32)
+    got = np.asarray(text_pool_mask(jnp.asarray(ids), jnp.asarray(mask), markers))
+    np.testing.assert_array_equal(got, _text_pool_mask_numpy(ids, mask, markers))
+    np.testing.assert_array_equal(got[0], [0, 0, 0, 0, 0, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(got[2], mask[2])
+    np.testing.assert_array_equal(got[4], [0, 0, 0, 0, 0, 0, 0, 1, 0, 0])
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, 10, size=(64, 12)).astype(np.int32)
+    mask = (np.arange(12)[None] < rng.integers(1, 13, size=(64, 1))).astype(np.int32)
+    got = np.asarray(text_pool_mask(jnp.asarray(ids), jnp.asarray(mask), ((3, 4), (5,))))
+    np.testing.assert_array_equal(got, _text_pool_mask_numpy(ids, mask, ((3, 4), (5,))))
+    np.testing.assert_array_equal(text_pool_mask(jnp.asarray(ids), jnp.asarray(mask), ()), mask)

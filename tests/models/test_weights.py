@@ -35,6 +35,34 @@ def test_export_round_trip_sentence_transformers(tmp_path, minilm_dir, options):
     assert json.loads((folder / "gecko_config.json").read_text())["prompt_format"] == "raw"
 
 
+def test_prompt_free_pooling_matches_sentence_transformers(tmp_path, minilm_dir):
+    """A tower that leaves the prompt out of its mean (include_prompt=False) exports it
+    so: sentence-transformers, given the exported prompt names, embeds every kind of
+    text as gecko_jax does (1e-5), and the loaded folder keeps the setting."""
+    from sentence_transformers import SentenceTransformer
+
+    from gecko_jax.training.model_fns import pretrained_model
+
+    model, tokenizer = pretrained_model(minilm_dir, include_prompt=False)
+    assert not model.include_prompt
+    folder = export_dual_encoder(model, tokenizer, tmp_path / "export")
+    assert load_dual_encoder(folder)[0].prompt_markers == tokenizer.prompt_markers
+    enc = Encoder.from_pretrained(folder)
+    st = SentenceTransformer(str(folder), device="cpu")
+    queries = TEXTS + ["a query whose text holds | text: a marker"]
+    ours = {"query": enc.encode_queries(queries), "document": enc.encode_documents(TEXTS),
+            "clustering": enc.encode_queries(TEXTS, task="clustering")}
+    theirs = {"query": st.encode(queries, prompt_name="query"),
+              "document": st.encode(TEXTS, prompt_name="document"),
+              "clustering": st.encode(TEXTS, prompt_name="clustering")}
+    for kind in ours:
+        np.testing.assert_allclose(ours[kind], theirs[kind], atol=1e-5, err_msg=kind)
+    # The prompt-inclusive mean of the same weights is another embedding.
+    full = SentenceTransformer(str(minilm_dir), device="cpu").encode(
+        [f"task: search result | query: {t}" for t in TEXTS], normalize_embeddings=True)
+    assert np.abs(full - ours["query"][:3]).max() > 0.02
+
+
 def test_export_with_projection_loads_in_transformers_and_st(tmp_path, minilm_dir):
     import torch
     from sentence_transformers import SentenceTransformer

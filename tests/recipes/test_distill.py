@@ -64,7 +64,10 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     info = json.loads((out / "eval_base_gecko" / "results.json").read_text())["info"]
     assert info["format"] == "gecko"
     # The report says which articles were held out and what each task scored.
-    assert "## Evaluation split" in text and "- bbc_retrieval: 40 held-out articles" in text
+    assert ("## Evaluation and validation split" in text
+            and "- bbc_retrieval: 40 held-out articles" in text
+            and "defaults were chosen on the validation tasks" in text)
+    assert "leaves the prompt's tokens out (include_prompt=False)" in text
     split = json.loads((out / "report.json").read_text())["split"]
     assert len(split["scored"]["bbc_clustering"]) == 40
     assert set(split["scored"]["bbc_retrieval"]) <= set(split["held_out"])
