@@ -225,13 +225,24 @@ def _bbc_split(task: str, limit: int | None):
     return [by_id[i] for i in split.scored], [by_id[i] for i in split.fit]
 
 
-def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
-    """Headline -> body over the held-out articles (data/splits.py)."""
-    articles, _ = _bbc_split("bbc_retrieval", limit)
+def _headline_to_body(task: str, limit: int | None) -> RetrievalData:
+    """Headline -> body over the articles `task` scores (data/splits.py)."""
+    articles, _ = _bbc_split(task, limit)
     return RetrievalData(
         queries={f"q:{a.id}": a.headline for a in articles},
         corpus={a.id: ("", a.body) for a in articles},
         qrels={f"q:{a.id}": {a.id: 1} for a in articles})
+
+
+def _topic_clusters(task: str, limit: int | None) -> ClusteringData:
+    """The bodies of the articles `task` scores, into their 5 topics."""
+    articles, _ = _bbc_split(task, limit)
+    return ClusteringData([a.body for a in articles], [a.category for a in articles])
+
+
+def load_bbc_retrieval(limit: int | None = None) -> RetrievalData:
+    """Headline -> body over the held-out articles."""
+    return _headline_to_body("bbc_retrieval", limit)
 
 
 def load_bbc_classification(limit: int | None = None) -> ClassificationData:
@@ -243,23 +254,18 @@ def load_bbc_classification(limit: int | None = None) -> ClassificationData:
 
 
 def load_bbc_clustering(limit: int | None = None) -> ClusteringData:
-    """The held-out articles (data/splits.py) into 5 topic clusters."""
-    articles, _ = _bbc_split("bbc_clustering", limit)
-    return ClusteringData([a.body for a in articles], [a.category for a in articles])
+    """The held-out articles into 5 topic clusters."""
+    return _topic_clusters("bbc_clustering", limit)
 
 
 def load_bbc_val_retrieval(limit: int | None = None) -> RetrievalData:
     """Headline -> body over the validation pool (carved from the training pool)."""
-    articles, _ = _bbc_split("bbc_val_retrieval", limit)
-    return RetrievalData(
-        queries={f"q:{a.id}": a.headline for a in articles},
-        corpus={a.id: ("", a.body) for a in articles},
-        qrels={f"q:{a.id}": {a.id: 1} for a in articles})
+    return _headline_to_body("bbc_val_retrieval", limit)
 
 
 def load_bbc_val_clustering(limit: int | None = None) -> ClusteringData:
-    articles, _ = _bbc_split("bbc_val_clustering", limit)
-    return ClusteringData([a.body for a in articles], [a.category for a in articles])
+    """The validation pool into 5 topic clusters."""
+    return _topic_clusters("bbc_val_clustering", limit)
 
 
 # ----------------------------------------------------------------------------
@@ -306,32 +312,31 @@ def beir_task(folder: str | os.PathLike,
 # ----------------------------------------------------------------------------
 # Registry.
 
+def _local(name: str, kind: str, metric: str, description: str, loader) -> LocalTask:
+    """A local task whose queries take the table's description of its kind."""
+    return LocalTask(name, kind, unified_format.task_description(kind), metric, description,
+                     loader)
+
+
 LOCAL_TASKS: dict[str, LocalTask] = {
     t.name: t for t in (
-        LocalTask("bbc_retrieval", "retrieval", unified_format.task_description("retrieval"),
-                  "ndcg_at_10",
-                  "BBC News: find the article body for its headline (deduplicated)",
-                  load_bbc_retrieval),
-        LocalTask("bbc_classification", "classification",
-                  unified_format.task_description("classification"), "accuracy",
-                  "BBC News: 5-way topic of the article body by logistic regression",
-                  load_bbc_classification),
-        LocalTask("bbc_clustering", "clustering", unified_format.task_description("clustering"),
-                  "v_measure",
-                  "BBC News: k-means of article bodies into their 5 topics",
-                  load_bbc_clustering),
+        _local("bbc_retrieval", "retrieval", "ndcg_at_10",
+               "BBC News: find the article body for its headline (deduplicated)",
+               load_bbc_retrieval),
+        _local("bbc_classification", "classification", "accuracy",
+               "BBC News: 5-way topic of the article body by logistic regression",
+               load_bbc_classification),
+        _local("bbc_clustering", "clustering", "v_measure",
+               "BBC News: k-means of article bodies into their 5 topics", load_bbc_clustering),
         # Validation tasks (data/splits.py): defaults are chosen on these, never on the
         # held-out tasks above.
-        LocalTask("bbc_val_retrieval", "retrieval", unified_format.task_description("retrieval"),
-                  "ndcg_at_10", "BBC News validation pool: body for its headline",
-                  load_bbc_val_retrieval),
-        LocalTask("bbc_val_clustering", "clustering",
-                  unified_format.task_description("clustering"), "v_measure",
-                  "BBC News validation pool: k-means of bodies into their 5 topics",
-                  load_bbc_val_clustering),
-        LocalTask("wiki_val_retrieval", "retrieval", unified_format.task_description("retrieval"),
-                  "ndcg_at_10", "Wikipedia validation articles: section for its heading",
-                  load_wiki_val_retrieval),
+        _local("bbc_val_retrieval", "retrieval", "ndcg_at_10",
+               "BBC News validation pool: body for its headline", load_bbc_val_retrieval),
+        _local("bbc_val_clustering", "clustering", "v_measure",
+               "BBC News validation pool: k-means of bodies into their 5 topics",
+               load_bbc_val_clustering),
+        _local("wiki_val_retrieval", "retrieval", "ndcg_at_10",
+               "Wikipedia validation articles: section for its heading", load_wiki_val_retrieval),
     )
 }
 
