@@ -71,7 +71,11 @@ def register(subparsers) -> None:
     p.add_argument("--query-length", type=int, default=None, help=f"default {d.query_length}")
     p.add_argument("--doc-length", type=int, default=None, help=f"default {d.doc_length}")
     p.add_argument("--learning-rate", type=float, default=None,
-                   help=f"default {d.learning_rate}")
+                   help=f"peak learning rate of pre-finetuning, and of fine-tuning unless "
+                        f"--finetune-learning-rate is given (default {d.learning_rate})")
+    p.add_argument("--finetune-learning-rate", type=float, default=None,
+                   help=f"peak learning rate of fine-tuning (default "
+                        f"{d.finetune_learning_rate}; an LLM student: --learning-rate's)")
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"evenly spaced BBC articles to evaluate on (0: all; default "
                         f"{d.eval_limit})")
@@ -115,6 +119,8 @@ def config_from_args(args):
         query_length=pick(args.query_length, d.query_length),
         doc_length=pick(args.doc_length, d.doc_length),
         learning_rate=pick(args.learning_rate, d.learning_rate),
+        finetune_learning_rate=pick(args.finetune_learning_rate,
+                                    None if args.learning_rate else d.finetune_learning_rate),
         eval_limit=pick(args.eval_limit, d.eval_limit) or None,
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)), gin_bindings=tuple(args.gin_bindings),

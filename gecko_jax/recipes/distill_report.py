@@ -299,7 +299,9 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"excluded) + the FRet "
         f"records, "
         f"from the pre-finetuned model. Batch {cfg.batch_size}, query/doc lengths "
-        f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}. "
+        f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}"
+        + (f" (fine-tuning {cfg.finetune_learning_rate})"
+           if getattr(cfg, "finetune_learning_rate", None) else "") + ". "
         f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
         f"Evaluation: {', '.join(ev['tasks'])} on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
         "the base model" + (" and the raw LLM encode" if student.is_llm else " encodes")

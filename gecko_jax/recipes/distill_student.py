@@ -56,6 +56,7 @@ STUDENTS = {
 # (README "gecko distill --student"); each training step costs ~10x a MiniLM step.
 LLM_DEFAULTS = {"prefinetune_steps": 30, "finetune_steps": 30, "batch_size": 8,
                 "query_length": 32, "doc_length": 64, "learning_rate": 5e-5,
+                "finetune_learning_rate": None,
                 "eval_limit": 200, "eval_max_length": 64}
 # 384: the MiniLM reference row at its full width.
 LLM_DIMS = {"gemma3": (640, 384, 256, 128), "smollm2": (576, 384, 256, 128)}

@@ -1,5 +1,6 @@
 """`gecko distill`: a tiny real run end to end, stage reuse, and changed-config handling."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -151,6 +152,14 @@ def test_cli_registers_distill():
     assert (cfg.prefinetune_steps, cfg.finetune_steps, cfg.eval_limit, cfg.dims) == \
         (5, 5, None, (384, 128))
     assert pathlib.Path(args.output).name == "x"
+    # Fine-tuning runs at its own learning rate; the stage configs carry each one.
+    own = distill.stage_configs(dataclasses.replace(cfg, ablation=True))
+    assert own["prefinetune"]["learning_rate"] == cfg.learning_rate == 3e-5
+    assert own["finetune"]["learning_rate"] == cfg.finetune_learning_rate == 1e-5
+    assert own["prefinetune_long"]["learning_rate"] == 3e-5
+    one = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--learning-rate", "2e-5"]))
+    assert distill.stage_configs(one)["finetune"]["learning_rate"] == 2e-5
 
 
 @pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
@@ -245,6 +254,7 @@ def test_llm_student_stages_and_configs(tmp_path):
     assert cfg.student == "gemma3" and cfg.batch_size == 4 and cfg.dims[0] == 640
     assert cfg.finetune_steps == LLM_DEFAULTS["finetune_steps"]
     assert cfg.eval_limit == LLM_DEFAULTS["eval_limit"]
+    assert distill.stage_configs(cfg)["finetune"]["learning_rate"] == cfg.learning_rate
 
 
 @pytest.mark.slow
