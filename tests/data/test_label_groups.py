@@ -39,7 +39,7 @@ def test_every_bbc_training_example_is_masked_at_default_lengths(name, bbc_examp
     mixtures.register_examples_task(f"test_label_groups_{name}", examples, tok.folder)
     ex = tasks.load_examples(f"test_label_groups_{name}", "train", lengths, tok.pad_id)
     b = len(ex["query_text_id"])
-    assert b == len(examples) > 1000
+    assert b == len(examples) > 450
     # The queries are longer than their length: the paper's appended id would be cut
     # away from them (documents may fit at 128 tokens; the masks hold either way).
     assert ex["query_mask"][:, -1].mean() > 0.9
