@@ -25,16 +25,12 @@ def pretrained_model(folder: str | os.PathLike = gin.REQUIRED, projection_dim: i
     from gecko_jax.models.weights import load_dual_encoder
 
     model, tokenizer, _ = load_dual_encoder(folder)
-    markers = model.prompt_markers
     if include_prompt is not None:
-        markers = () if include_prompt else tokenizer.prompt_markers
-    if (projection_dim and model.projection is None) or markers != model.prompt_markers:
+        model.prompt_markers = () if include_prompt else tokenizer.prompt_markers
+    if projection_dim and model.projection is None:
         with nnx.use_eager_sharding(False):
-            if projection_dim and model.projection is None:
-                model = DualEncoder(model.backbone, projection_dim=projection_dim,
-                                    rngs=nnx.Rngs(seed), prompt_markers=markers)
-            else:
-                model.prompt_markers = markers
+            model = DualEncoder(model.backbone, projection_dim=projection_dim,
+                                rngs=nnx.Rngs(seed), prompt_markers=model.prompt_markers)
     return model, tokenizer
 
 
