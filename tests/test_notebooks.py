@@ -4,11 +4,13 @@ import os
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow   # the whole quickstart in a fresh kernel: over a minute on 2 cores
 def test_quickstart_notebook_runs():
     nb = nbformat.read(ROOT / "notebooks" / "gecko_quickstart.ipynb", as_version=4)
     # The kernel sees the machine as a reader's would: one CPU device, not the suite's

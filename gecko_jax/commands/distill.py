@@ -75,7 +75,7 @@ def register(subparsers) -> None:
                         f"--finetune-learning-rate is given (default {d.learning_rate})")
     p.add_argument("--finetune-learning-rate", type=float, default=None,
                    help=f"peak learning rate of fine-tuning (default "
-                        f"{d.finetune_learning_rate}; an LLM student: --learning-rate's)")
+                        f"{d.finetune_learning_rate})")
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"evenly spaced BBC articles to evaluate on (0: all; default "
                         f"{d.eval_limit})")

@@ -26,6 +26,7 @@ def _assert_same_records(run_dir, manifest, local_dir, local_manifest):
         assert (run_dir / rel).read_bytes() == (local_dir / rel).read_bytes(), rel
 
 
+@pytest.mark.slow   # the in-process runner; the two-worker test below runs the same job
 def test_beam_direct_runner_equals_local_runner(tmp_path, finished_run, tiny_corpus):
     from gecko_jax.fret.beam import run_beam
 

@@ -34,7 +34,12 @@ def _alone(engine, **kw):
         engine.min_shared = old
 
 
-@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+# Gemma-3's twins repeat the same engine paths with its larger vocabulary and sliding
+# window (covered by test_gemma_sliding_window.py): half a minute, in the slow tier.
+GEMMA3_SLOW = pytest.param("gemma3", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", ["smollm2", GEMMA3_SLOW])
 def test_prefix_reuse_gives_the_same_greedy_tokens(get_model, name):
     engine = get_model("engine", name)
     plain = _alone(engine, max_new_tokens=24)
@@ -99,7 +104,7 @@ def test_one_token_labels_of_one_prefix_share_a_row(smollm2_engine):
     assert merged[0] != merged[2]
 
 
-@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+@pytest.mark.parametrize("name", ["smollm2", GEMMA3_SLOW])
 def test_decode_layer_buffers_give_the_same_tokens(get_model, name):
     """Decode steps over one buffer per layer (an unrolled loop, the CPU default) give
     the tokens of the scanned stack: greedy with the shared block and a stop string

@@ -254,7 +254,7 @@ def test_llm_student_stages_and_configs(tmp_path):
     assert cfg.student == "gemma3" and cfg.batch_size == 4 and cfg.dims[0] == 640
     assert cfg.finetune_steps == LLM_DEFAULTS["finetune_steps"]
     assert cfg.eval_limit == LLM_DEFAULTS["eval_limit"]
-    assert distill.stage_configs(cfg)["finetune"]["learning_rate"] == cfg.learning_rate
+    assert distill.stage_configs(cfg)["finetune"]["learning_rate"] == 1e-5 < cfg.learning_rate
 
 
 @pytest.mark.slow
