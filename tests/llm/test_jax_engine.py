@@ -20,7 +20,9 @@ def _plain_forward_logprobs(engine, prefix, cont):
     return np.array([lp[len(p) - 1 + j, c[j]] for j in range(len(c))])
 
 
-@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+# Gemma-3's twin runs the same scoring path over its 262k-piece vocabulary: slow tier
+# (its sliding-window scoring has its own tests in test_gemma_sliding_window.py).
+@pytest.mark.parametrize("name", ["smollm2", pytest.param("gemma3", marks=pytest.mark.slow)])
 def test_score_equals_plain_forward_with_and_without_prefix_reuse(get_model, name):
     engine = get_model("engine", name)
     # One passage against several queries (shared prefix), plus a few-shot block shared
