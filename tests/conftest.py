@@ -62,14 +62,13 @@ def _release_after_module():
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     """Teachers and embedders the FRet pipeline cached serve the tests of one folder
-    (a fixture of package scope here would be the root package's: the whole session)."""
-    yield
-    if nextitem is not None and nextitem.path.parent == item.path.parent:
-        return
+    (a fixture of package scope here would be the root package's: the whole session).
+    Dropped before the teardown: the last module of a folder ends in it, and its
+    release_memory then frees them."""
     pipeline = sys.modules.get("gecko_jax.fret.pipeline")
-    if pipeline is not None:
+    if pipeline is not None and (nextitem is None or nextitem.path.parent != item.path.parent):
         pipeline.release_cached()
-    release_memory()
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -46,8 +46,9 @@ def test_bbc_classification_source():
     ex = mixtures.bbc_classification()
     # The held-out pool of data/splits.py (about half) and the validation pool carved
     # from the rest (about half of that) are left out.
-    held = splits.bbc_held_out_ids(articles) | splits.bbc_validation_ids(articles)
-    assert 0.45 < len(splits.bbc_held_out_ids(articles)) / len(articles) < 0.55
+    held_out = splits.bbc_held_out_ids(articles)
+    held = held_out | splits.bbc_validation_ids(articles)
+    assert 0.45 < len(held_out) / len(articles) < 0.55
     assert len(ex) == len(articles) - len(held)
     texts = {True: set(), False: set()}
     for a in articles:
