@@ -173,8 +173,14 @@ def test_fused_attention_on_the_8_device_mesh_equals_one_device(dtype):
     sharded = f(jax.device_put(qkv, shard), jax.device_put(mask, shard))
     one = f(jax.device_put(qkv, jax.devices()[0]), jax.device_put(mask, jax.devices()[0]))
     for a, b in zip(sharded, one):
-        np.testing.assert_array_equal(np.asarray(a.astype(jnp.float32)),
-                                      np.asarray(b.astype(jnp.float32)))
+        a, b = np.asarray(a.astype(jnp.float32)), np.asarray(b.astype(jnp.float32))
+        if dtype == jnp.float32:
+            np.testing.assert_array_equal(a, b)
+        else:
+            # bfloat16 products: oneDNN may split the reduction differently for a shard
+            # of 1 row than for 8 (it varies with the threads it gets), so results agree
+            # to a few bfloat16 ulps, not bit for bit; a wrong sharding is off by O(1).
+            np.testing.assert_allclose(a, b, rtol=2**-6, atol=2**-4 * np.abs(b).max())
 
 
 def test_bad_shapes_are_refused():
