@@ -44,6 +44,17 @@ def _dims(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _corpora(text: str) -> tuple[str, ...]:
+    from gecko_jax.recipes.distill import FRET_CORPORA
+
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    bad = [n for n in names if n not in FRET_CORPORA]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected some of {', '.join(FRET_CORPORA)}")
+    return names
+
+
 def register(subparsers) -> None:
     from gecko_jax.recipes.distill import DistillConfig
     from gecko_jax.recipes.distill_student import STUDENTS
@@ -58,6 +69,10 @@ def register(subparsers) -> None:
                    help="smollm2 | gemma3 | FILE.gguf | HF folder | http(s) URL")
     p.add_argument("--fret-corpus-size", type=int, default=d.fret_corpus_size,
                    help="Wikipedia passages in the FRet corpus, evenly spaced (0: all)")
+    p.add_argument("--fret-corpus", type=_corpora, default=d.fret_corpus,
+                   help="comma-separated sources of the FRet corpus, an equal share each: "
+                        "wikipedia, bbc (training-pool articles) (default "
+                        f"{','.join(d.fret_corpus)})")
     p.add_argument("--fret-limit", type=int, default=d.fret_limit,
                    help="seed passages the teacher writes queries for")
     p.add_argument("--fret-neighbors", type=int, default=d.fret_neighbors,
@@ -113,7 +128,8 @@ def config_from_args(args):
     pft = args.prefinetune_steps or args.steps or d.prefinetune_steps
     ft = args.finetune_steps or args.steps or d.finetune_steps
     return DistillConfig(
-        teacher=args.teacher, fret_corpus_size=args.fret_corpus_size, fret_limit=args.fret_limit,
+        teacher=args.teacher, fret_corpus_size=args.fret_corpus_size,
+        fret_corpus=tuple(args.fret_corpus), fret_limit=args.fret_limit,
         fret_neighbors=args.fret_neighbors, prefinetune_steps=pft, finetune_steps=ft,
         batch_size=pick(args.batch_size, d.batch_size),
         query_length=pick(args.query_length, d.query_length),

@@ -4,6 +4,9 @@
                (id "wiki:<article>:<n>", title = article title)
     bbc:       BBC News, deduplicated (id "bbc:<category>/<NNN>", title = headline,
                text = body, cut to `words` words when words > 0)
+
+Both leave out the articles data/splits.py keeps for evaluation and validation unless
+told otherwise: FRet output is training data.
 """
 
 from __future__ import annotations
@@ -40,11 +43,18 @@ def wikipedia_passages(path=None, words: int = 100, exclude_validation: bool = T
     return out
 
 
-def bbc_passages(folder=None, words: int = 0) -> list[dict]:
+def bbc_passages(folder=None, words: int = 0, exclude_evaluation: bool = True
+                 ) -> list[dict]:
+    """Articles of a BBC News folder; with exclude_evaluation only the training pool
+    (no held-out or validation article of data/splits.py)."""
+    from gecko_jax.data import splits
     from gecko_jax.data.sources import read_bbc_news
 
+    articles = read_bbc_news(folder, dedup=True)
+    if exclude_evaluation:
+        articles = splits.bbc_training_articles(articles)
     out = []
-    for a in read_bbc_news(folder, dedup=True):
+    for a in articles:
         body = a.body if words <= 0 else " ".join(a.body.split()[:words])
         out.append({"id": f"bbc:{a.id}", "title": a.headline, "text": body})
     return out

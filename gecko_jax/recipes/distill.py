@@ -35,6 +35,7 @@ import shutil
 from typing import Sequence
 
 from gecko_jax.data import splits
+from gecko_jax.errors import GeckoError
 from gecko_jax.recipes import runner
 from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, PREFINETUNED, get_student
 from gecko_jax.recipes.runner import read_marker
@@ -83,7 +84,11 @@ FRET_BINDING_PREFIXES = ("FRetConfig.", "GenerateConfig.", "RelabelConfig.", "Fi
 class DistillConfig:
     """The scale of a run. Defaults fit ~15 minutes on a 2-core CPU (README)."""
     teacher: str = "smollm2"
-    fret_corpus_size: int = 512        # Wikipedia passages (evenly spaced) FRet retrieves from
+    fret_corpus_size: int = 512        # passages (evenly spaced) FRet retrieves from
+    # Where they come from, an equal share each: "wikipedia" (100-word chunks of the
+    # sample's training articles), "bbc" (the first 100 words of BBC training-pool
+    # articles). Held-out and validation articles never enter (data/splits.py).
+    fret_corpus: tuple[str, ...] = ("wikipedia",)
     fret_limit: int = 16               # seed passages the teacher writes queries for
     fret_neighbors: int = 4            # N candidates re-labelled per query
     fret_embed_max_length: int = 128
@@ -146,6 +151,7 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     fret_bind = sorted(b for b in cfg.gin_bindings if b.strip().startswith(FRET_BINDING_PREFIXES))
     train_bind = [b for b in cfg.gin_bindings if not b.strip().startswith(FRET_BINDING_PREFIXES)]
     fret = {"teacher": cfg.teacher, "corpus_size": cfg.fret_corpus_size,
+            "corpus": list(cfg.fret_corpus),
             "limit": cfg.fret_limit, "num_neighbors": cfg.fret_neighbors,
             "embed_max_length": cfg.fret_embed_max_length, "gin_bindings": fret_bind}
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
@@ -190,16 +196,30 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
 
 # ---------------------------------------------------------------- the stages
 
-def _fret_corpus(out: pathlib.Path, size: int) -> pathlib.Path:
-    """An evenly spaced `size`-passage subset of the Wikipedia sample (FRet corpus JSONL)."""
+FRET_CORPORA = ("wikipedia", "bbc")
+FRET_PASSAGE_WORDS = 100
+
+
+def _fret_corpus(out: pathlib.Path, size: int, sources: Sequence[str] = ("wikipedia",)
+                 ) -> pathlib.Path:
+    """A `size`-passage FRet corpus (JSONL): an evenly spaced equal share of each source's
+    training passages (size 0: all of them)."""
     import numpy as np
 
     from gecko_jax.fret import corpus
 
-    rows = corpus.wikipedia_passages()
-    if size and size < len(rows):
-        keep = np.unique(np.linspace(0, len(rows) - 1, size).round().astype(int))
-        rows = [rows[i] for i in keep]
+    unknown = sorted(set(sources) - set(FRET_CORPORA))
+    if unknown or not sources:
+        raise GeckoError(f"FRet corpus {list(sources)}: expected some of {list(FRET_CORPORA)}")
+    rows = []
+    for k, name in enumerate(sources):
+        part = (corpus.wikipedia_passages(words=FRET_PASSAGE_WORDS) if name == "wikipedia"
+                else corpus.bbc_passages(words=FRET_PASSAGE_WORDS))
+        share = size // len(sources) + (k < size % len(sources)) if size else 0
+        if share and share < len(part):
+            keep = np.unique(np.linspace(0, len(part) - 1, share).round().astype(int))
+            part = [part[i] for i in keep]
+        rows += part
     path = out / "corpus.jsonl"
     corpus.write_corpus(rows, path)
     return path
@@ -214,7 +234,7 @@ def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
         fret_cfg, teacher=cfg.teacher, limit=cfg.fret_limit,
         embed_max_length=cfg.fret_embed_max_length, tfrecord=False, progress=progress,
         relabel=dataclasses.replace(fret_cfg.relabel, num_neighbors=cfg.fret_neighbors))
-    corpus_path = _fret_corpus(stage_dir, cfg.fret_corpus_size)
+    corpus_path = _fret_corpus(stage_dir, cfg.fret_corpus_size, cfg.fret_corpus)
     manifest = run_local(fret_cfg, corpus_path, stage_dir / "run")
     c = manifest["counts"]
     return {"records": c["records"], "passages": c["passages"], "generated": c["generated"],
@@ -322,6 +342,8 @@ def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: path
 
     tasks = [get_task(t) for t in conf["tasks"]]
     enc = encoder or Encoder.from_pretrained(folder, max_length=conf["max_length"], batch_size=32)
+    if not progress:
+        enc.show_progress = False   # no per-encode bars either (None: by input size)
     cached = CachedEncoder(enc, format=conf.get("format"))
     dims = [d for d in conf["dims"] if d <= enc.embedding_dim]
     bar = tqdm(total=len(tasks), desc=f"eval {name}", unit="task", disable=not progress)

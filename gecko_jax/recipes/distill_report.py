@@ -24,6 +24,10 @@ ABLATION = (("(a) no FRet", NO_FRET), ("(b) FRet, seed passage as positive", SEE
 ABLATION_CHANGES = (NO_FRET, SEED_POSITIVE, LONG_PREFINETUNE)
 
 
+CORPUS_NAMES = {"wikipedia": "Wikipedia sample",
+                "bbc": "BBC News training-pool articles"}
+
+
 def _results(out: pathlib.Path, stages) -> tuple[dict, dict]:
     results, models = {}, {}
     for stage in (s for s in stages if s.startswith("eval_")):
@@ -291,7 +295,8 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         "# gecko distill report", "",
         f"Teacher `{cfg.teacher}`, student {student.label}. "
         f"FRet: {fret['passages']} seed passages from a {cfg.fret_corpus_size}-passage "
-        f"Wikipedia-sample corpus, {cfg.fret_neighbors} neighbours each -> {fret['records']} "
+        f"corpus ({' + '.join(CORPUS_NAMES[c] for c in cfg.fret_corpus)}), "
+        f"{cfg.fret_neighbors} neighbours each -> {fret['records']} "
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
         f"{fret['dropped'] or 'none'}). Pre-finetuning: {pft['step']} steps on Wikipedia "
         f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "

@@ -47,6 +47,7 @@ def test_batched_scores_equal_a_plain_forward_per_row(smollm2_engine):
         assert tok < 3e-5 and tot < 5e-5
 
 
+@pytest.mark.slow    # an opt-in scoring path (FRetConfig.teacher_batch_invariant)
 def test_batch_invariant_scoring_equals_batched(smollm2_engine):
     # The row-by-row path (both scoring paths: a cached block attended to once, and
     # whole rows) gives the batched path's scores within float32 reordering; its mesh

@@ -1,22 +1,37 @@
 """Numerics of the Flax BERT encoder against sentence-transformers (torch)."""
 
 import numpy as np
+import pytest
 
 from gecko_jax import cli
 
 
-def test_gecko_embed_matches_sentence_transformers(tmp_path, minilm_dir, bbc_articles, st_minilm):
-    # 200 real texts: 100 headlines (short) and 100 article bodies (cut at 256 tokens).
+@pytest.fixture(scope="module")
+def texts(bbc_articles):
+    """200 real texts: 100 headlines (short) and 100 article bodies (cut at 256 tokens)."""
     picked = bbc_articles[::16][:100]
-    texts = [a.headline for a in picked] + [a.body for a in picked]
-    assert len(texts) == 200
-    src = tmp_path / "texts.txt"
+    return [a.headline for a in picked] + [a.body for a in picked]
+
+
+def _gecko_embed(folder, minilm_dir, texts, dtype):
+    src = folder / "texts.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    out = tmp_path / "emb.npy"
+    out = folder / f"{dtype}.npy"
     rc = cli.main(["embed", "--model", str(minilm_dir), "--input", str(src), "--output", str(out),
-                   "--format", "raw", "--max-length", "256", "--dtype", "float32"])
+                   "--format", "raw", "--max-length", "256", "--dtype", dtype])
     assert rc == 0
-    ours = np.load(out)
+    return np.load(out)
+
+
+@pytest.fixture(scope="module")
+def float32_embeddings(tmp_path_factory, minilm_dir, texts):
+    """`gecko embed --dtype float32` of the texts (shared by the two tests below)."""
+    return _gecko_embed(tmp_path_factory.mktemp("f32"), minilm_dir, texts, "float32")
+
+
+def test_gecko_embed_matches_sentence_transformers(texts, float32_embeddings, st_minilm):
+    assert len(texts) == 200
+    ours = float32_embeddings
     theirs = st_minilm.encode(texts, batch_size=32, normalize_embeddings=True)
     assert ours.shape == theirs.shape == (200, 384)
     assert ours.dtype == np.float32
@@ -32,21 +47,11 @@ def test_padding_does_not_change_embeddings(minilm_encoder):
     np.testing.assert_allclose(alone[0], beside[0], atol=2e-5)
 
 
-def test_bf16_encode_stays_close_to_float32(tmp_path, minilm_dir, bbc_articles):
-    # The same 200 texts as above, float32 vs bfloat16 compute: bf16 rounding may turn
-    # each embedding by at most cosine 0.998 (what retrieval rankings tolerate here).
-    picked = bbc_articles[::16][:100]
-    texts = [a.headline for a in picked] + [a.body for a in picked]
-    src = tmp_path / "texts.txt"
-    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    out = {}
-    for dtype in ("float32", "bfloat16"):
-        out[dtype] = tmp_path / f"{dtype}.npy"
-        rc = cli.main(["embed", "--model", str(minilm_dir), "--input", str(src),
-                       "--output", str(out[dtype]), "--format", "raw", "--max-length", "256",
-                       "--dtype", dtype])
-        assert rc == 0
-    f32, bf16 = np.load(out["float32"]), np.load(out["bfloat16"])
+def test_bf16_encode_stays_close_to_float32(tmp_path, minilm_dir, texts, float32_embeddings):
+    # The same 200 texts, float32 vs bfloat16 compute: bf16 rounding may turn each
+    # embedding by at most cosine 0.998 (what retrieval rankings tolerate here).
+    f32 = float32_embeddings
+    bf16 = _gecko_embed(tmp_path, minilm_dir, texts, "bfloat16")
     assert bf16.dtype == np.float32 and bf16.shape == f32.shape == (200, 384)
     cosine = np.sum(f32 * bf16, axis=1)
     assert cosine.min() >= 0.998, cosine.min()
@@ -60,7 +65,6 @@ def test_encoder_bf16_kernels_cast_once_give_the_same_embeddings(minilm_dir, bbc
     # every layer. Same rounding, so the same numbers.
     import jax
     import jax.numpy as jnp
-    import pytest
     from flax import nnx
 
     from gecko_jax.encode import Encoder, layer_kernels_as

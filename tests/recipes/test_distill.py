@@ -142,6 +142,28 @@ def test_marker_mismatch_without_output_is_refused(tmp_path):
     assert not (tmp_path / "prefinetune").exists()
 
 
+def test_fret_corpus_takes_an_equal_share_of_each_source_and_no_evaluated_article(tmp_path):
+    from gecko_jax.data import sources, splits
+    from gecko_jax.textio import read_jsonl
+
+    path = distill._fret_corpus(tmp_path, 64, ("wikipedia", "bbc"))
+    rows = [obj for _, obj in read_jsonl(path, ("id", "title", "text"))]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 64
+    assert sum(i.startswith("wiki:") for i in ids) == sum(i.startswith("bbc:") for i in ids) == 32
+    assert all(len(r["text"].split()) <= distill.FRET_PASSAGE_WORDS for r in rows)
+    articles = sources.read_bbc_news(dedup=True)
+    evaluated = splits.bbc_held_out_ids(articles) | splits.bbc_validation_ids(articles)
+    assert not {i.removeprefix("bbc:") for i in ids if i.startswith("bbc:")} & evaluated
+    val_titles = splits.wikipedia_validation_titles(sources.read_wikipedia())
+    assert not {r["title"] for r in rows if r["id"].startswith("wiki:")} & val_titles
+    with pytest.raises(GeckoError, match="expected some of"):
+        distill._fret_corpus(tmp_path, 8, ("wikipedia", "c4"))
+    # The sources are part of the FRet stage's config: changing them reruns FRet.
+    mixed = dataclasses.replace(TINY, fret_corpus=("wikipedia", "bbc"))
+    assert distill.stage_configs(mixed)["fret"] != distill.stage_configs(TINY)["fret"]
+
+
 def test_cli_registers_distill():
     from gecko_jax.cli import build_parser
     from gecko_jax.commands.distill import config_from_args
@@ -152,6 +174,11 @@ def test_cli_registers_distill():
     assert (cfg.prefinetune_steps, cfg.finetune_steps, cfg.eval_limit, cfg.dims) == \
         (5, 5, None, (384, 128))
     assert pathlib.Path(args.output).name == "x"
+    assert cfg.fret_corpus == ("wikipedia",)
+    mixed = build_parser().parse_args(["distill", "--output", "x", "--fret-corpus", "bbc,wikipedia"])
+    assert config_from_args(mixed).fret_corpus == ("bbc", "wikipedia")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["distill", "--output", "x", "--fret-corpus", "c4"])
     # Fine-tuning runs at its own learning rate; the stage configs carry each one.
     own = distill.stage_configs(dataclasses.replace(cfg, ablation=True))
     assert own["prefinetune"]["learning_rate"] == cfg.learning_rate == 3e-5
