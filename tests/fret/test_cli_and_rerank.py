@@ -4,15 +4,21 @@ import json
 import math
 
 from gecko_jax.cli import main
+from gecko_jax.data import splits
+from gecko_jax.data.sources import read_bbc_news
 
 
 def test_corpus_converter_bbc(tmp_path, capsys):
     out = tmp_path / "bbc.jsonl"
     assert main(["fret", "corpus", "--source", "bbc", "--output", str(out), "--words", "30"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) > 2000 and len({r["id"] for r in rows}) == len(rows)
+    assert len(rows) > 450 and len({r["id"] for r in rows}) == len(rows)
     assert rows[0]["id"].startswith("bbc:business/") and rows[0]["title"]
     assert max(len(r["text"].split()) for r in rows) <= 30
+    # The training pool only: no held-out or validation article becomes FRet data.
+    articles = read_bbc_news(dedup=True)
+    training = {a.id for a in splits.bbc_training_articles(articles)}
+    assert {r["id"].removeprefix("bbc:") for r in rows} == training
 
 
 def test_stats_command_prints_and_plots(finished_run, tmp_path, capsys):

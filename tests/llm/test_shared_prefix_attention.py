@@ -40,6 +40,10 @@ def _plain(engine):
                      max_batch=engine.max_batch, min_shared=1 << 30)
 
 
+# Slow tier: the default suite makes the same comparisons in test_generate_reuse.py
+# (generation over the shared block vs each prompt alone) and test_jax_engine.py (scores
+# with prefix reuse vs a plain forward pass).
+@pytest.mark.slow
 def test_generation_and_scores_equal_the_path_without_a_shared_block(smollm2_engine):
     eng = smollm2_engine
     plain = _plain(eng)

@@ -57,7 +57,7 @@ def _finetune(tmp_path, train_arts, held, *, steps, batch, words, lengths, n_hel
 
 
 def test_learning_light(tmp_path, split):
-    before, after, out = _finetune(tmp_path, *split, steps=40, batch=8, words=30,
+    before, after, out = _finetune(tmp_path, *split, steps=24, batch=8, words=30,
                                    lengths={"query": 32, "positive": 48, "negative": 48},
                                    n_held=200)
     assert np.mean(out["losses"][-5:]) < np.mean(out["losses"][:5])
