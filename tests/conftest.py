@@ -39,14 +39,22 @@ def release_memory() -> None:
     heap pages glibc would keep. Without this (and the package-scoped models) the
     suite's process grew to ~19 GB: every module's compiled programs and the models it
     loaded stayed alive until the session ended."""
-    gc.collect()
     if "jax" in sys.modules:
         sys.modules["jax"].clear_caches()
-        gc.collect()
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):   # not glibc: nothing to trim
         pass
+
+
+def pytest_collection_finish(session):
+    """The objects alive after collection (the imported libraries: about a million for
+    TensorFlow, torch, jax and mteb) live until the session ends; gc.freeze() takes them
+    out of the collector's reach, so each full collection (every module's release, and
+    Python's own) scans only what the tests made: about 0.45 s less per collection."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="module", autouse=True)
