@@ -56,11 +56,15 @@ def main(argv):
     except GeckoError as err:
         print(f"worker: error: {err}", file=sys.stderr, flush=True)
         return 2
+    import resource
+
     import jax
 
     with open(out_json, "w") as f:
         json.dump({"losses": summary["losses"], "start_step": summary["start_step"],
-                   "process_index": jax.process_index(), "export": summary.get("export")}, f)
+                   "process_index": jax.process_index(), "export": summary.get("export"),
+                   # this process's own peak (kB on Linux)
+                   "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, f)
     return 0
 
 
