@@ -59,8 +59,8 @@ def test_pod_experiment_two_processes_two_steps(tmp_path, wiki_jsonl):
     for proc, out_json, log in procs:
         assert proc.wait(timeout=1500) == 0, log.read_text()[-4000:]
         results.append(json.loads(out_json.read_text()))
-    # Each worker's own peak (RUSAGE_CHILDREN would also count the children of earlier
-    # tests in this session, e.g. the wheel test's).
+    # Each worker's own peak (RUSAGE_CHILDREN would also count the subprocesses that
+    # earlier tests of the same pytest run started, e.g. the wheel test's).
     peak_gb = max(r["peak_rss_kb"] for r in results) / 2**20
     print(f"pod experiment, 2 processes x 4 devices, 2 steps: {time.time() - t0:.0f} s, "
           f"largest worker RSS {peak_gb:.1f} GB; losses {results[0]['losses']}")
