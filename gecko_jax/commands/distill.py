@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--teacher", default=d.teacher,
                    help="smollm2 | gemma3 | FILE.gguf | HF folder | http(s) URL")
     p.add_argument("--fret-corpus-size", type=int, default=d.fret_corpus_size,
-                   help="Wikipedia passages in the FRet corpus, evenly spaced (0: all)")
+                   help="passages in the FRet corpus, evenly spaced over its sources (0: all)")
     p.add_argument("--fret-corpus", type=_corpora, default=d.fret_corpus,
                    help="comma-separated sources of the FRet corpus, an equal share each: "
                         "wikipedia, bbc (training-pool articles) (default "
