@@ -77,6 +77,19 @@ def register(subparsers) -> None:
                    help="seed passages the teacher writes queries for")
     p.add_argument("--fret-neighbors", type=int, default=d.fret_neighbors,
                    help="candidates re-labelled per query")
+    p.add_argument("--fret-records", default=None, metavar="DIR",
+                   help="train on a finished FRet run folder (manifest.json + records, e.g. "
+                        "the released data/fret_wiki_reference) instead of running the "
+                        "teacher")
+    p.add_argument("--fret-records-limit", type=int, default=None, metavar="N",
+                   help="with --fret-records: its first N records only")
+    p.add_argument("--fret-scorers", default=None, metavar="ql,rc",
+                   type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   help="with --fret-records: re-select positives and negatives from the "
+                        "stored teacher scores, fusing these (ql, rc or both)")
+    p.add_argument("--fret-negative", default=None, metavar="STRATEGY",
+                   help="with --fret-records: re-select hard negatives: none | lowest | "
+                        "rank:K | random")
     p.add_argument("--steps", type=int, default=None,
                    help=f"steps of each training stage (default {d.prefinetune_steps} "
                         f"and {d.finetune_steps})")
@@ -120,9 +133,21 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args):
+    from gecko_jax.errors import GeckoError
     from gecko_jax.recipes.distill import TASKS, VALIDATION_TASKS, DistillConfig
     from gecko_jax.recipes.distill_student import student_defaults
 
+    for flag in ("fret_records_limit", "fret_scorers", "fret_negative"):
+        if getattr(args, flag) is not None and not args.fret_records:
+            raise GeckoError(f"--{flag.replace('_', '-')} needs --fret-records")
+    if args.fret_scorers or args.fret_negative:
+        from gecko_jax.fret.relabel import RelabelConfig
+
+        try:
+            RelabelConfig(**({"scorers": args.fret_scorers} if args.fret_scorers else {}),
+                          **({"negative": args.fret_negative} if args.fret_negative else {}))
+        except ValueError as err:
+            raise GeckoError(f"--fret-scorers / --fret-negative: {err}") from None
     d = DistillConfig(student=args.student, **student_defaults(args.student))
     pick = lambda value, default: default if value is None else value  # noqa: E731
     pft = args.prefinetune_steps or args.steps or d.prefinetune_steps
@@ -131,6 +156,8 @@ def config_from_args(args):
         teacher=args.teacher, fret_corpus_size=args.fret_corpus_size,
         fret_corpus=tuple(args.fret_corpus), fret_limit=args.fret_limit,
         fret_neighbors=args.fret_neighbors, prefinetune_steps=pft, finetune_steps=ft,
+        fret_records=args.fret_records, fret_records_limit=args.fret_records_limit,
+        fret_scorers=args.fret_scorers, fret_negative=args.fret_negative,
         batch_size=pick(args.batch_size, d.batch_size),
         query_length=pick(args.query_length, d.query_length),
         doc_length=pick(args.doc_length, d.doc_length),

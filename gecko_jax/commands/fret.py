@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
     p.add_argument("--negative", help="hard negative: lowest | rank:K | random | none")
     p.add_argument("--rrf-k", type=float, help="reciprocal rank fusion k (default 0)")
+    p.add_argument("--scorers", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   help="teacher scores the fusion uses: ql,rc (default, the paper), ql or rc "
+                        "(`gecko fret stats` shows how often each ranks the seed first)")
     p.add_argument("--prompts", help="folder with qg.json, ql.json, rc.json")
     p.add_argument("--prompt-style", choices=("auto", "chat", "completion"),
                    help="chat turns or completion text (default auto: chat for a teacher "
@@ -102,7 +105,8 @@ def build_config(args):
            "max_batch": args.max_batch, "teacher_mesh": args.teacher_mesh,
            "teacher_dtype": args.teacher_dtype,
            "teacher_batch_invariant": args.teacher_batch_invariant}
-    rel = {"num_neighbors": args.num_neighbors, "negative": args.negative, "rrf_k": args.rrf_k}
+    rel = {"num_neighbors": args.num_neighbors, "negative": args.negative, "rrf_k": args.rrf_k,
+           "scorers": args.scorers}
     try:
         relabel = dataclasses.replace(cfg.relabel, **{k: v for k, v in rel.items() if v is not None})
         cfg = dataclasses.replace(cfg, relabel=relabel,

@@ -97,7 +97,7 @@ class FRetConfig:
             "limit": self.limit, "shard_size": self.shard_size, "seed": self.seed,
             "prompts": prompts.provenance(),
             "generate": dataclasses.asdict(self.generate),
-            "relabel": dataclasses.asdict(self.relabel),
+            "relabel": self.relabel.identity(),
             "embed_max_length": self.embed_max_length,
             # Chat only: completion-form runs keep the identity they had before styles.
             **({"prompt_style": style} if style != "completion" else {}),

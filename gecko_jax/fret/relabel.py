@@ -14,6 +14,13 @@ paper's p_20), or a random candidate ("random"), among the candidates that are
 neither the positive, nor the seed passage, nor another passage of the
 positive's or the seed's document (NEGATIVE_RULES).
 
+`scorers` picks which teacher scores the fusion uses: both (the paper), or QL or
+RC alone. A tiny teacher's RC can be near chance at telling the seed passage (the
+one its query was written from) from the other candidates, and fusing a near-chance
+ranking moves positives away from good seeds; `gecko fret stats` measures each
+ranking on the run's own records (stats.seed_first_rates). Both scores are computed
+and stored either way, so records can be re-fused later (`refuse_record`).
+
 Ties (frequent with k = 0: ranks (1, 3) and (3, 1) fuse equally) go to the
 candidate the initial embedder ranked higher: candidate order is retrieval
 order, and every selection here is stable in that order.
@@ -39,6 +46,7 @@ from gecko_jax.fret.generate import call_with_retries
 log = logging.getLogger(__name__)
 
 NEGATIVE_STRATEGIES = ("lowest", "rank:K", "random", "none")
+SCORERS = ("ql", "rc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +59,26 @@ class RelabelConfig:
     call_retries: int = 3
     retry_backoff_s: float = 0.5
     score_repairs: int = 2         # re-scores of pairs that came back invalid (NaN, missing)
+    scorers: tuple[str, ...] = SCORERS   # the teacher scores the fusion uses
 
     def __post_init__(self):
         if self.num_neighbors < 1:
             raise ValueError("num_neighbors must be >= 1")
         parse_negative(self.negative)
+        scorers = tuple(self.scorers)
+        if not scorers or len(set(scorers)) != len(scorers) or set(scorers) - set(SCORERS):
+            raise ValueError(f"scorers {self.scorers!r}: one or both of {SCORERS}")
+        object.__setattr__(self, "scorers", scorers)
+
+    def identity(self) -> dict:
+        """The fields that decide records; `scorers` only when not the default (runs
+        made before it existed keep their identity and resume)."""
+        out = dataclasses.asdict(self)
+        if out["scorers"] == SCORERS:
+            del out["scorers"]
+        else:
+            out["scorers"] = list(out["scorers"])
+        return out
 
 
 def parse_negative(strategy: str) -> tuple[str, int | None]:
@@ -312,7 +335,8 @@ def fuse_and_select(rows: Sequence[int], retrieval_scores: Sequence[float], scor
     passage of the positive's or the seed's document (NEGATIVE_RULES).
     """
     r_ql, r_rc = ranks(scored.ql), ranks(scored.rc)
-    fused = reciprocal_rank_fusion([r_ql, r_rc], cfg.rrf_k)
+    by_name = {"ql": r_ql, "rc": r_rc}
+    fused = reciprocal_rank_fusion([by_name[m] for m in cfg.scorers], cfg.rrf_k)
     pos = select_positive(fused)
     why = (negative_exclusions(documents, pos, seed) if documents is not None
            else [None] * len(rows))

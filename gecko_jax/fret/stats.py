@@ -26,6 +26,26 @@ def kept_example(rec: dict) -> dict:
             "ql_per_word": round(pos["ql"] / max(1, len(rec["query"].split())), 3)}
 
 
+SEED_CHECK_RANKINGS = (("embedder", "retrieval_rank"), ("QL", "rank_ql"), ("RC", "rank_rc"),
+                       ("fused", "fused_rank"))
+
+
+def seed_first_rates(recs: list[dict]) -> dict:
+    """A check of the teacher on the run's own records: each query was written from its
+    seed passage, so a ranking that knows relevance puts the seed first among the N
+    candidates more often than chance (1/N). Returns {ranking: share of records whose
+    seed it ranks first} for the embedder, QL, RC and their fusion, and `chance`."""
+    seeds = [next((c for c in r["candidates"] if c["id"] == r["seed_passage_id"]), None)
+             for r in recs]
+    seeds = [(c, len(r["candidates"])) for c, r in zip(seeds, recs) if c is not None]
+    if not seeds:
+        return {}
+    out = {name: sum(c.get(key) == 1 for c, _ in seeds) / len(seeds)
+           for name, key in SEED_CHECK_RANKINGS}
+    out["chance"] = float(np.mean([1 / n for _, n in seeds]))
+    return out
+
+
 def collect(out_dir) -> dict:
     """Statistics of a finished run from its manifest and records."""
     out_dir = pathlib.Path(out_dir)
@@ -62,6 +82,7 @@ def collect(out_dir) -> dict:
                                  for a, b in zip(LENGTH_BINS[:-1], LENGTH_BINS[1:])],
                         "hist": [int(h) for h in hist]},
         "seed_fused_rank": dict(collections.Counter(s for s in seed_rank if s is not None)),
+        "seed_first": seed_first_rates(recs),
         "timing": manifest.get("timing", {}),
     }
 
@@ -92,6 +113,16 @@ def negative_line(counts: dict) -> str:
             + f"; records left without a negative {neg.get('none', 0)}")
 
 
+def seed_first_line(rates: dict) -> str:
+    """'seed passage ranked first: embedder a%, QL b%, RC c%, fused d% (chance e%)'."""
+    if not rates:
+        return "seed passage ranked first: no record has its seed among the candidates"
+    return ("seed passage ranked first (the query was written from it): "
+            + ", ".join(f"{name} {rates[name]:.0%}" for name, _ in SEED_CHECK_RANKINGS)
+            + f" (chance {rates['chance']:.0%}); a teacher score near chance adds noise "
+              "to the fusion")
+
+
 def format_stats(s: dict) -> str:
     c = s["counts"]
     lines = ([f"UNFINISHED RUN: {s['partial']}"] if s.get("partial") else []) + [
@@ -104,6 +135,7 @@ def format_stats(s: dict) -> str:
              negative_line(c),
              f"relabel rate (positive != seed): {s['relabel_rate']:.3f}",
              f"seed passage's fused rank: {dict(sorted(s['seed_fused_rank'].items()))}",
+             seed_first_line(s.get("seed_first") or {}),
              "kept (first shown):"]
     for ex in s.get("kept_examples", []):
         lines.append(f"  + {ex['query']!r}  (seed is positive: {ex['positive_is_seed']}, "

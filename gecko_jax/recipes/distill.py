@@ -28,8 +28,10 @@ stage's, and runs them again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import pathlib
 import shutil
 from typing import Sequence
@@ -39,7 +41,7 @@ from gecko_jax.errors import GeckoError
 from gecko_jax.recipes import runner
 from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, PREFINETUNED, get_student
 from gecko_jax.recipes.runner import read_marker
-from gecko_jax.textio import atomic_write_json
+from gecko_jax.textio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,17 @@ class DistillConfig:
     # articles). Held-out and validation articles never enter (data/splits.py).
     fret_corpus: tuple[str, ...] = ("wikipedia",)
     fret_limit: int = 16               # seed passages the teacher writes queries for
+    # A finished FRet run folder (`gecko fret` output: manifest.json and its record
+    # files, e.g. the released set under data/) to train on instead of running the
+    # teacher; then the teacher and corpus options above are unused. Only its first
+    # fret_records_limit records when that is set (a data-scaling curve).
+    fret_records: str | None = None
+    fret_records_limit: int | None = None
+    # Re-select those records' positives and negatives from their stored teacher scores
+    # (fret/refuse.py): the scores fused ("ql", "rc" or both) and the negative strategy
+    # ("none", "lowest", "rank:K", "random"); None keeps the run's choice.
+    fret_scorers: tuple[str, ...] | None = None
+    fret_negative: str | None = None
     fret_neighbors: int = 4            # N candidates re-labelled per query
     fret_embed_max_length: int = 128
     prefinetune_steps: int = 30
@@ -150,10 +163,15 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
     """Each stage's effective config (what decides its output), chained through its inputs."""
     fret_bind = sorted(b for b in cfg.gin_bindings if b.strip().startswith(FRET_BINDING_PREFIXES))
     train_bind = [b for b in cfg.gin_bindings if not b.strip().startswith(FRET_BINDING_PREFIXES)]
-    fret = {"teacher": cfg.teacher, "corpus_size": cfg.fret_corpus_size,
-            "corpus": list(cfg.fret_corpus),
-            "limit": cfg.fret_limit, "num_neighbors": cfg.fret_neighbors,
-            "embed_max_length": cfg.fret_embed_max_length, "gin_bindings": fret_bind}
+    fret = ({"records_sha256": released_fret_digest(cfg.fret_records),
+             "records_limit": cfg.fret_records_limit,
+             **({"scorers": list(cfg.fret_scorers)} if cfg.fret_scorers else {}),
+             **({"negative": cfg.fret_negative} if cfg.fret_negative else {})}
+            if cfg.fret_records else
+            {"teacher": cfg.teacher, "corpus_size": cfg.fret_corpus_size,
+             "corpus": list(cfg.fret_corpus),
+             "limit": cfg.fret_limit, "num_neighbors": cfg.fret_neighbors,
+             "embed_max_length": cfg.fret_embed_max_length, "gin_bindings": fret_bind})
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
              "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
              "gin_bindings": train_bind}
@@ -225,10 +243,68 @@ def _fret_corpus(out: pathlib.Path, size: int, sources: Sequence[str] = ("wikipe
     return path
 
 
+def released_fret_digest(folder: str | os.PathLike) -> str:
+    """sha256 (16 hex digits) of a finished FRet run's record files, in manifest order:
+    what identifies the records a `fret_records` run trains on (not the folder's path)."""
+    from gecko_jax.fret import record_shards
+
+    h = hashlib.sha256()
+    for path in record_shards.record_paths(folder):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def take_fret_records(folder: str | os.PathLike, limit: int | None,
+                      stage_dir: pathlib.Path, scorers: Sequence[str] | None = None,
+                      negative: str | None = None) -> dict:
+    """The fret stage on finished records: the first `limit` of them (all: None) into
+    stage_dir/records.jsonl, re-selected under `scorers` / `negative` when given
+    (fret/refuse.py), and the Wikipedia corpus they were drawn from (for re-selection
+    and the ablation's seed positives) into stage_dir/corpus.jsonl when it is the
+    shipped one."""
+    from gecko_jax.fret import record_shards, refuse
+    from gecko_jax.fret.relabel import RelabelConfig
+
+    manifest = record_shards.read_manifest(folder)
+    lines = [line for path in record_shards.record_paths(folder)
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if limit is not None:
+        if not 0 <= limit <= len(lines):
+            raise GeckoError(f"{folder}: {len(lines)} FRet records; cannot take {limit}")
+        lines = lines[:limit]
+    corpus_path = _fret_corpus(stage_dir, 0, ("wikipedia",))
+    want = manifest["config"].get("corpus", {}).get("sha256")
+    if hashlib.sha256(corpus_path.read_bytes()).hexdigest() != want:
+        corpus_path.unlink()   # not the shipped Wikipedia corpus: no seed-positive arm
+    if scorers or negative:
+        if not corpus_path.is_file():
+            raise GeckoError(f"{folder}: its corpus is not the shipped Wikipedia corpus, so "
+                             "its records cannot be re-selected here")
+        run_cfg = manifest["config"]["relabel"]
+        cfg = RelabelConfig(**{**run_cfg, **({"scorers": tuple(scorers)} if scorers else {}),
+                               **({"negative": negative} if negative else {})})
+        rows = [json.loads(line) for line in corpus_path.read_text(encoding="utf-8").splitlines()]
+        lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in refuse.refuse_records(
+            (json.loads(line) for line in lines), rows, cfg, manifest["config"].get("seed", 0))]
+    path = stage_dir / "records.jsonl"
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    c = manifest["counts"]
+    relabelled = sum(not json.loads(line).get("positive_is_seed", True) for line in lines)
+    return {"records": len(lines), "passages": c["passages"], "generated": c["generated"],
+            "relabelled": relabelled,
+            "relabel_rate": round(relabelled / len(lines), 4) if lines else 0.0,
+            "dropped": c["dropped"], "files": [str(path)],
+            "released": {"folder": str(folder), "records_in_set": c["records"],
+                         "teacher": manifest["models"]["teacher"]}}
+
+
 def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
              progress: bool) -> dict:
     from gecko_jax.fret.pipeline import config_from_gin, run_local
 
+    if cfg.fret_records:
+        return take_fret_records(cfg.fret_records, cfg.fret_records_limit, stage_dir,
+                                 cfg.fret_scorers, cfg.fret_negative)
     fret_cfg = config_from_gin([], conf["gin_bindings"])
     fret_cfg = dataclasses.replace(
         fret_cfg, teacher=cfg.teacher, limit=cfg.fret_limit,
@@ -318,6 +394,10 @@ def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
     from gecko_jax import textio
     from gecko_jax.data import fret_records
 
+    if not corpus_path.is_file():
+        raise GeckoError(f"{corpus_path.parent}: the FRet records were not drawn from the "
+                         "shipped Wikipedia corpus, so their seed passages are unknown "
+                         "(no seed-positive arm)")
     corpus = {str(obj["id"]): fret_records.passage_json(
         str(obj["id"]), str(obj.get("title") or ""), str(obj["text"]))
         for _, obj in textio.read_jsonl(corpus_path, ("id", "text"))}

@@ -291,14 +291,22 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     ev = markers["eval_base"]["config"]
     subset = ("all articles" if ev["limit"] is None
               else f"an evenly spaced {ev['limit']} articles")
-    lines = [
-        "# gecko distill report", "",
+    released = fret.get("released")
+    fret_line = (
+        f"Teacher `{released['teacher']}` (released records, no teacher run), student "
+        f"{student.label}. FRet: the first {fret['records']} of the "
+        f"{released['records_in_set']} records in `{released['folder']}` "
+        f"({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}). "
+        if released else
         f"Teacher `{cfg.teacher}`, student {student.label}. "
         f"FRet: {fret['passages']} seed passages from a {cfg.fret_corpus_size}-passage "
         f"corpus ({' + '.join(CORPUS_NAMES[c] for c in cfg.fret_corpus)}), "
         f"{cfg.fret_neighbors} neighbours each -> {fret['records']} "
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
-        f"{fret['dropped'] or 'none'}). Pre-finetuning: {pft['step']} steps on Wikipedia "
+        f"{fret['dropped'] or 'none'}). ")
+    lines = [
+        "# gecko distill report", "",
+        fret_line + f"Pre-finetuning: {pft['step']} steps on Wikipedia "
         f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "
         f"BBC classification (training pool only: held-out and validation articles "
         f"excluded) + the FRet "

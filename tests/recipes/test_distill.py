@@ -225,6 +225,36 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     assert all(line.count("significant") == 3 for line in rows)
 
 
+def test_fret_records_from_a_finished_run_replace_the_teacher(tiny_run, tmp_path):
+    """--fret-records: the fret stage takes a finished FRet run's records (its first N)
+    instead of running the teacher; the stage's identity is the records' digest."""
+    from gecko_jax.fret import record_shards
+
+    out, _ = tiny_run
+    folder = out / "fret" / "run"
+    lines = [line for path in record_shards.record_paths(folder)
+             for line in path.read_text().splitlines() if line.strip()]
+    assert lines
+    cfg = distill.DistillConfig(**{**TINY.__dict__, "fret_records": str(folder),
+                                   "fret_records_limit": 1})
+    conf = distill.stage_configs(cfg)["fret"]
+    assert conf == {"records_sha256": distill.released_fret_digest(folder), "records_limit": 1}
+    summary = distill.take_fret_records(folder, 1, tmp_path)
+    assert (tmp_path / "records.jsonl").read_text().splitlines() == lines[:1]
+    assert summary["records"] == 1 and summary["files"] == [str(tmp_path / "records.jsonl")]
+    assert summary["released"]["records_in_set"] == len(lines)
+    # The tiny run's 24-passage corpus is not the shipped Wikipedia corpus: no seed
+    # passages to fall back on, so no corpus file for the seed-positive arm.
+    assert not (tmp_path / "corpus.jsonl").exists()
+    with pytest.raises(GeckoError, match="cannot take"):
+        distill.take_fret_records(folder, len(lines) + 1, tmp_path)
+    # Re-selection needs the corpus the records were drawn from.
+    with pytest.raises(GeckoError, match="cannot be re-selected"):
+        distill.take_fret_records(folder, None, tmp_path, scorers=("ql",))
+    assert distill.stage_configs(dataclasses.replace(cfg, fret_scorers=("ql",)))["fret"][
+        "scorers"] == ["ql"]
+
+
 @pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
 def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
     """--seeds 2 on a finished default run: seed 0's stages are reused, pre-finetuning
