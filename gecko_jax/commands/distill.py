@@ -56,7 +56,7 @@ def _corpora(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers) -> None:
-    from gecko_jax.recipes.distill import DistillConfig
+    from gecko_jax.recipes.distill import PRESETS, DistillConfig
     from gecko_jax.recipes.distill_student import STUDENTS
 
     d = DistillConfig()
@@ -67,15 +67,22 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="run folder (stages, report.md, model/)")
     p.add_argument("--teacher", default=d.teacher,
                    help="smollm2 | gemma3 | FILE.gguf | HF folder | http(s) URL")
-    p.add_argument("--fret-corpus-size", type=int, default=d.fret_corpus_size,
-                   help="passages in the FRet corpus, evenly spaced over its sources (0: all)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named scale: reference = FRet on 1,000 Wikipedia passages (all "
+                        "3,685 as corpus, 20 neighbours, rank-20 negatives, bfloat16 "
+                        "teacher), 300 + 300 steps, 3 seeds, the ablation (hours on 2 "
+                        "cores; with --fret-records the teacher is not run); flags given "
+                        "beside it win")
+    p.add_argument("--fret-corpus-size", type=int, default=None,
+                   help="passages in the FRet corpus, evenly spaced over its sources (0: all; "
+                        f"default {d.fret_corpus_size})")
     p.add_argument("--fret-corpus", type=_corpora, default=d.fret_corpus,
                    help="comma-separated sources of the FRet corpus, an equal share each: "
                         "wikipedia, bbc (training-pool articles) (default "
                         f"{','.join(d.fret_corpus)})")
-    p.add_argument("--fret-limit", type=int, default=d.fret_limit,
+    p.add_argument("--fret-limit", type=int, default=None,
                    help="seed passages the teacher writes queries for")
-    p.add_argument("--fret-neighbors", type=int, default=d.fret_neighbors,
+    p.add_argument("--fret-neighbors", type=int, default=None,
                    help="candidates re-labelled per query")
     p.add_argument("--fret-records", default=None, metavar="DIR",
                    help="train on a finished FRet run folder (manifest.json + records, e.g. "
@@ -118,7 +125,7 @@ def register(subparsers) -> None:
     p.add_argument("--ablation", action="store_true",
                    help="also fine-tune (a) without FRet and (b) with FRet's seed passages as "
                         "positives, and report them beside the default (the paper's Table 3)")
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=int, default=None,
                    help="pre-finetune and fine-tune under this many training seeds; the "
                         "report gives mean and min-max over seeds, and calls a change "
                         "significant only when every seed's paired interval agrees")
@@ -134,7 +141,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args):
     from gecko_jax.errors import GeckoError
-    from gecko_jax.recipes.distill import TASKS, VALIDATION_TASKS, DistillConfig
+    from gecko_jax.recipes.distill import TASKS, VALIDATION_TASKS, DistillConfig, preset_defaults
     from gecko_jax.recipes.distill_student import student_defaults
 
     for flag in ("fret_records_limit", "fret_scorers", "fret_negative"):
@@ -148,14 +155,16 @@ def config_from_args(args):
                           **({"negative": args.fret_negative} if args.fret_negative else {}))
         except ValueError as err:
             raise GeckoError(f"--fret-scorers / --fret-negative: {err}") from None
-    d = DistillConfig(student=args.student, **student_defaults(args.student))
+    preset = preset_defaults(args.preset)
+    d = DistillConfig(student=args.student, **{**student_defaults(args.student), **preset})
     pick = lambda value, default: default if value is None else value  # noqa: E731
     pft = args.prefinetune_steps or args.steps or d.prefinetune_steps
     ft = args.finetune_steps or args.steps or d.finetune_steps
     return DistillConfig(
-        teacher=args.teacher, fret_corpus_size=args.fret_corpus_size,
-        fret_corpus=tuple(args.fret_corpus), fret_limit=args.fret_limit,
-        fret_neighbors=args.fret_neighbors, prefinetune_steps=pft, finetune_steps=ft,
+        teacher=args.teacher, fret_corpus_size=pick(args.fret_corpus_size, d.fret_corpus_size),
+        fret_corpus=tuple(args.fret_corpus), fret_limit=pick(args.fret_limit, d.fret_limit),
+        fret_neighbors=pick(args.fret_neighbors, d.fret_neighbors),
+        prefinetune_steps=pft, finetune_steps=ft,
         fret_records=args.fret_records, fret_records_limit=args.fret_records_limit,
         fret_scorers=args.fret_scorers, fret_negative=args.fret_negative,
         batch_size=pick(args.batch_size, d.batch_size),
@@ -166,8 +175,10 @@ def config_from_args(args):
                                     None if args.learning_rate else d.finetune_learning_rate),
         eval_limit=pick(args.eval_limit, d.eval_limit) or None,
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
-        dims=tuple(pick(args.dims, d.dims)), gin_bindings=tuple(args.gin_bindings),
-        ablation=args.ablation, student=args.student, seeds=max(1, args.seeds),
+        dims=tuple(pick(args.dims, d.dims)),
+        gin_bindings=tuple(d.gin_bindings) + tuple(args.gin_bindings),
+        ablation=args.ablation or d.ablation, student=args.student,
+        seeds=max(1, pick(args.seeds, d.seeds)),
         tasks=VALIDATION_TASKS if args.validation else TASKS)
 
 

@@ -138,6 +138,31 @@ class DistillConfig:
         return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm + seeded
 
 
+# Named scales (`gecko distill --preset NAME`): DistillConfig fields; flags win over them.
+# reference: the paper's FRet settings at a size that runs overnight on 2 CPU cores
+# (the FRet stage is most of it; `--fret-records` on a finished run skips it): 1,000
+# seed passages, every Wikipedia training passage as corpus, N = 20 neighbours and the
+# hard negative at fused rank 20 (Table 3's p_20), a bfloat16 teacher; hundreds of
+# steps per stage with the default warm-up (a tenth) and single-task batches; 3 seeds;
+# the ablation arms.
+PRESETS = {
+    "reference": {"fret_corpus_size": 0, "fret_limit": 1000, "fret_neighbors": 20,
+                  "prefinetune_steps": 300, "finetune_steps": 300, "seeds": 3,
+                  "ablation": True,
+                  "gin_bindings": ("FRetConfig.teacher_dtype = 'bfloat16'",
+                                   "RelabelConfig.negative = 'rank:20'")},
+}
+
+
+def preset_defaults(name: str | None) -> dict:
+    """The DistillConfig fields of a preset (None: none)."""
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        raise GeckoError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
+
 def seeded_name(stage: str, seed: int) -> str:
     """A SEEDED_STAGES stage under training seed `seed` (seed 0 keeps the plain name)."""
     return stage if seed == 0 else f"{stage}_s{seed}"

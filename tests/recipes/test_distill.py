@@ -187,6 +187,34 @@ def test_cli_registers_distill():
     one = config_from_args(build_parser().parse_args(
         ["distill", "--output", "x", "--learning-rate", "2e-5"]))
     assert distill.stage_configs(one)["finetune"]["learning_rate"] == 2e-5
+    # No preset: the DistillConfig defaults (but for what the flags above set).
+    plain = config_from_args(build_parser().parse_args(["distill", "--output", "x"]))
+    assert plain == distill.DistillConfig()
+
+
+def test_reference_preset_sets_its_scale_and_flags_win():
+    from gecko_jax.cli import build_parser
+    from gecko_jax.commands.distill import config_from_args
+
+    ref = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--preset", "reference",
+         "--gin_bindings", "MeshSpec.data = 1"]))
+    assert (ref.fret_limit, ref.fret_corpus_size, ref.fret_neighbors) == (1000, 0, 20)
+    assert (ref.prefinetune_steps, ref.finetune_steps, ref.seeds, ref.ablation) == \
+        (300, 300, 3, True)
+    own = distill.stage_configs(ref)
+    assert own["fret"]["gin_bindings"] == ["FRetConfig.teacher_dtype = 'bfloat16'",
+                                           "RelabelConfig.negative = 'rank:20'"]
+    assert own["prefinetune"]["gin_bindings"] == ["MeshSpec.data = 1"]
+    assert {"prefinetune_s2", "finetune_s2", "finetune_no_fret"} <= set(own)
+    quick = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--preset", "reference", "--fret-limit", "8",
+         "--seeds", "1", "--steps", "4"]))
+    assert (quick.fret_limit, quick.seeds, quick.prefinetune_steps, quick.fret_neighbors) == \
+        (8, 1, 4, 20)
+    with pytest.raises(GeckoError, match="needs --fret-records"):
+        config_from_args(build_parser().parse_args(
+            ["distill", "--output", "x", "--fret-records-limit", "5"]))
 
 
 @pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
