@@ -49,18 +49,22 @@ log = logging.getLogger(__name__)
 # pre-finetuned and the fine-tuned model (distill_report.stage_table).
 STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_base_gecko",
           "eval_prefinetuned", "eval_distilled")
-# --ablation (the paper's Table 3 direction): fine-tuning (a) without FRet and (b) with
-# FRet's seed passage as positive and no hard negative, beside the default (c): the
-# re-labelled positive and the LLM-mined hard negative. Same mixture and steps otherwise.
-# (d), the compute-matched control: no fine-tuning, its steps spent on more
+# --ablation (the paper's Table 3): fine-tuning (a) without FRet, (b) with FRet's seed
+# passage as positive and no hard negative, (c) with the re-labelled positive and no
+# hard negative, beside the default (d): the re-labelled positive and the LLM-mined
+# hard negative. Same mixture and steps otherwise. (e), the compute-matched control:
+# no fine-tuning, its steps spent on more
 # pre-finetuning (prefinetune_steps + finetune_steps from the base model): is it the
 # fine-tuning mixture, or just more steps?
-ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "prefinetune_long",
-                   "eval_no_fret", "eval_seed_positive", "eval_prefinetune_long")
+ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "finetune_no_negative",
+                   "prefinetune_long", "eval_no_fret", "eval_seed_positive",
+                   "eval_no_negative", "eval_prefinetune_long")
 INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
           "finetune_no_fret": ("prefinetune",),
           "finetune_seed_positive": ("fret", "prefinetune"),
+          "finetune_no_negative": ("fret", "prefinetune"),
           "eval_no_fret": ("finetune_no_fret",),
+          "eval_no_negative": ("finetune_no_negative",),
           "eval_seed_positive": ("finetune_seed_positive",),
           "eval_prefinetuned": ("prefinetune",),
           "eval_prefinetune_long": ("prefinetune_long",)}
@@ -70,6 +74,7 @@ SEEDED_STAGES = ("prefinetune", "finetune", "eval_prefinetuned", "eval_distilled
 EVAL_MODELS = {"eval_base": "minilm (base)", "eval_base_gecko": "minilm (base), Gecko prompts",
                "eval_prefinetuned": PREFINETUNED, "eval_distilled": "distilled",
                "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive",
+               "eval_no_negative": "FRet re-labelled, no negative",
                "eval_prefinetune_long": "pre-finetuned only, same steps",
                **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
@@ -122,7 +127,7 @@ class DistillConfig:
     dims: tuple[int, ...] = (384, 128)
     tasks: tuple[str, ...] = TASKS
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
-    ablation: bool = False             # also fine-tune without FRet and with seed positives
+    ablation: bool = False             # also the Table 3 arms and the compute-matched control
     student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
     seeds: int = 1                     # training seeds: pre-finetuning and fine-tuning under each
     # MiniLM student: whether mean pooling averages the prompt's tokens with the text's.
@@ -217,7 +222,10 @@ def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[s
            "finetune_no_fret": {**ft_train, "steps": cfg.finetune_steps, "fret": "none"},
            "finetune_seed_positive": {**ft_train, "steps": cfg.finetune_steps,
                                       "fret": "seed_positive"},
+           "finetune_no_negative": {**ft_train, "steps": cfg.finetune_steps,
+                                    "fret": "no_negative"},
            "eval_no_fret": {**ev, "model": "finetune_no_fret"},
+           "eval_no_negative": {**ev, "model": "finetune_no_negative"},
            "eval_seed_positive": {**ev, "model": "finetune_seed_positive"},
            "eval_raw": {**ev, "model": f"raw {cfg.student}"},
            "eval_raw_gecko": {**ev, "model": f"raw {cfg.student}", "format": "gecko"},
@@ -435,6 +443,22 @@ def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
     return [str(path)]
 
 
+def no_negative_files(fret_files: Sequence[str], stage_dir: pathlib.Path) -> list[str]:
+    """FRet records with the re-labelled positive and no hard negative (Table 3's p_1 /
+    none), written to stage_dir/no_negative.jsonl."""
+    from gecko_jax import textio
+    from gecko_jax.data import fret_records
+
+    records = [dict(rec, negative=None, provenance=dict(rec.get("provenance", {}),
+                                                        variant="no_negative"))
+               for rec in fret_records.read_jsonl_records(
+                   f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
+    path = stage_dir / "no_negative.jsonl"
+    textio.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)
+                                           + "\n" for r in records))
+    return [str(path)]
+
+
 def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: pathlib.Path,
              progress: bool, encoder=None) -> dict:
     """Scores one model (a folder, or an in-memory `encoder`) on the local tasks at the
@@ -497,6 +521,11 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
         return run_finetune(own["finetune_seed_positive"], stage_dir,
                             out / "prefinetune" / export, files, progress)
 
+    def finetune_no_negative(stage_dir, done):
+        files = no_negative_files(done["fret"]["summary"]["files"], stage_dir)
+        return run_finetune(own["finetune_no_negative"], stage_dir,
+                            out / "prefinetune" / export, files, progress)
+
     def evaluation(stage, model_stage):
         def run(stage_dir, _):
             folder = (assets.minilm_dir() if model_stage is None
@@ -527,6 +556,8 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
             "eval_distilled": evaluation("eval_distilled", "finetune"),
             "finetune_no_fret": finetune_no_fret,
             "finetune_seed_positive": finetune_seed_positive,
+            "finetune_no_negative": finetune_no_negative,
+            "eval_no_negative": evaluation("eval_no_negative", "finetune_no_negative"),
             "eval_no_fret": evaluation("eval_no_fret", "finetune_no_fret"),
             "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive"),
             "eval_raw": eval_raw_llm("eval_raw"), "eval_raw_gecko": eval_raw_llm("eval_raw_gecko"),

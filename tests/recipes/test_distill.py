@@ -218,9 +218,10 @@ def test_reference_preset_sets_its_scale_and_flags_win():
 
 
 @pytest.mark.slow   # two or more extra training stages: minutes on 2 cores
-def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_path):
-    """--ablation on a finished default run: the five stages are reused, (a) no-FRet and
-    (b) seed-positive fine-tunes run, and the report holds the Table 3 comparison."""
+def test_ablation_adds_three_finetunes_and_reuses_the_default_run(tiny_run, tmp_path):
+    """--ablation on a finished default run: the default stages are reused, (a) no-FRet,
+    (b) seed-positive and (c) no-negative fine-tunes run, and the report holds the
+    Table 3 comparison."""
     import shutil
 
     out, first = tiny_run
@@ -231,12 +232,14 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
     assert result["ran"] == list(distill.ABLATION_STAGES)
     assert set(result["results"]) == {"minilm (base)", "minilm (base), Gecko prompts",
                                       "pre-finetuned", "distilled", "no FRet",
-                                      "FRet seed positive", "pre-finetuned only, same steps"}
+                                      "FRet seed positive", "FRet re-labelled, no negative",
+                                      "pre-finetuned only, same steps"}
     # (d), the compute-matched control: pre-finetuning for the steps of both stages.
     long = json.loads((copy / "prefinetune_long" / runner.MARKER).read_text())
     assert long["summary"]["step"] == TINY.prefinetune_steps + TINY.finetune_steps
     ft = {s: json.loads((copy / s / runner.MARKER).read_text())["summary"]
-          for s in ("finetune", "finetune_no_fret", "finetune_seed_positive")}
+          for s in ("finetune", "finetune_no_fret", "finetune_seed_positive",
+                    "finetune_no_negative")}
     assert ft["finetune_no_fret"]["fret_records"] == 0
     assert ft["finetune_seed_positive"]["fret_records"] == ft["finetune"]["fret_records"] >= 1
     # (b)'s records: the seed passage itself as positive, no hard negative.
@@ -246,11 +249,20 @@ def test_ablation_adds_two_finetunes_and_reuses_the_default_run(tiny_run, tmp_pa
         rec = json.loads(line)
         assert rec["positive"]["text"] == corpus[rec["seed_passage_id"]]["text"]
         assert rec["negative"] is None
+    # (c)'s records: the re-labelled records' positives, no hard negative.
+    default = {json.loads(line)["id"]: json.loads(line)
+               for f in json.loads((copy / "fret" / runner.MARKER).read_text())["summary"]["files"]
+               for line in pathlib.Path(f).read_text().splitlines()}
+    no_neg = [json.loads(line) for line in
+              (copy / "finetune_no_negative" / "no_negative.jsonl").read_text().splitlines()]
+    assert len(no_neg) == ft["finetune"]["fret_records"]
+    for rec in no_neg:
+        assert rec["positive"] == default[rec["id"]]["positive"] and rec["negative"] is None
     text = result["report"].read_text()
     table = text.split("## Ablation")[1].split("Full metrics")[0]
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
-    assert all(line.count("significant") == 3 for line in rows)
+    assert all(line.count("significant") == 4 for line in rows)
 
 
 def test_fret_records_from_a_finished_run_replace_the_teacher(tiny_run, tmp_path):
