@@ -85,9 +85,8 @@ def register(subparsers) -> None:
     p.add_argument("--fret-neighbors", type=int, default=None,
                    help="candidates re-labelled per query")
     p.add_argument("--fret-records", default=None, metavar="DIR",
-                   help="train on a finished FRet run folder (manifest.json + records, e.g. "
-                        "the released data/fret_wiki_reference) instead of running the "
-                        "teacher")
+                   help="train on a finished FRet run folder (`gecko fret` output: "
+                        "manifest.json + records) instead of running the teacher")
     p.add_argument("--fret-records-limit", type=int, default=None, metavar="N",
                    help="with --fret-records: its first N records only")
     p.add_argument("--fret-scorers", default=None, metavar="ql,rc",
