@@ -433,28 +433,26 @@ def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
     corpus = {str(obj["id"]): fret_records.passage_json(
         str(obj["id"]), str(obj.get("title") or ""), str(obj["text"]))
         for _, obj in textio.read_jsonl(corpus_path, ("id", "text"))}
-    records = [fret_records.with_seed_positive(rec, corpus[rec["seed_passage_id"]])
-               for rec in fret_records.read_jsonl_records(
-                   f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
-    path = stage_dir / "seed_positive.jsonl"
-    textio.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)
-                                           + "\n" for r in records))
-    return [str(path)]
+    return _write_variant(fret_files, stage_dir / "seed_positive.jsonl",
+                          lambda rec: fret_records.with_seed_positive(
+                              rec, corpus[rec["seed_passage_id"]]))
 
 
 def no_negative_files(fret_files: Sequence[str], stage_dir: pathlib.Path) -> list[str]:
     """FRet records with the re-labelled positive and no hard negative (Table 3's p_1 /
     none), written to stage_dir/no_negative.jsonl."""
-    from gecko_jax import textio
+    return _write_variant(fret_files, stage_dir / "no_negative.jsonl", lambda rec: dict(
+        rec, negative=None, provenance=dict(rec.get("provenance", {}), variant="no_negative")))
+
+
+def _write_variant(fret_files: Sequence[str], path: pathlib.Path, change) -> list[str]:
+    """Every record of fret_files through `change`, written as JSONL to path: [path]."""
     from gecko_jax.data import fret_records
 
-    records = [dict(rec, negative=None, provenance=dict(rec.get("provenance", {}),
-                                                        variant="no_negative"))
-               for rec in fret_records.read_jsonl_records(
-                   f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
-    path = stage_dir / "no_negative.jsonl"
-    textio.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)
-                                           + "\n" for r in records))
+    records = [change(rec) for rec in fret_records.read_jsonl_records(
+        f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                                    for r in records))
     return [str(path)]
 
 
