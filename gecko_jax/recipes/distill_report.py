@@ -297,7 +297,8 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
               else f"an evenly spaced {ev['limit']} articles")
     released = fret.get("released")
     fret_line = (
-        f"Teacher `{released['teacher']}` (released records, no teacher run), student "
+        f"Teacher `{released['teacher']}` (a finished FRet run's records; no teacher "
+        f"run), student "
         f"{student.label}. FRet: the first {fret['records']} of the "
         f"{released['records_in_set']} records in `{released['folder']}` "
         f"({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}). "
