@@ -98,8 +98,9 @@ class DistillConfig:
     fret_corpus: tuple[str, ...] = ("wikipedia",)
     fret_limit: int = 16               # seed passages the teacher writes queries for
     # A finished FRet run folder (`gecko fret` output: manifest.json and its record
-    # files) to train on instead of running the teacher; then the teacher and corpus options above are unused. Only its first
-    # fret_records_limit records when that is set (a data-scaling curve).
+    # files) to train on instead of running the teacher; then the teacher and corpus
+    # options above are unused. Only its first fret_records_limit records when that is
+    # set (a data-scaling curve).
     fret_records: str | None = None
     fret_records_limit: int | None = None
     # Re-select those records' positives and negatives from their stored teacher scores
