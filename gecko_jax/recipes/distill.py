@@ -145,7 +145,7 @@ class DistillConfig:
 
 # Named scales (`gecko distill --preset NAME`): DistillConfig fields; flags win over them.
 # reference: the paper's FRet settings at a size that runs overnight on 2 CPU cores
-# (the FRet stage is most of it; `--fret-records` on a finished run skips it): 1,000
+# (its FRet stage about 2.5 hours; `--fret-records` on a finished run skips it): 1,000
 # seed passages, every Wikipedia training passage as corpus, N = 20 neighbours and the
 # hard negative at fused rank 20 (Table 3's p_20), a bfloat16 teacher; hundreds of
 # steps per stage with the default warm-up (a tenth) and single-task batches; 3 seeds;
