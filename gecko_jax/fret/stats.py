@@ -30,14 +30,17 @@ SEED_CHECK_RANKINGS = (("embedder", "retrieval_rank"), ("QL", "rank_ql"), ("RC",
                        ("fused", "fused_rank"))
 
 
+def seed_candidate(rec: dict) -> dict | None:
+    """The record's seed passage among its candidates (None: not retrieved)."""
+    return next((c for c in rec["candidates"] if c["id"] == rec["seed_passage_id"]), None)
+
+
 def seed_first_rates(recs: list[dict]) -> dict:
     """A check of the teacher on the run's own records: each query was written from its
     seed passage, so a ranking that knows relevance puts the seed first among the N
     candidates more often than chance (1/N). Returns {ranking: share of records whose
     seed it ranks first} for the embedder, QL, RC and their fusion, and `chance`."""
-    seeds = [next((c for c in r["candidates"] if c["id"] == r["seed_passage_id"]), None)
-             for r in recs]
-    seeds = [(c, len(r["candidates"])) for c, r in zip(seeds, recs) if c is not None]
+    seeds = [(c, len(r["candidates"])) for r in recs if (c := seed_candidate(r)) is not None]
     if not seeds:
         return {}
     out = {name: sum(c.get(key) == 1 for c, _ in seeds) / len(seeds)
@@ -58,8 +61,7 @@ def collect(out_dir) -> dict:
     lengths = [len(r["query"].split()) for r in recs]
     hist, _ = np.histogram(lengths, bins=LENGTH_BINS) if lengths else (np.zeros(len(LENGTH_BINS) - 1), None)
     relabelled = sum(not r["positive_is_seed"] for r in recs)
-    seed_rank = [next((c["fused_rank"] for c in r["candidates"] if c["id"] == r["seed_passage_id"]),
-                      None) for r in recs]
+    seeds = [c for c in map(seed_candidate, recs) if c is not None]
     filtered = []
     for path in sorted((out_dir / "shards").glob("stats-*.json")):
         filtered += json.loads(path.read_text()).get("filtered", [])
@@ -81,7 +83,7 @@ def collect(out_dir) -> dict:
                         "bins": [f"{a}-{b - 1}" if b < 10_000 else f">={a}"
                                  for a, b in zip(LENGTH_BINS[:-1], LENGTH_BINS[1:])],
                         "hist": [int(h) for h in hist]},
-        "seed_fused_rank": dict(collections.Counter(s for s in seed_rank if s is not None)),
+        "seed_fused_rank": dict(collections.Counter(c["fused_rank"] for c in seeds)),
         "seed_first": seed_first_rates(recs),
         "timing": manifest.get("timing", {}),
     }
