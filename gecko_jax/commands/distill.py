@@ -56,6 +56,7 @@ def _corpora(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers) -> None:
+    from gecko_jax.commands.fret import scorers_arg
     from gecko_jax.recipes.distill import PRESETS, DistillConfig
     from gecko_jax.recipes.distill_student import STUDENTS
 
@@ -89,8 +90,7 @@ def register(subparsers) -> None:
                         "manifest.json + records) instead of running the teacher")
     p.add_argument("--fret-records-limit", type=int, default=None, metavar="N",
                    help="with --fret-records: its first N records only")
-    p.add_argument("--fret-scorers", default=None, metavar="ql,rc",
-                   type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+    p.add_argument("--fret-scorers", default=None, metavar="ql,rc", type=scorers_arg,
                    help="with --fret-records: re-select positives and negatives from the "
                         "stored teacher scores, fusing these (ql, rc or both)")
     p.add_argument("--fret-negative", default=None, metavar="STRATEGY",
@@ -147,14 +147,13 @@ def config_from_args(args):
     for flag in ("fret_records_limit", "fret_scorers", "fret_negative"):
         if getattr(args, flag) is not None and not args.fret_records:
             raise GeckoError(f"--{flag.replace('_', '-')} needs --fret-records")
-    if args.fret_scorers or args.fret_negative:
-        from gecko_jax.fret.relabel import RelabelConfig
+    if args.fret_negative:
+        from gecko_jax.fret.relabel import parse_negative
 
         try:
-            RelabelConfig(**({"scorers": args.fret_scorers} if args.fret_scorers else {}),
-                          **({"negative": args.fret_negative} if args.fret_negative else {}))
+            parse_negative(args.fret_negative)
         except ValueError as err:
-            raise GeckoError(f"--fret-scorers / --fret-negative: {err}") from None
+            raise GeckoError(f"--fret-negative: {err}") from None
     preset = preset_defaults(args.preset)
     d = DistillConfig(student=args.student, **{**student_defaults(args.student), **preset})
     pick = lambda value, default: default if value is None else value  # noqa: E731

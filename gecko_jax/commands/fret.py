@@ -25,6 +25,16 @@ import pathlib
 log = logging.getLogger(__name__)
 
 
+def scorers_arg(text: str) -> tuple[str, ...]:
+    """argparse type of --scorers / --fret-scorers: 'ql,rc' | 'ql' | 'rc'."""
+    from gecko_jax.fret.relabel import parse_scorers
+
+    try:
+        return parse_scorers(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("fret", help="generate FRet training data with a teacher LLM",
                               description=__doc__,
@@ -41,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default 0)")
     p.add_argument("--negative", help="hard negative: lowest | rank:K | random | none")
     p.add_argument("--rrf-k", type=float, help="reciprocal rank fusion k (default 0)")
-    p.add_argument("--scorers", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+    p.add_argument("--scorers", type=scorers_arg,
                    help="teacher scores the fusion uses: ql,rc (default, the paper), ql or rc "
                         "(`gecko fret stats` shows how often each ranks the seed first)")
     p.add_argument("--prompts", help="folder with qg.json, ql.json, rc.json")

@@ -65,10 +65,7 @@ class RelabelConfig:
         if self.num_neighbors < 1:
             raise ValueError("num_neighbors must be >= 1")
         parse_negative(self.negative)
-        scorers = tuple(self.scorers)
-        if not scorers or len(set(scorers)) != len(scorers) or set(scorers) - set(SCORERS):
-            raise ValueError(f"scorers {self.scorers!r}: one or both of {SCORERS}")
-        object.__setattr__(self, "scorers", scorers)
+        object.__setattr__(self, "scorers", check_scorers(self.scorers))
 
     def identity(self) -> dict:
         """The fields that decide records; `scorers` only when not the default (runs
@@ -79,6 +76,19 @@ class RelabelConfig:
         else:
             out["scorers"] = list(out["scorers"])
         return out
+
+
+def check_scorers(scorers: Sequence[str]) -> tuple[str, ...]:
+    """The teacher scores to fuse, as a tuple: one or both of SCORERS, each once."""
+    out = tuple(scorers)
+    if not out or len(set(out)) != len(out) or set(out) - set(SCORERS):
+        raise ValueError(f"scorers {scorers!r}: one or both of {SCORERS}")
+    return out
+
+
+def parse_scorers(text: str) -> tuple[str, ...]:
+    """'ql,rc' | 'ql' | 'rc' (the command-line form) -> checked scorers."""
+    return check_scorers([x.strip() for x in text.split(",") if x.strip()])
 
 
 def parse_negative(strategy: str) -> tuple[str, int | None]:
