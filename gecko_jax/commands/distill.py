@@ -12,7 +12,10 @@ sentence-transformers). The defaults fit about 15 minutes on a 2-core CPU.
 positive and no hard negative; with the re-labelled positive and no hard negative), a
 compute-matched control (the fine-tuning steps spent on more pre-finetuning instead)
 and their evaluations, and an ablation table: the paper's Table 3 at this scale. On an
-existing OUT it reuses every stage the default run finished.
+existing OUT it reuses every stage the default run finished. --fret-scaling 125,250
+adds fine-tuning on the first 125 and 250 FRet records (a data-scaling curve, plotted).
+--seeds 3 reruns every training stage (the arms and the curve included) under each
+seed and adds the seeds' fine-tuned models averaged (a model soup) as one more model.
 
 Every stage is cached in OUT/<stage>/ and resumable: rerun the same command to
 reuse finished stages and continue an interrupted one. A run whose options
@@ -44,8 +47,22 @@ def _dims(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _record_counts(text: str) -> tuple[int, ...]:
+    """--fret-scaling: comma-separated positive record counts, or "none"."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        counts = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated record counts (or none)") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: record counts must be positive")
+    return counts
+
+
 def _corpora(text: str) -> tuple[str, ...]:
-    from gecko_jax.recipes.distill import FRET_CORPORA
+    from gecko_jax.recipes.distill_fret import FRET_CORPORA
 
     names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
     bad = [n for n in names if n not in FRET_CORPORA]
@@ -71,9 +88,10 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a named scale: reference = FRet on 1,000 Wikipedia passages (all "
                         "3,685 as corpus, 20 neighbours, rank-20 negatives, bfloat16 "
-                        "teacher), 300 + 300 steps, 3 seeds, the ablation (hours on 2 "
-                        "cores; with --fret-records the teacher is not run); flags given "
-                        "beside it win")
+                        "teacher), 300 + 300 steps, 3 seeds, the ablation, a scaling "
+                        "curve at 125/250/500 records (hours on 2 cores; with "
+                        "--fret-records data/fret_reference, its released FRet set, the "
+                        "teacher is not run); flags given beside it win")
     p.add_argument("--fret-corpus-size", type=int, default=None,
                    help="passages in the FRet corpus, evenly spaced over its sources (0: all; "
                         f"default {d.fret_corpus_size})")
@@ -96,6 +114,10 @@ def register(subparsers) -> None:
     p.add_argument("--fret-negative", default=None, metavar="STRATEGY",
                    help="with --fret-records: re-select hard negatives: none | lowest | "
                         "rank:K | random")
+    p.add_argument("--fret-scaling", type=_record_counts, default=None, metavar="N,N,...",
+                   help="a data-scaling curve: fine-tune also on the first N FRet records "
+                        "for each N, at the same steps, each under every seed (reference "
+                        "preset: 125,250,500; none: off)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"steps of each training stage (default {d.prefinetune_steps} "
                         f"and {d.finetune_steps})")
@@ -121,14 +143,17 @@ def register(subparsers) -> None:
                         "recipes/distill_student.py)")
     p.add_argument("--gin_bindings", "--gin-bindings", action="append", default=[],
                    help="gin binding (repeatable): FRetConfig.* etc. for FRet, else training")
-    p.add_argument("--ablation", action="store_true",
+    p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None,
                    help="also fine-tune (a) without FRet, (b) with FRet's seed passages as "
                         "positives, (c) with re-labelled positives and no hard negatives, "
-                        "and report them beside the default (the paper's Table 3)")
+                        "and (e) pre-finetune for both stages' steps, and report them beside "
+                        "the default (the paper's Table 3); --no-ablation turns a preset's "
+                        "off")
     p.add_argument("--seeds", type=int, default=None,
-                   help="pre-finetune and fine-tune under this many training seeds; the "
-                        "report gives mean and min-max over seeds, and calls a change "
-                        "significant only when every seed's paired interval agrees")
+                   help="run every training stage under this many training seeds, and "
+                        "score their soup; the report gives mean and min-max over seeds, "
+                        "and calls a change significant only when every seed's paired "
+                        "interval agrees")
     p.add_argument("--redo", action="store_true",
                    help="rerun the first stage whose options changed and every later one")
     p.add_argument("--validation", action="store_true",
@@ -166,6 +191,7 @@ def config_from_args(args):
         prefinetune_steps=pft, finetune_steps=ft,
         fret_records=args.fret_records, fret_records_limit=args.fret_records_limit,
         fret_scorers=args.fret_scorers, fret_negative=args.fret_negative,
+        fret_scaling=pick(args.fret_scaling, d.fret_scaling),
         batch_size=pick(args.batch_size, d.batch_size),
         query_length=pick(args.query_length, d.query_length),
         doc_length=pick(args.doc_length, d.doc_length),
@@ -176,7 +202,7 @@ def config_from_args(args):
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)),
         gin_bindings=tuple(d.gin_bindings) + tuple(args.gin_bindings),
-        ablation=args.ablation or d.ablation, student=args.student,
+        ablation=pick(args.ablation, d.ablation), student=args.student,
         seeds=max(1, pick(args.seeds, d.seeds)),
         tasks=VALIDATION_TASKS if args.validation else TASKS)
 

@@ -3,6 +3,7 @@
   gecko fret corpus --source wikipedia --output wiki.jsonl
   gecko fret --corpus wiki.jsonl --output runs/fret_wiki --teacher smollm2 --limit 64
   gecko fret stats runs/fret_wiki
+  gecko fret release runs/fret_wiki --output data/fret_wiki   # one file + manifest
   gecko fret rerank-eval --teacher gemma3 --queries 100 --num-neighbors 20
 
 A run resumes when restarted with the same options (finished shards are kept);
@@ -90,6 +91,18 @@ def register(subparsers) -> None:
     s.add_argument("--plot", default=None, help="PNG path (default RUN_DIR/stats.png)")
     s.add_argument("--json", action="store_true", help="print the statistics as JSON")
     s.set_defaults(func=run_stats)
+    rel = sub.add_parser("release", help="pack a finished run for release: its records in "
+                                         "one JSONL file, a manifest with their count and "
+                                         "sha256, its statistics (training reads it with "
+                                         "`gecko distill --fret-records`)")
+    rel.add_argument("run_dir")
+    rel.add_argument("--output", dest="release_output", default=None,
+                     help="the release folder (created)")
+    rel.add_argument("--command", dest="release_command", default="",
+                     help="the command that made the run, kept in the manifest")
+    rel.add_argument("--check", action="store_true",
+                     help="only check RUN_DIR, a released folder, against its manifest")
+    rel.set_defaults(func=run_release)
     r = sub.add_parser("rerank-eval", help="appendix A: stage 2 as a re-ranker on BBC "
                                            "headline -> article retrieval")
     r.add_argument("--teacher", dest="rerank_teacher", default="smollm2")
@@ -131,7 +144,7 @@ def run(args) -> int:
 
     if not args.corpus or not args.output:
         raise GeckoError("gecko fret needs --corpus FILE.jsonl and --output DIR "
-                         "(or a subcommand: corpus, stats, rerank-eval)")
+                         "(or a subcommand: corpus, stats, release, rerank-eval)")
     cfg = build_config(args)
     if args.runner == "beam":
         from gecko_jax.fret.beam import run_beam
@@ -168,6 +181,21 @@ def run_stats(args) -> int:
     png = stats.plot(s, args.plot or pathlib.Path(args.run_dir) / "stats.png")
     print(json.dumps(s, indent=1) if args.json else stats.format_stats(s))
     print(f"plot: {png}")
+    return 0
+
+
+def run_release(args) -> int:
+    from gecko_jax.errors import GeckoError
+    from gecko_jax.fret import release
+
+    if args.check:
+        print(f"{args.run_dir}: ok, " + release.describe(release.verify(args.run_dir)))
+        return 0
+    if not args.release_output:
+        raise GeckoError("gecko fret release needs --output DIR (or --check)")
+    release.release(args.run_dir, args.release_output, args.release_command)
+    manifest = release.verify(args.release_output)
+    print(f"released to {args.release_output}: " + release.describe(manifest))
     return 0
 
 

@@ -23,15 +23,17 @@ anywhere marks that stage and every later one as changed. A changed stage that
 already has output is refused with the differing keys named (nothing is reused
 silently); `redo=True` (`--redo`) deletes that stage's output and every later
 stage's, and runs them again.
+
+The stages' names, configs and seeding (the ablation arms, the data-scaling curve, the
+seeds' soup): recipes/distill_stages.py; the FRet stage and the record variants the
+arms train on: recipes/distill_fret.py; the report: recipes/distill_report.py and,
+over seeds, recipes/distill_seeds.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import pathlib
 import shutil
 from typing import Sequence
@@ -39,52 +41,20 @@ from typing import Sequence
 from gecko_jax.data import splits
 from gecko_jax.errors import GeckoError
 from gecko_jax.recipes import runner
-from gecko_jax.recipes.distill_student import LLM_EVAL_STAGES, PREFINETUNED, get_student
+from gecko_jax.recipes import distill_fret
+from gecko_jax.recipes.distill_stages import (
+    base_stage, eval_model_name, seed_of, seeded_name, stage_configs, stage_names)
+from gecko_jax.recipes.distill_student import get_student
 from gecko_jax.recipes.runner import read_marker
-from gecko_jax.textio import atomic_write_json, atomic_write_text
+from gecko_jax.textio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-# Every student's report scores its base model in both prompt formats, the
-# pre-finetuned and the fine-tuned model (distill_report.stage_table).
-STAGES = ("fret", "prefinetune", "finetune", "eval_base", "eval_base_gecko",
-          "eval_prefinetuned", "eval_distilled")
-# --ablation (the paper's Table 3): fine-tuning (a) without FRet, (b) with FRet's seed
-# passage as positive and no hard negative, (c) with the re-labelled positive and no
-# hard negative, beside the default (d): the re-labelled positive and the LLM-mined
-# hard negative. Same mixture and steps otherwise. (e), the compute-matched control:
-# no fine-tuning, its steps spent on more
-# pre-finetuning (prefinetune_steps + finetune_steps from the base model): is it the
-# fine-tuning mixture, or just more steps?
-ABLATION_STAGES = ("finetune_no_fret", "finetune_seed_positive", "finetune_no_negative",
-                   "prefinetune_long", "eval_no_fret", "eval_seed_positive",
-                   "eval_no_negative", "eval_prefinetune_long")
-INPUTS = {"finetune": ("fret", "prefinetune"), "eval_distilled": ("finetune",),
-          "finetune_no_fret": ("prefinetune",),
-          "finetune_seed_positive": ("fret", "prefinetune"),
-          "finetune_no_negative": ("fret", "prefinetune"),
-          "eval_no_fret": ("finetune_no_fret",),
-          "eval_no_negative": ("finetune_no_negative",),
-          "eval_seed_positive": ("finetune_seed_positive",),
-          "eval_prefinetuned": ("prefinetune",),
-          "eval_prefinetune_long": ("prefinetune_long",)}
-# Training under more seeds (`seeds`): seed s > 0 repeats these stages as <stage>_s<s>.
-SEEDED_STAGES = ("prefinetune", "finetune", "eval_prefinetuned", "eval_distilled")
-# Model names in results.json / the report, by evaluation stage.
-EVAL_MODELS = {"eval_base": "minilm (base)", "eval_base_gecko": "minilm (base), Gecko prompts",
-               "eval_prefinetuned": PREFINETUNED, "eval_distilled": "distilled",
-               "eval_no_fret": "no FRet", "eval_seed_positive": "FRet seed positive",
-               "eval_no_negative": "FRet re-labelled, no negative",
-               "eval_prefinetune_long": "pre-finetuned only, same steps",
-               **LLM_EVAL_STAGES}
 DERIVED = ("model", "report.md", "report.json")
 TASKS = ("bbc_retrieval", "bbc_classification", "bbc_clustering")
 # `gecko distill --validation` scores these instead (carved from the training pools and
 # excluded from training): where the recipe's defaults are chosen.
 VALIDATION_TASKS = splits.VALIDATION_TASKS
-# Routed to FRet (FRetConfig / GenerateConfig / RelabelConfig); every other binding goes
-# to both training stages.
-FRET_BINDING_PREFIXES = ("FRetConfig.", "GenerateConfig.", "RelabelConfig.", "FilterConfig.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +78,10 @@ class DistillConfig:
     # ("none", "lowest", "rank:K", "random"); None keeps the run's choice.
     fret_scorers: tuple[str, ...] | None = None
     fret_negative: str | None = None
+    # A data-scaling curve: fine-tune also on the first N FRet records for each N here,
+    # the steps and mixture otherwise the default's (N = 0 is the ablation's "no FRet",
+    # all records the default fine-tuning).
+    fret_scaling: tuple[int, ...] = ()
     fret_neighbors: int = 4            # N candidates re-labelled per query
     fret_embed_max_length: int = 128
     prefinetune_steps: int = 30
@@ -129,7 +103,7 @@ class DistillConfig:
     gin_bindings: tuple[str, ...] = ()  # FRetConfig.* etc. go to FRet, the rest to training
     ablation: bool = False             # also the Table 3 arms and the compute-matched control
     student: str = "minilm"            # or an LLM: gemma3 | smollm2 (recipes/distill_student.py)
-    seeds: int = 1                     # training seeds: pre-finetuning and fine-tuning under each
+    seeds: int = 1                     # training seeds: every training stage reruns under each
     # MiniLM student: whether mean pooling averages the prompt's tokens with the text's.
     # False (the text's tokens only; the prompt acts through attention) was chosen on the
     # validation tasks: level after training, and a base model much nearer its raw-text
@@ -138,9 +112,7 @@ class DistillConfig:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        llm = tuple(LLM_EVAL_STAGES) if get_student(self.student).is_llm else ()
-        seeded = tuple(seeded_name(s, k) for k in range(1, self.seeds) for s in SEEDED_STAGES)
-        return STAGES + (ABLATION_STAGES if self.ablation else ()) + llm + seeded
+        return stage_names(self)
 
 
 # Named scales (`gecko distill --preset NAME`): DistillConfig fields; flags win over them.
@@ -149,11 +121,11 @@ class DistillConfig:
 # seed passages, every Wikipedia training passage as corpus, N = 20 neighbours and the
 # hard negative at fused rank 20 (Table 3's p_20), a bfloat16 teacher; hundreds of
 # steps per stage with the default warm-up (a tenth) and single-task batches; 3 seeds;
-# the ablation arms.
+# the ablation arms and a data-scaling curve (125, 250, 500 records beside none and all).
 PRESETS = {
     "reference": {"fret_corpus_size": 0, "fret_limit": 1000, "fret_neighbors": 20,
                   "prefinetune_steps": 300, "finetune_steps": 300, "seeds": 3,
-                  "ablation": True,
+                  "ablation": True, "fret_scaling": (125, 250, 500),
                   "gin_bindings": ("FRetConfig.teacher_dtype = 'bfloat16'",
                                    "RelabelConfig.negative = 'rank:20'")},
 }
@@ -168,189 +140,7 @@ def preset_defaults(name: str | None) -> dict:
     return dict(PRESETS[name])
 
 
-def seeded_name(stage: str, seed: int) -> str:
-    """A SEEDED_STAGES stage under training seed `seed` (seed 0 keeps the plain name)."""
-    return stage if seed == 0 else f"{stage}_s{seed}"
-
-
-def seed_of(stage: str) -> int:
-    head, sep, tail = stage.rpartition("_s")
-    return int(tail) if sep and tail.isdigit() and head in SEEDED_STAGES else 0
-
-
-def base_stage(stage: str) -> str:
-    return stage.rpartition("_s")[0] if seed_of(stage) else stage
-
-
-def eval_model_name(stage: str) -> str:
-    """The model name an evaluation stage writes to results.json."""
-    seed = seed_of(stage)
-    name = EVAL_MODELS[base_stage(stage)]
-    return f"{name} (seed {seed})" if seed else name
-
-
-def stage_configs(cfg: DistillConfig, out: pathlib.Path | None = None) -> dict[str, dict]:
-    """Each stage's effective config (what decides its output), chained through its inputs."""
-    fret_bind = sorted(b for b in cfg.gin_bindings if b.strip().startswith(FRET_BINDING_PREFIXES))
-    train_bind = [b for b in cfg.gin_bindings if not b.strip().startswith(FRET_BINDING_PREFIXES)]
-    fret = ({"records_sha256": released_fret_digest(cfg.fret_records),
-             "records_limit": cfg.fret_records_limit,
-             **({"scorers": list(cfg.fret_scorers)} if cfg.fret_scorers else {}),
-             **({"negative": cfg.fret_negative} if cfg.fret_negative else {})}
-            if cfg.fret_records else
-            {"teacher": cfg.teacher, "corpus_size": cfg.fret_corpus_size,
-             "corpus": list(cfg.fret_corpus),
-             "limit": cfg.fret_limit, "num_neighbors": cfg.fret_neighbors,
-             "embed_max_length": cfg.fret_embed_max_length, "gin_bindings": fret_bind})
-    train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
-             "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
-             "gin_bindings": train_bind}
-    if cfg.student != "minilm":
-        train["student"] = cfg.student
-    else:
-        train["include_prompt"] = cfg.include_prompt
-    ft_train = {**train, "learning_rate": cfg.finetune_learning_rate or cfg.learning_rate}
-    ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,
-          "max_length": cfg.eval_max_length}
-    own = {"fret": fret, "prefinetune": {**train, "steps": cfg.prefinetune_steps},
-           "finetune": {**ft_train, "steps": cfg.finetune_steps},
-           "eval_base": {**ev, "model": "minilm"},
-           "eval_base_gecko": {**ev, "model": "minilm", "format": "gecko",
-                               **({"include_prompt": cfg.include_prompt}
-                                  if cfg.student == "minilm" else {})},
-           "eval_distilled": {**ev, "model": "finetune"},
-           "finetune_no_fret": {**ft_train, "steps": cfg.finetune_steps, "fret": "none"},
-           "finetune_seed_positive": {**ft_train, "steps": cfg.finetune_steps,
-                                      "fret": "seed_positive"},
-           "finetune_no_negative": {**ft_train, "steps": cfg.finetune_steps,
-                                    "fret": "no_negative"},
-           "eval_no_fret": {**ev, "model": "finetune_no_fret"},
-           "eval_no_negative": {**ev, "model": "finetune_no_negative"},
-           "eval_seed_positive": {**ev, "model": "finetune_seed_positive"},
-           "eval_raw": {**ev, "model": f"raw {cfg.student}"},
-           "eval_raw_gecko": {**ev, "model": f"raw {cfg.student}", "format": "gecko"},
-           "eval_prefinetuned": {**ev, "model": "prefinetune"},
-           "prefinetune_long": {**train, "steps": cfg.prefinetune_steps + cfg.finetune_steps},
-           "eval_prefinetune_long": {**ev, "model": "prefinetune_long"}}
-    inputs = {n: i for n, i in INPUTS.items()}
-    for k in range(1, cfg.seeds):
-        for stage in ("prefinetune", "finetune"):
-            own[seeded_name(stage, k)] = {**own[stage], "seed": k}
-        own[seeded_name("eval_prefinetuned", k)] = {**ev, "model": seeded_name("prefinetune", k)}
-        own[seeded_name("eval_distilled", k)] = {**ev, "model": seeded_name("finetune", k)}
-        inputs[seeded_name("finetune", k)] = ("fret", seeded_name("prefinetune", k))
-        inputs[seeded_name("eval_prefinetuned", k)] = (seeded_name("prefinetune", k),)
-        inputs[seeded_name("eval_distilled", k)] = (seeded_name("finetune", k),)
-    own = {name: own[name] for name in cfg.stages}
-    return runner.chain_configs(own, {n: i for n, i in inputs.items() if n in own})
-
-
 # ---------------------------------------------------------------- the stages
-
-FRET_CORPORA = ("wikipedia", "bbc")
-FRET_PASSAGE_WORDS = 100
-
-
-def _fret_corpus(out: pathlib.Path, size: int, sources: Sequence[str] = ("wikipedia",)
-                 ) -> pathlib.Path:
-    """A `size`-passage FRet corpus (JSONL): an evenly spaced equal share of each source's
-    training passages (size 0: all of them)."""
-    import numpy as np
-
-    from gecko_jax.fret import corpus
-
-    unknown = sorted(set(sources) - set(FRET_CORPORA))
-    if unknown or not sources:
-        raise GeckoError(f"FRet corpus {list(sources)}: expected some of {list(FRET_CORPORA)}")
-    rows = []
-    for k, name in enumerate(sources):
-        part = (corpus.wikipedia_passages(words=FRET_PASSAGE_WORDS) if name == "wikipedia"
-                else corpus.bbc_passages(words=FRET_PASSAGE_WORDS))
-        share = size // len(sources) + (k < size % len(sources)) if size else 0
-        if share and share < len(part):
-            keep = np.unique(np.linspace(0, len(part) - 1, share).round().astype(int))
-            part = [part[i] for i in keep]
-        rows += part
-    path = out / "corpus.jsonl"
-    corpus.write_corpus(rows, path)
-    return path
-
-
-def released_fret_digest(folder: str | os.PathLike) -> str:
-    """sha256 (16 hex digits) of a finished FRet run's record files, in manifest order:
-    what identifies the records a `fret_records` run trains on (not the folder's path)."""
-    from gecko_jax.fret import record_shards
-
-    h = hashlib.sha256()
-    for path in record_shards.record_paths(folder):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def take_fret_records(folder: str | os.PathLike, limit: int | None,
-                      stage_dir: pathlib.Path, scorers: Sequence[str] | None = None,
-                      negative: str | None = None) -> dict:
-    """The fret stage on finished records: the first `limit` of them (all: None) into
-    stage_dir/records.jsonl, re-selected under `scorers` / `negative` when given
-    (fret/refuse.py), and the Wikipedia corpus they were drawn from (for re-selection
-    and the ablation's seed positives) into stage_dir/corpus.jsonl when it is the
-    shipped one."""
-    from gecko_jax.fret import record_shards, refuse
-    from gecko_jax.fret.relabel import RelabelConfig
-
-    manifest = record_shards.read_manifest(folder)
-    lines = [line for path in record_shards.record_paths(folder)
-             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if limit is not None:
-        if not 0 <= limit <= len(lines):
-            raise GeckoError(f"{folder}: {len(lines)} FRet records; cannot take {limit}")
-        lines = lines[:limit]
-    corpus_path = _fret_corpus(stage_dir, 0, ("wikipedia",))
-    want = manifest["config"].get("corpus", {}).get("sha256")
-    if hashlib.sha256(corpus_path.read_bytes()).hexdigest() != want:
-        corpus_path.unlink()   # not the shipped Wikipedia corpus: no seed-positive arm
-    if scorers or negative:
-        if not corpus_path.is_file():
-            raise GeckoError(f"{folder}: its corpus is not the shipped Wikipedia corpus, so "
-                             "its records cannot be re-selected here")
-        run_cfg = manifest["config"]["relabel"]
-        cfg = RelabelConfig(**{**run_cfg, **({"scorers": tuple(scorers)} if scorers else {}),
-                               **({"negative": negative} if negative else {})})
-        rows = [json.loads(line) for line in corpus_path.read_text(encoding="utf-8").splitlines()]
-        lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in refuse.refuse_records(
-            (json.loads(line) for line in lines), rows, cfg, manifest["config"].get("seed", 0))]
-    path = stage_dir / "records.jsonl"
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    c = manifest["counts"]
-    relabelled = sum(not json.loads(line).get("positive_is_seed", True) for line in lines)
-    return {"records": len(lines), "passages": c["passages"], "generated": c["generated"],
-            "relabelled": relabelled,
-            "relabel_rate": round(relabelled / len(lines), 4) if lines else 0.0,
-            "dropped": c["dropped"], "files": [str(path)],
-            "released": {"folder": str(folder), "records_in_set": c["records"],
-                         "teacher": manifest["models"]["teacher"]}}
-
-
-def run_fret(cfg: DistillConfig, conf: dict, stage_dir: pathlib.Path,
-             progress: bool) -> dict:
-    from gecko_jax.fret.pipeline import config_from_gin, run_local
-
-    if cfg.fret_records:
-        return take_fret_records(cfg.fret_records, cfg.fret_records_limit, stage_dir,
-                                 cfg.fret_scorers, cfg.fret_negative)
-    fret_cfg = config_from_gin([], conf["gin_bindings"])
-    fret_cfg = dataclasses.replace(
-        fret_cfg, teacher=cfg.teacher, limit=cfg.fret_limit,
-        embed_max_length=cfg.fret_embed_max_length, tfrecord=False, progress=progress,
-        relabel=dataclasses.replace(fret_cfg.relabel, num_neighbors=cfg.fret_neighbors))
-    corpus_path = _fret_corpus(stage_dir, cfg.fret_corpus_size, cfg.fret_corpus)
-    manifest = run_local(fret_cfg, corpus_path, stage_dir / "run")
-    c = manifest["counts"]
-    return {"records": c["records"], "passages": c["passages"], "generated": c["generated"],
-            "relabelled": c["relabelled"], "relabel_rate": c["relabel_rate"],
-            "dropped": c["dropped"], "files": [str(stage_dir / "run" / f)
-                                               for f in manifest["files"]["jsonl"]]}
-
 
 def _train_bindings(conf: dict) -> list[str]:
     return [f"BATCH_SIZE = {conf['batch_size']}", f"TRAIN_STEPS = {conf['steps']}",
@@ -420,43 +210,6 @@ def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
     return summary
 
 
-def seed_positive_files(fret_files: Sequence[str], corpus_path: pathlib.Path,
-                        stage_dir: pathlib.Path) -> list[str]:
-    """FRet records with the seed passage as positive and no hard negative (ablation b),
-    written to stage_dir/seed_positive.jsonl."""
-    from gecko_jax import textio
-    from gecko_jax.data import fret_records
-
-    if not corpus_path.is_file():
-        raise GeckoError(f"{corpus_path.parent}: the FRet records were not drawn from the "
-                         "shipped Wikipedia corpus, so their seed passages are unknown "
-                         "(no seed-positive arm)")
-    corpus = {str(obj["id"]): fret_records.passage_json(
-        str(obj["id"]), str(obj.get("title") or ""), str(obj["text"]))
-        for _, obj in textio.read_jsonl(corpus_path, ("id", "text"))}
-    return _write_variant(fret_files, stage_dir / "seed_positive.jsonl",
-                          lambda rec: fret_records.with_seed_positive(
-                              rec, corpus[rec["seed_passage_id"]]))
-
-
-def no_negative_files(fret_files: Sequence[str], stage_dir: pathlib.Path) -> list[str]:
-    """FRet records with the re-labelled positive and no hard negative (Table 3's p_1 /
-    none), written to stage_dir/no_negative.jsonl."""
-    return _write_variant(fret_files, stage_dir / "no_negative.jsonl", lambda rec: dict(
-        rec, negative=None, provenance=dict(rec.get("provenance", {}), variant="no_negative")))
-
-
-def _write_variant(fret_files: Sequence[str], path: pathlib.Path, change) -> list[str]:
-    """Every record of fret_files through `change`, written as JSONL to path: [path]."""
-    from gecko_jax.data import fret_records
-
-    records = [change(rec) for rec in fret_records.read_jsonl_records(
-        f for f in fret_files if pathlib.Path(f).stat().st_size > 0)]
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                                    for r in records))
-    return [str(path)]
-
-
 def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: pathlib.Path,
              progress: bool, encoder=None) -> dict:
     """Scores one model (a folder, or an in-memory `encoder`) on the local tasks at the
@@ -487,7 +240,7 @@ def run_eval(conf: dict, folder: pathlib.Path | None, name: str, stage_dir: path
 # ---------------------------------------------------------------- orchestration
 
 def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list[runner.Stage]:
-    """The stages of `gecko distill` (five; +4 with the ablation, +2 for an LLM student)."""
+    """The stages of `gecko distill` (distill_stages.stage_names) as runner stages."""
     from gecko_jax import assets
     from gecko_jax.training import trainer
 
@@ -495,78 +248,81 @@ def recipe_stages(cfg: DistillConfig, out: pathlib.Path, progress: bool) -> list
     export = trainer.EXPORT_DIR
 
     def fret(stage_dir, _):
-        return run_fret(cfg, own["fret"], stage_dir, progress)
+        return distill_fret.run_fret(cfg, own["fret"], stage_dir, progress)
 
-    def prefinetune_stage(stage):
+    def prefinetune(name):
         def run(stage_dir, _):
-            return run_prefinetune(own[stage], stage_dir, progress)
+            return run_prefinetune(own[name], stage_dir, progress)
         return run
 
-    def finetune_stage(stage):
+    def finetune(name):
+        # Which FRet records: the stage's "fret" key (none: the re-labelled records as
+        # generated; "none", "seed_positive", "no_negative", "first:N").
+        variant = own[name].get("fret")
+
         def run(stage_dir, done):
-            init = out / seeded_name("prefinetune", seed_of(stage)) / export
-            return run_finetune(own[stage], stage_dir, init, done["fret"]["summary"]["files"],
-                                progress)
+            files = done["fret"]["summary"]["files"] if "fret" in done else []
+            if variant == "none":
+                files = []
+            elif variant == "seed_positive":
+                files = distill_fret.seed_positive_files(files, out / "fret" / "corpus.jsonl",
+                                                         stage_dir)
+            elif variant == "no_negative":
+                files = distill_fret.no_negative_files(files, stage_dir)
+            elif variant is not None:
+                files = distill_fret.first_records_files(
+                    files, int(variant.removeprefix("first:")), stage_dir)
+            init = out / seeded_name("prefinetune", seed_of(name)) / export
+            return run_finetune(own[name], stage_dir, init, files, progress)
         return run
 
-    def finetune_no_fret(stage_dir, _):
-        return run_finetune(own["finetune_no_fret"], stage_dir, out / "prefinetune" / export,
-                            [], progress)
+    def evaluation(name):
+        # The stage whose export it scores; None: base MiniLM, untrained.
+        model_stage = own[name]["model"] if own[name]["model"] in own else None
 
-    def finetune_seed_positive(stage_dir, done):
-        files = seed_positive_files(done["fret"]["summary"]["files"],
-                                    out / "fret" / "corpus.jsonl", stage_dir)
-        return run_finetune(own["finetune_seed_positive"], stage_dir,
-                            out / "prefinetune" / export, files, progress)
-
-    def finetune_no_negative(stage_dir, done):
-        files = no_negative_files(done["fret"]["summary"]["files"], stage_dir)
-        return run_finetune(own["finetune_no_negative"], stage_dir,
-                            out / "prefinetune" / export, files, progress)
-
-    def evaluation(stage, model_stage):
         def run(stage_dir, _):
-            folder = (assets.minilm_dir() if model_stage is None
-                      else out / model_stage / export)
+            folder = assets.minilm_dir() if model_stage is None else out / model_stage / export
             encoder = None
-            if model_stage is None and "include_prompt" in own[stage]:
+            if model_stage is None and "include_prompt" in own[name]:
                 # The base model pooled as the student starts out (cfg.include_prompt).
-                encoder = base_encoder(own[stage]["include_prompt"], own[stage]["max_length"])
-            return run_eval(own[stage], folder, eval_model_name(stage), stage_dir, progress,
+                encoder = base_encoder(own[name]["include_prompt"], own[name]["max_length"])
+            return run_eval(own[name], folder, eval_model_name(name), stage_dir, progress,
                             encoder=encoder)
         return run
 
-    def eval_raw_llm(stage):
+    def eval_raw_llm(name):
         def run(stage_dir, _):
             from gecko_jax.recipes.distill_student import raw_encoder
 
-            enc = raw_encoder(cfg.student, own[stage]["max_length"])
-            return run_eval(own[stage], None, EVAL_MODELS[stage], stage_dir, progress,
+            enc = raw_encoder(cfg.student, own[name]["max_length"])
+            return run_eval(own[name], None, eval_model_name(name), stage_dir, progress,
                             encoder=enc)
         return run
 
-    runs = {"fret": fret, "prefinetune": prefinetune_stage("prefinetune"),
-            "finetune": finetune_stage("finetune"),
-            "prefinetune_long": prefinetune_stage("prefinetune_long"),
-            "eval_prefinetune_long": evaluation("eval_prefinetune_long", "prefinetune_long"),
-            "eval_base": evaluation("eval_base", None),
-            "eval_base_gecko": evaluation("eval_base_gecko", None),
-            "eval_distilled": evaluation("eval_distilled", "finetune"),
-            "finetune_no_fret": finetune_no_fret,
-            "finetune_seed_positive": finetune_seed_positive,
-            "finetune_no_negative": finetune_no_negative,
-            "eval_no_negative": evaluation("eval_no_negative", "finetune_no_negative"),
-            "eval_no_fret": evaluation("eval_no_fret", "finetune_no_fret"),
-            "eval_seed_positive": evaluation("eval_seed_positive", "finetune_seed_positive"),
-            "eval_raw": eval_raw_llm("eval_raw"), "eval_raw_gecko": eval_raw_llm("eval_raw_gecko"),
-            "eval_prefinetuned": evaluation("eval_prefinetuned", "prefinetune")}
-    for k in range(1, cfg.seeds):
-        runs[seeded_name("prefinetune", k)] = prefinetune_stage(seeded_name("prefinetune", k))
-        runs[seeded_name("finetune", k)] = finetune_stage(seeded_name("finetune", k))
-        for stage, model in (("eval_prefinetuned", "prefinetune"), ("eval_distilled", "finetune")):
-            runs[seeded_name(stage, k)] = evaluation(seeded_name(stage, k), seeded_name(model, k))
+    def soup(stage_dir, _):
+        from gecko_jax.models.soup import soup_folders
+
+        folders = [out / m / export for m in own["soup"]["models"]]
+        soup_folders(folders, stage_dir / export)
+        return {"models": len(folders), "export": str(stage_dir / export)}
+
+    def runner_of(name):
+        stage = base_stage(name)
+        if stage == "fret":
+            return fret
+        if stage == "soup":
+            return soup
+        if stage.startswith("prefinetune"):
+            return prefinetune(name)
+        if stage.startswith("finetune"):
+            return finetune(name)
+        if stage in ("eval_raw", "eval_raw_gecko"):
+            return eval_raw_llm(name)
+        return evaluation(name)
+
     strip = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
-    return [runner.Stage(name, strip(own[name]), runs[name], tuple(own[name].get("inputs", {})))
+    return [runner.Stage(name, strip(own[name]), runner_of(name),
+                         tuple(own[name].get("inputs", {})))
             for name in cfg.stages]
 
 

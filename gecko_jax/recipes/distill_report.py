@@ -13,10 +13,13 @@ import dataclasses
 import json
 import pathlib
 
+from gecko_jax.recipes import distill_seeds
+
 BASE, DISTILLED = "minilm (base)", "distilled"
 NO_FRET, SEED_POSITIVE = "no FRet", "FRet seed positive"
 NO_NEGATIVE = "FRet re-labelled, no negative"
 LONG_PREFINETUNE = "pre-finetuned only, same steps"
+SOUP = "soup of the seeds' fine-tuned models"
 # (label, model) rows of the ablation table, in Table 3's order, then the
 # compute-matched control.
 ABLATION = (("(a) no FRet", NO_FRET), ("(b) FRet, seed passage as positive", SEED_POSITIVE),
@@ -142,59 +145,6 @@ def student_table(results: dict, tasks: dict, is_llm: bool = True) -> list[str]:
                 sig = "" if change is None else f" ({bootstrap.significance(change)})"
                 delta = rows[new][metric] - rows[old][metric]
                 cells.append(f"{100 * delta:+.2f}{_ci(change, signed=True)}{sig}")
-            lines.append(f"| {task} | {metric} | {dim} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def seed_models(results: dict, name: str) -> list[str]:
-    """The model names of `name` under every training seed (seed 0 first)."""
-    more = sorted((m for m in results if m.startswith(f"{name} (seed ")),
-                  key=lambda m: int(m.rsplit(" ", 1)[1].rstrip(")")))
-    return ([name] if name in results else []) + more
-
-
-def seeds_table(results: dict, tasks: dict) -> list[str]:
-    """Scores over training seeds: mean [min, max] of the pre-finetuned and fine-tuned
-    models, and of two changes, each seed's against its paired interval. A change is
-    called significant only when every seed's paired interval excludes 0 on the same
-    side ("+ in every seed" / "- in every seed")."""
-    from gecko_jax.evaluation import intervals
-    from gecko_jax.recipes.distill_student import PREFINETUNED
-
-    pft, ft = seed_models(results, PREFINETUNED), seed_models(results, DISTILLED)
-    n = len(ft)
-    lines = [f"| task | metric | dim | pre-finetuned ({n} seeds) | fine-tuned ({n} seeds) | "
-             "fine-tuned - base (raw) | fine-tuned - pre-finetuned |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-
-    def spread(values):
-        return (f"{100 * sum(values) / len(values):.2f} [{100 * min(values):.2f}, "
-                f"{100 * max(values):.2f}]")
-
-    def change(pairs, kind, metric):
-        deltas, sides = [], []
-        for old, new in pairs:
-            deltas.append(new[metric] - old[metric])
-            iv = intervals.change_interval(kind, metric, old, new)
-            sides.append(0 if iv is None or iv.contains_zero else (1 if iv.low > 0 else -1))
-        word = ("+ in every seed" if all(s > 0 for s in sides) else
-                "- in every seed" if all(s < 0 for s in sides) else
-                f"not significant in every seed ({sides.count(1)}+, {sides.count(-1)}-)")
-        mean = sum(deltas) / len(deltas)
-        return (f"{100 * mean:+.2f} [{100 * min(deltas):+.2f}, {100 * max(deltas):+.2f}] "
-                f"({word})")
-
-    for task, info in tasks.items():
-        metric, kind = info["main_score"], info["type"]
-        dims = sorted({int(d) for m in ft for d in results[m].get(task, {})}, reverse=True)
-        for dim in dims:
-            rp = [results[m][task][dim] for m in pft]
-            rf = [results[m][task][dim] for m in ft]
-            base = results.get(BASE, {}).get(task, {}).get(dim)
-            cells = [spread([r[metric] for r in rp]) if rp else "-",
-                     spread([r[metric] for r in rf]),
-                     change([(base, r) for r in rf], kind, metric) if base else "-",
-                     change(list(zip(rp, rf)), kind, metric) if len(rp) == n else "-"]
             lines.append(f"| {task} | {metric} | {dim} | " + " | ".join(cells) + " |")
     return lines
 
@@ -349,13 +299,22 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
                       "for the base in Gecko prompts as for the trained models."
                       if not getattr(cfg, "include_prompt", True) else ""), ""]
         lines += student_table(results, tasks, is_llm=False)
-    if getattr(cfg, "seeds", 1) > 1:
-        lines += ["", f"## Over {cfg.seeds} training seeds (main score x100)", "",
-                  "Pre-finetuning and fine-tuning rerun under each seed (data order); the "
-                  "base model and FRet are shared. Each cell: mean [min, max] over seeds; "
-                  "a change is significant only where every seed's paired 95% interval "
-                  "excludes 0 on the same side.", ""]
-        lines += seeds_table(results, tasks)
+    seeds = getattr(cfg, "seeds", 1)
+    if seeds > 1:
+        from gecko_jax.recipes.distill_student import PREFINETUNED, RAW, RAW_GECKO
+
+        starts = (((RAW, "raw"), (RAW_GECKO, "raw (Gecko)")) if student.is_llm else
+                  ((BASE, "base (raw)"), (BASE_GECKO, "base (Gecko)")))
+        lines += ["", f"## Over {seeds} training seeds (main score x100)", "",
+                  "Every training stage reruns under each seed (initialisation and data "
+                  "order); the untrained models and FRet are shared. Each cell: mean "
+                  "[min, max] over seeds; a change is significant only where every "
+                  "seed's paired 95% interval excludes 0 on the same side.", ""]
+        lines += distill_seeds.seeds_table(results, tasks, PREFINETUNED, DISTILLED, starts)
+        if SOUP in results:
+            lines += ["", "The seeds' fine-tuned models averaged parameter by parameter "
+                      "(`gecko soup`), scored like them:", ""]
+            lines += distill_seeds.soup_table(results, tasks, SOUP, DISTILLED)
     if NO_FRET in results and SEED_POSITIVE in results:
         lines += ["", "## Ablation: what FRet's re-labelling adds (the paper's Table 3 "
                   "direction)", "",
@@ -364,8 +323,26 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
                   "passage as positive and no hard negative, (c) the re-labelled positive "
                   "and no hard negative, (d) the default: the re-labelled positive and the "
                   "LLM-mined hard negative; and (e), the compute-matched control: no "
-                  "fine-tuning, pre-finetuning run for the steps of both stages.", ""]
+                  "fine-tuning, pre-finetuning run for the steps of both stages."
+                  + (" Seed 0 with its intervals, then every seed." if seeds > 1 else ""), ""]
         lines += ablation_table(results, tasks)
+        if seeds > 1:
+            lines += ["", f"Over {seeds} seeds (each arm from its seed's pre-finetuned "
+                      "model): mean [min, max]; (d) - each arm, paired seed by seed.", ""]
+            lines += distill_seeds.ablation_seeds_table(
+                results, tasks, ABLATION, DISTILLED,
+                [(m, label) for m, label in ABLATION_CHANGES])
+    if getattr(cfg, "fret_scaling", ()):
+        points = distill_seeds.scaling_points(results, cfg.fret_scaling, NO_FRET, DISTILLED,
+                                              fret["records"])
+        distill_seeds.plot_scaling(results, tasks, points, out / "scaling.png")
+        lines += ["", "## Data scaling: more FRet records at equal steps (main score x100)",
+                  "", f"Fine-tuning on the first N of the {fret['records']} FRet records "
+                  "(0: the ablation's arm (a); all: the default fine-tuning), the same "
+                  "mixture, steps and pre-finetuned model otherwise; mean [min, max] over "
+                  "seeds, and each size minus the first, paired seed by seed.", ""]
+        lines += distill_seeds.scaling_table(results, tasks, points)
+        lines += ["", "![data scaling](scaling.png)"]
     lines += ["", "Full metrics: [eval/report.md](eval/report.md). Distilled model: `model/` "
               "(`gecko embed --model model`, sentence-transformers).", "",
               "![scores by task](eval/scores_by_task.png)", "",

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from gecko_jax.recipes import distill, runner
+from gecko_jax.recipes import distill, distill_fret, distill_stages, runner
 from gecko_jax.errors import GeckoError
 
 # Every stage for real (SmolLM2 teacher, MiniLM training, BBC eval) at toy scale.
@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory):
 
 def test_report_covers_every_task_dim_and_model(tiny_run):
     out, first = tiny_run
-    assert first["ran"] == list(distill.STAGES)
+    assert first["ran"] == list(distill_stages.STAGES)
     results = first["results"]
     assert set(results) == {"minilm (base)", "minilm (base), Gecko prompts", "pre-finetuned",
                             "distilled"}
@@ -72,7 +72,7 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     split = json.loads((out / "report.json").read_text())["split"]
     assert len(split["scored"]["bbc_clustering"]) == 40
     assert set(split["scored"]["bbc_retrieval"]) <= set(split["held_out"])
-    for stage in distill.STAGES:  # each stage's wall time is stated
+    for stage in distill_stages.STAGES:  # each stage's wall time is stated
         marker = first["stages"][stage]
         assert marker["status"] == "done" and marker["wall_s"] >= 0
         assert f"| {stage} | {marker['wall_s']:.0f} | ran |" in text
@@ -90,15 +90,15 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
 
 def test_second_run_reuses_every_stage(tiny_run):
     out, first = tiny_run
-    mtimes = {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill.STAGES}
+    mtimes = {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill_stages.STAGES}
     ckpts = sorted(p.name for p in (out / "finetune" / "checkpoints").iterdir())
     second = distill.distill(out, TINY, progress=False)
     assert second["ran"] == []
-    assert {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill.STAGES} == mtimes
+    assert {s: (out / s / runner.MARKER).stat().st_mtime_ns for s in distill_stages.STAGES} == mtimes
     assert sorted(p.name for p in (out / "finetune" / "checkpoints").iterdir()) == ckpts
     assert second["results"] == first["results"]
     text = second["report"].read_text()
-    for stage in distill.STAGES:
+    for stage in distill_stages.STAGES:
         assert f"| {stage} | {first['stages'][stage]['wall_s']:.0f} | reused |" in text
 
 
@@ -113,32 +113,61 @@ def test_changed_config_is_refused_then_redone(tiny_run, tmp_path):
         distill.distill(copy, changed, progress=False)
     second = distill.distill(copy, changed, redo=True, progress=False)
     # Training stages reused; every evaluation reruns.
-    assert second["ran"] == [s for s in distill.STAGES if s.startswith("eval_")]
+    assert second["ran"] == [s for s in distill_stages.STAGES if s.startswith("eval_")]
     assert json.loads((copy / "eval_base" / "stage.json").read_text())["config"]["limit"] == 30
 
 
-def test_stage_configs_chain_through_inputs(tmp_path):
+def test_stage_configs_chain_through_inputs():
     """A FRet change reaches fine-tuning and the distilled eval, not the base eval."""
-    a = distill.stage_configs(TINY, tmp_path)
-    b = distill.stage_configs(distill.DistillConfig(**{**TINY.__dict__, "fret_limit": 3}), tmp_path)
-    assert [s for s in distill.STAGES if a[s] != b[s]] == ["fret", "finetune", "eval_distilled"]
-    c = distill.stage_configs(distill.DistillConfig(
-        **{**TINY.__dict__, "gin_bindings": TINY.gin_bindings + ("RelabelConfig.rrf_k = 60.0",)}),
-        tmp_path)
+    a = distill_stages.stage_configs(TINY)
+    b = distill_stages.stage_configs(distill.DistillConfig(**{**TINY.__dict__, "fret_limit": 3}))
+    assert [s for s in distill_stages.STAGES if a[s] != b[s]] == ["fret", "finetune", "eval_distilled"]
+    c = distill_stages.stage_configs(distill.DistillConfig(
+        **{**TINY.__dict__, "gin_bindings": TINY.gin_bindings + ("RelabelConfig.rrf_k = 60.0",)}))
     assert c["fret"]["gin_bindings"] == sorted(a["fret"]["gin_bindings"]
                                                + ["RelabelConfig.rrf_k = 60.0"])
     assert c["prefinetune"] == a["prefinetune"]
     assert a["prefinetune"]["gin_bindings"] == ["MeshSpec.data = 1"]
 
 
+def test_seeds_repeat_every_trained_stage_and_its_evaluation():
+    """Under seeds > 1 the ablation arms and the scaling curve rerun per seed, each on its
+    own seed's pre-finetuned model; FRet and the base evaluations are shared."""
+    cfg = dataclasses.replace(TINY, seeds=2, ablation=True, fret_scaling=(1, 3))
+    names = cfg.stages
+    first = distill_stages.STAGES + distill_stages.ABLATION_STAGES + (
+        "finetune_fret1", "eval_fret1", "finetune_fret3", "eval_fret3")
+    assert names == first + tuple(f"{s}_s1" for s in first if s not in distill_stages.UNSEEDED) + (
+        "soup", "eval_soup")
+    assert {"fret_s1", "eval_base_s1", "eval_base_gecko_s1"}.isdisjoint(names)
+    own = distill_stages.stage_configs(cfg)
+    assert own["finetune_fret3"] == {**own["finetune"], "fret": "first:3"}
+    assert own["finetune_no_fret_s1"]["seed"] == 1
+    assert set(own["finetune_no_fret_s1"]["inputs"]) == {"prefinetune_s1"}
+    assert set(own["finetune_fret1_s1"]["inputs"]) == {"fret", "prefinetune_s1"}
+    assert own["eval_fret1_s1"]["model"] == "finetune_fret1_s1"
+    assert own["prefinetune_long_s1"] == {**own["prefinetune_long"], "seed": 1}
+    assert own["soup"]["models"] == ["finetune", "finetune_s1"]
+    assert set(own["soup"]["inputs"]) == {"finetune", "finetune_s1"}
+    # Seed 0's configs are those of a one-seed run: finished stages are reused.
+    one = distill_stages.stage_configs(dataclasses.replace(cfg, seeds=1))
+    assert all(own[s] == one[s] for s in one)
+    assert [distill_stages.eval_model_name(s) for s in
+            ("eval_fret3", "eval_fret3_s1", "eval_no_fret_s1", "eval_distilled")] == [
+        "FRet, first 3 records", "FRet, first 3 records (seed 1)", "no FRet (seed 1)",
+        "distilled"]
+    assert distill_stages.seed_of("finetune_seed_positive") == 0
+    assert distill_stages.seed_of("eval_seed_positive_s2") == 2
+
+
 def test_marker_mismatch_without_output_is_refused(tmp_path):
-    conf = distill.stage_configs(TINY, tmp_path)
+    conf = distill_stages.stage_configs(TINY)
     (tmp_path / "prefinetune").mkdir()
     (tmp_path / "prefinetune" / runner.MARKER).write_text(json.dumps(
         {"status": "running", "config": {**conf["prefinetune"], "steps": 99}}))
     with pytest.raises(GeckoError, match="steps: 99 -> 2"):
         runner.check_stages(tmp_path, conf, redo=False)
-    assert runner.check_stages(tmp_path, conf, redo=True) == list(distill.STAGES[1:])
+    assert runner.check_stages(tmp_path, conf, redo=True) == list(distill_stages.STAGES[1:])
     assert not (tmp_path / "prefinetune").exists()
 
 
@@ -146,22 +175,22 @@ def test_fret_corpus_takes_an_equal_share_of_each_source_and_no_evaluated_articl
     from gecko_jax.data import sources, splits
     from gecko_jax.textio import read_jsonl
 
-    path = distill._fret_corpus(tmp_path, 64, ("wikipedia", "bbc"))
+    path = distill_fret.fret_corpus(tmp_path, 64, ("wikipedia", "bbc"))
     rows = [obj for _, obj in read_jsonl(path, ("id", "title", "text"))]
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)) == 64
     assert sum(i.startswith("wiki:") for i in ids) == sum(i.startswith("bbc:") for i in ids) == 32
-    assert all(len(r["text"].split()) <= distill.FRET_PASSAGE_WORDS for r in rows)
+    assert all(len(r["text"].split()) <= distill_fret.FRET_PASSAGE_WORDS for r in rows)
     articles = sources.read_bbc_news(dedup=True)
     evaluated = splits.bbc_held_out_ids(articles) | splits.bbc_validation_ids(articles)
     assert not {i.removeprefix("bbc:") for i in ids if i.startswith("bbc:")} & evaluated
     val_titles = splits.wikipedia_validation_titles(sources.read_wikipedia())
     assert not {r["title"] for r in rows if r["id"].startswith("wiki:")} & val_titles
     with pytest.raises(GeckoError, match="expected some of"):
-        distill._fret_corpus(tmp_path, 8, ("wikipedia", "c4"))
+        distill_fret.fret_corpus(tmp_path, 8, ("wikipedia", "c4"))
     # The sources are part of the FRet stage's config: changing them reruns FRet.
     mixed = dataclasses.replace(TINY, fret_corpus=("wikipedia", "bbc"))
-    assert distill.stage_configs(mixed)["fret"] != distill.stage_configs(TINY)["fret"]
+    assert distill_stages.stage_configs(mixed)["fret"] != distill_stages.stage_configs(TINY)["fret"]
 
 
 def test_cli_registers_distill():
@@ -180,13 +209,13 @@ def test_cli_registers_distill():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["distill", "--output", "x", "--fret-corpus", "c4"])
     # Fine-tuning runs at its own learning rate; the stage configs carry each one.
-    own = distill.stage_configs(dataclasses.replace(cfg, ablation=True))
+    own = distill_stages.stage_configs(dataclasses.replace(cfg, ablation=True))
     assert own["prefinetune"]["learning_rate"] == cfg.learning_rate == 3e-5
     assert own["finetune"]["learning_rate"] == cfg.finetune_learning_rate == 1e-5
     assert own["prefinetune_long"]["learning_rate"] == 3e-5
     one = config_from_args(build_parser().parse_args(
         ["distill", "--output", "x", "--learning-rate", "2e-5"]))
-    assert distill.stage_configs(one)["finetune"]["learning_rate"] == 2e-5
+    assert distill_stages.stage_configs(one)["finetune"]["learning_rate"] == 2e-5
     # No preset: the DistillConfig defaults (but for what the flags above set).
     plain = config_from_args(build_parser().parse_args(["distill", "--output", "x"]))
     assert plain == distill.DistillConfig()
@@ -202,11 +231,20 @@ def test_reference_preset_sets_its_scale_and_flags_win():
     assert (ref.fret_limit, ref.fret_corpus_size, ref.fret_neighbors) == (1000, 0, 20)
     assert (ref.prefinetune_steps, ref.finetune_steps, ref.seeds, ref.ablation) == \
         (300, 300, 3, True)
-    own = distill.stage_configs(ref)
+    own = distill_stages.stage_configs(ref)
     assert own["fret"]["gin_bindings"] == ["FRetConfig.teacher_dtype = 'bfloat16'",
                                            "RelabelConfig.negative = 'rank:20'"]
     assert own["prefinetune"]["gin_bindings"] == ["MeshSpec.data = 1"]
-    assert {"prefinetune_s2", "finetune_s2", "finetune_no_fret"} <= set(own)
+    assert {"prefinetune_s2", "finetune_s2", "finetune_no_fret", "finetune_no_fret_s2",
+            "finetune_fret125_s1", "eval_fret500_s2"} <= set(own)
+    assert ref.fret_scaling == (125, 250, 500)
+    off = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--preset", "reference", "--fret-scaling", "none"]))
+    assert off.fret_scaling == () and "finetune_fret125" not in off.stages
+    assert not config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--preset", "reference", "--no-ablation"])).ablation
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["distill", "--output", "x", "--fret-scaling", "0,5"])
     quick = config_from_args(build_parser().parse_args(
         ["distill", "--output", "x", "--preset", "reference", "--fret-limit", "8",
          "--seeds", "1", "--steps", "4"]))
@@ -229,7 +267,7 @@ def test_ablation_adds_three_finetunes_and_reuses_the_default_run(tiny_run, tmp_
     shutil.copytree(out, copy)
     cfg = distill.DistillConfig(**{**TINY.__dict__, "ablation": True})
     result = distill.distill(copy, cfg, progress=False)
-    assert result["ran"] == list(distill.ABLATION_STAGES)
+    assert result["ran"] == list(distill_stages.ABLATION_STAGES)
     assert set(result["results"]) == {"minilm (base)", "minilm (base), Gecko prompts",
                                       "pre-finetuned", "distilled", "no FRet",
                                       "FRet seed positive", "FRet re-labelled, no negative",
@@ -263,6 +301,26 @@ def test_ablation_adds_three_finetunes_and_reuses_the_default_run(tiny_run, tmp_
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
     assert all(line.count("significant") == 4 for line in rows)
+    # A second seed and a scaling point on top: every arm reruns from seed 1's
+    # pre-finetuned model; the first record alone is the curve's middle point.
+    more = dataclasses.replace(cfg, seeds=2, fret_scaling=(1,))
+    result = distill.distill(copy, more, progress=False)
+    assert result["ran"] == ["finetune_fret1", "eval_fret1"] + [
+        f"{s}_s1" for s in distill_stages.STAGES[1:] + distill_stages.ABLATION_STAGES
+        + ("finetune_fret1", "eval_fret1") if s not in distill_stages.UNSEEDED] + [
+        "soup", "eval_soup"]
+    marker = lambda s: json.loads((copy / s / runner.MARKER).read_text())  # noqa: E731
+    assert marker("finetune_fret1")["summary"]["fret_records"] == 1
+    assert len((copy / "finetune_fret1" / "first_1.jsonl").read_text().splitlines()) == 1
+    assert set(marker("finetune_no_fret_s1")["config"]["inputs"]) == {"prefinetune_s1"}
+    ops = (copy / "finetune_no_fret_s1" / "operative_config.gin").read_text()
+    assert "prefinetune_s1/export" in ops and "train.seed = 1" in ops
+    text = result["report"].read_text()
+    assert "(d) - (a)" in text.split("Over 2 seeds (each arm")[1]
+    scaling = text.split("## Data scaling")[1]
+    assert "| 0 records | 1 records |" in scaling and "(scaling.png)" in scaling
+    assert (copy / "scaling.png").stat().st_size > 0
+    assert "soup - each seed's fine-tuned" in text
 
 
 def test_fret_records_from_a_finished_run_replace_the_teacher(tiny_run, tmp_path):
@@ -277,9 +335,9 @@ def test_fret_records_from_a_finished_run_replace_the_teacher(tiny_run, tmp_path
     assert lines
     cfg = distill.DistillConfig(**{**TINY.__dict__, "fret_records": str(folder),
                                    "fret_records_limit": 1})
-    conf = distill.stage_configs(cfg)["fret"]
-    assert conf == {"records_sha256": distill.released_fret_digest(folder), "records_limit": 1}
-    summary = distill.take_fret_records(folder, 1, tmp_path)
+    conf = distill_stages.stage_configs(cfg)["fret"]
+    assert conf == {"records_sha256": distill_fret.released_fret_digest(folder), "records_limit": 1}
+    summary = distill_fret.take_fret_records(folder, 1, tmp_path)
     assert (tmp_path / "records.jsonl").read_text().splitlines() == lines[:1]
     assert summary["records"] == 1 and summary["files"] == [str(tmp_path / "records.jsonl")]
     assert summary["released"]["records_in_set"] == len(lines)
@@ -287,11 +345,11 @@ def test_fret_records_from_a_finished_run_replace_the_teacher(tiny_run, tmp_path
     # passages to fall back on, so no corpus file for the seed-positive arm.
     assert not (tmp_path / "corpus.jsonl").exists()
     with pytest.raises(GeckoError, match="cannot take"):
-        distill.take_fret_records(folder, len(lines) + 1, tmp_path)
+        distill_fret.take_fret_records(folder, len(lines) + 1, tmp_path)
     # Re-selection needs the corpus the records were drawn from.
     with pytest.raises(GeckoError, match="cannot be re-selected"):
-        distill.take_fret_records(folder, None, tmp_path, scorers=("ql",))
-    assert distill.stage_configs(dataclasses.replace(cfg, fret_scorers=("ql",)))["fret"][
+        distill_fret.take_fret_records(folder, None, tmp_path, scorers=("ql",))
+    assert distill_stages.stage_configs(dataclasses.replace(cfg, fret_scorers=("ql",)))["fret"][
         "scorers"] == ["ql"]
 
 
@@ -336,10 +394,10 @@ TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2",
 def test_llm_student_stages_and_configs(tmp_path):
     """The MiniLM default's stage configs carry no student key (its runs stay reusable);
     an LLM student adds the raw and pre-finetuned evaluations."""
-    a = distill.stage_configs(TINY, tmp_path)
+    a = distill_stages.stage_configs(TINY)
     assert all("student" not in conf for conf in a.values())
-    b = distill.stage_configs(TINY_LLM, tmp_path)
-    assert TINY_LLM.stages == distill.STAGES + ("eval_raw", "eval_raw_gecko")
+    b = distill_stages.stage_configs(TINY_LLM)
+    assert TINY_LLM.stages == distill_stages.STAGES + ("eval_raw", "eval_raw_gecko")
     assert b["fret"] == a["fret"] and b["prefinetune"]["student"] == "smollm2"
     assert set(b["eval_prefinetuned"]["inputs"]) == {"prefinetune"}
     from gecko_jax.cli import build_parser
@@ -351,7 +409,7 @@ def test_llm_student_stages_and_configs(tmp_path):
     assert cfg.student == "gemma3" and cfg.batch_size == 4 and cfg.dims[0] == 640
     assert cfg.finetune_steps == LLM_DEFAULTS["finetune_steps"]
     assert cfg.eval_limit == LLM_DEFAULTS["eval_limit"]
-    assert distill.stage_configs(cfg)["finetune"]["learning_rate"] == 1e-5 < cfg.learning_rate
+    assert distill_stages.stage_configs(cfg)["finetune"]["learning_rate"] == 1e-5 < cfg.learning_rate
 
 
 @pytest.mark.slow
