@@ -275,11 +275,14 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         "the base model" + (" and the raw LLM encode" if student.is_llm else " encodes")
         + " raw texts, the trained ones Gecko prompts (`task: ... | query: ...`).", "",
         "## Stages", "",
-        "| stage | wall time (s) | this run |", "|---|---:|---|"]
+        "Peak RSS: the peak resident memory of the process that ran the stage, up to its "
+        "end.", "",
+        "| stage | wall time (s) | peak RSS (GiB) | this run |", "|---|---:|---:|---|"]
     for name, m in markers.items():
         how = "ran" + (" (resumed)" if m.get("resumed") else "") if name in ran else "reused"
-        lines.append(f"| {name} | {m['wall_s']:.0f} | {how} |")
-    lines += [f"| **total** | **{total:.0f}** | |", ""]
+        rss = f"{m['peak_rss_gib']:.2f}" if "peak_rss_gib" in m else "-"
+        lines.append(f"| {name} | {m['wall_s']:.0f} | {rss} | {how} |")
+    lines += [f"| **total** | **{total:.0f}** | | |", ""]
     lines += split_note(ev["limit"], ev["tasks"])
     ci_note = ("Intervals: seeded bootstrap, 95%, over queries (retrieval), test items "
                "(classification) or clustered items (clustering, clusterings held fixed); "

@@ -123,6 +123,13 @@ def check_stages(out: pathlib.Path, configs: Mapping[str, dict], redo: bool,
     return order[first:]
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, GiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -169,7 +176,7 @@ def run_recipe(out_dir, stages: Sequence[Stage], redo: bool = False, progress: b
         atomic_write_json(stage_dir / MARKER, {
             "status": "done", "config": config, "config_hash": config_hash(config),
             "finished": _now(), "wall_s": round(wall, 1), "resumed": marker is not None,
-            "summary": summary})
+            "peak_rss_gib": peak_rss_gib(), "summary": summary})
         markers[stage.name] = read_marker(out, stage.name)
         if progress:
             tqdm.write(f"== stage {stage.name} done in {wall:.0f} s")

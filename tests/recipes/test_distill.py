@@ -72,10 +72,11 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     split = json.loads((out / "report.json").read_text())["split"]
     assert len(split["scored"]["bbc_clustering"]) == 40
     assert set(split["scored"]["bbc_retrieval"]) <= set(split["held_out"])
-    for stage in distill_stages.STAGES:  # each stage's wall time is stated
+    for stage in distill_stages.STAGES:  # each stage's wall time and peak RSS are stated
         marker = first["stages"][stage]
         assert marker["status"] == "done" and marker["wall_s"] >= 0
-        assert f"| {stage} | {marker['wall_s']:.0f} | ran |" in text
+        assert 0.3 < marker["peak_rss_gib"] < 24
+        assert f"| {stage} | {marker['wall_s']:.0f} | {marker['peak_rss_gib']:.2f} | ran |" in text
     for png in ("eval/scores_by_task.png", "eval/score_vs_dim.png", "stage_times.png"):
         assert (out / png).stat().st_size > 1000
     # The exported model is a full model folder and encodes with gecko's Encoder.
@@ -99,7 +100,8 @@ def test_second_run_reuses_every_stage(tiny_run):
     assert second["results"] == first["results"]
     text = second["report"].read_text()
     for stage in distill_stages.STAGES:
-        assert f"| {stage} | {first['stages'][stage]['wall_s']:.0f} | reused |" in text
+        m = first["stages"][stage]
+        assert f"| {stage} | {m['wall_s']:.0f} | {m['peak_rss_gib']:.2f} | reused |" in text
 
 
 def test_changed_config_is_refused_then_redone(tiny_run, tmp_path):
