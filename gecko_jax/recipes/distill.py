@@ -149,6 +149,9 @@ def _train_bindings(conf: dict) -> list[str]:
             f"QUERY_LENGTH = {conf['query_length']}", f"DOC_LENGTH = {conf['doc_length']}",
             f"LEARNING_RATE = {conf['learning_rate']}",
             f"WARMUP_STEPS = {max(1, conf['steps'] // 10)}",
+            # A checkpoint every fifth of the stage (at least 10 steps apart): an
+            # interrupted stage resumes from the last one, not from its start.
+            f"train.checkpoint_every = {max(10, conf['steps'] // 5)}",
             # Training examples no longer than the doc length needs (speed): about
             # 1.3 MiniLM tokens a word.
             f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",

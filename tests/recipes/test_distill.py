@@ -77,6 +77,8 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
         assert marker["status"] == "done" and marker["wall_s"] >= 0
         assert 0.3 < marker["peak_rss_gib"] < 24
         assert f"| {stage} | {marker['wall_s']:.0f} | {marker['peak_rss_gib']:.2f} | ran |" in text
+    # Training stages checkpoint every fifth of their steps, at least 10 apart.
+    assert "train.checkpoint_every = 10" in (out / "prefinetune" / "operative_config.gin").read_text()
     for png in ("eval/scores_by_task.png", "eval/score_vs_dim.png", "stage_times.png"):
         assert (out / png).stat().st_size > 1000
     # The exported model is a full model folder and encodes with gecko's Encoder.
