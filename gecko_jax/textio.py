@@ -14,12 +14,22 @@ from gecko_jax import paths
 from gecko_jax.errors import InputError
 
 
-def _lines(path):
-    """(line number, decoded line without newline); invalid UTF-8 names its line."""
+def read_bytes(path) -> bytes:
+    """A file's bytes (a local path or a URI), decompressed when its name ends in .gz."""
+    import gzip
+
+    path = paths.as_path(path)
     try:
         data = path.read_bytes()
-    except OSError as err:
-        raise InputError(path, f"cannot be read ({err.strerror})") from None
+        return gzip.decompress(data) if path.name.endswith(".gz") else data
+    except (OSError, EOFError) as err:
+        raise InputError(path, f"cannot be read ({getattr(err, 'strerror', None) or err})"
+                         ) from None
+
+
+def _lines(path):
+    """(line number, decoded line without newline); invalid UTF-8 names its line."""
+    data = read_bytes(path)
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
             yield number, raw.decode("utf-8")

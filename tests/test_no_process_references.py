@@ -19,9 +19,6 @@ PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 
 # This file spells the patterns out.
 SKIP = {"tests/test_no_process_references.py"}
-# Released data records (data/*/records.jsonl): corpus passages and teacher-written text
-# ("the issue of ..." in a Wikipedia passage), not text about the code.
-DATA_RECORDS = re.compile(r"data/.+\.jsonl")
 
 
 def _tracked_text_files() -> list[str]:
@@ -33,7 +30,7 @@ def _tracked_text_files() -> list[str]:
     files = []
     for name in out.decode().split("\0"):
         path = REPO / name
-        if not name or name in SKIP or DATA_RECORDS.fullmatch(name) or not path.is_file():
+        if not name or name in SKIP or not path.is_file():
             continue
         with open(path, "rb") as f:
             if b"\0" in f.read(8192):   # binary: model weights, arrays

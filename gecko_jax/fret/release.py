@@ -1,10 +1,12 @@
 """A finished FRet run packed for release: its records in one JSONL file beside a
 manifest that says what they are, so a training run can use them without the teacher.
 
-    OUT/records.jsonl   every record of the run, in shard order
+    OUT/records.jsonl.gz  every record of the run, in shard order (gzip; readers of
+                        JSONL decompress .gz files)
     OUT/manifest.json   the run's manifest (config, models, prompts, counts), its
-                        "files" pointing at records.jsonl, and "release": the record
-                        count, the file's sha256, the command that made the run
+                        "files" pointing at the records, and "release": the record
+                        count, the sha256 of their JSONL text, the command that made
+                        the run
     OUT/stats.txt, OUT/stats.png   `gecko fret stats` of the run (counts, what each
                         filter removed, with examples; the teacher's seed check)
 
@@ -14,14 +16,16 @@ A released folder reads like any finished run (record_shards.record_paths,
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import pathlib
 
 from gecko_jax.errors import GeckoError
 from gecko_jax.fret import record_shards, stats
-from gecko_jax.textio import atomic_write_json, atomic_write_text
+from gecko_jax.textio import (atomic_write_bytes, atomic_write_json, atomic_write_text,
+                              read_bytes)
 
-RECORDS = "records.jsonl"
+RECORDS = "records.jsonl.gz"
 
 
 def release(run_dir, out_dir, command: str = "") -> dict:
@@ -31,13 +35,14 @@ def release(run_dir, out_dir, command: str = "") -> dict:
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
     manifest = record_shards.read_manifest(run_dir)
     lines = [line for path in record_shards.record_paths(run_dir)
-             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+             for line in read_bytes(path).decode("utf-8").splitlines() if line.strip()]
     if len(lines) != manifest["counts"]["records"]:
         raise GeckoError(f"{run_dir}: its record files hold {len(lines)} records, its "
                          f"manifest says {manifest['counts']['records']}")
     text = "".join(line + "\n" for line in lines)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RECORDS, text)
+    # mtime 0: the same records give the same file.
+    atomic_write_bytes(out_dir / RECORDS, gzip.compress(text.encode("utf-8"), mtime=0))
     config = dict(manifest["config"])
     if "path" in config.get("corpus", {}):
         config["corpus"] = {**config["corpus"], "path": pathlib.Path(config["corpus"]["path"]).name}
@@ -65,8 +70,7 @@ def verify(folder) -> dict:
         raise GeckoError(f"{folder}: its manifest has no release section (not packed by "
                          "`gecko fret release`)")
     path = folder / RECORDS
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    sha = hashlib.sha256(read_bytes(path)).hexdigest()
     if sha != rel["records_sha256"]:
         raise GeckoError(f"{path}: sha256 {sha[:16]}..., its manifest says "
                          f"{rel['records_sha256'][:16]}... (changed since release)")

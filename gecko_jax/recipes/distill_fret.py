@@ -22,7 +22,7 @@ import pathlib
 from typing import Sequence
 
 from gecko_jax.errors import GeckoError
-from gecko_jax.textio import atomic_write_text
+from gecko_jax.textio import atomic_write_text, read_bytes
 
 FRET_CORPORA = ("wikipedia", "bbc")
 FRET_PASSAGE_WORDS = 100
@@ -60,7 +60,7 @@ def released_fret_digest(folder: str | os.PathLike) -> str:
 
     h = hashlib.sha256()
     for path in record_shards.record_paths(folder):
-        h.update(path.read_bytes())
+        h.update(read_bytes(path))   # the records' text, however the files are stored
     return h.hexdigest()[:16]
 
 
@@ -81,7 +81,7 @@ def take_fret_records(folder: str | os.PathLike, limit: int | None,
 
         release.verify(folder)
     lines = [line for path in record_shards.record_paths(folder)
-             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+             for line in read_bytes(path).decode("utf-8").splitlines() if line.strip()]
     if limit is not None:
         if not 0 <= limit <= len(lines):
             raise GeckoError(f"{folder}: {len(lines)} FRet records; cannot take {limit}")

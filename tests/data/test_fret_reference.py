@@ -8,13 +8,14 @@ import pathlib
 from gecko_jax.data import splits
 from gecko_jax.data.sources import read_bbc_news, read_wikipedia
 from gecko_jax.fret import release
+from gecko_jax.textio import read_bytes
 
 FOLDER = pathlib.Path(__file__).resolve().parents[2] / "data" / "fret_reference"
 
 
 def _records():
     return [json.loads(line) for line in
-            (FOLDER / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+            read_bytes(FOLDER / release.RECORDS).decode("utf-8").splitlines()]
 
 
 def test_the_set_is_what_its_manifest_says():

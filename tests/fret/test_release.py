@@ -1,6 +1,7 @@
 """`gecko fret release`: a finished run packed as one records file + manifest, checked
 against it, and read back by training like the run itself."""
 
+import gzip
 import json
 
 import pytest
@@ -20,7 +21,7 @@ def test_release_round_trip_and_tampering(tmp_path, finished_run):
     rel = release.verify(out)
     lines = [line for p in record_shards.record_paths(run_dir)
              for line in p.read_text().splitlines() if line.strip()]
-    assert (out / "records.jsonl").read_text().splitlines() == lines
+    assert gzip.decompress((out / release.RECORDS).read_bytes()).decode().splitlines() == lines
     assert rel["release"]["records"] == manifest["counts"]["records"] == len(lines)
     assert rel["release"]["command"] == "gecko fret --corpus c.jsonl --output run"
     assert rel["config_sha"] == manifest["config_sha"]
@@ -32,13 +33,14 @@ def test_release_round_trip_and_tampering(tmp_path, finished_run):
     summary = distill_fret.take_fret_records(out, None, tmp_path / "stage")
     assert summary["records"] == len(lines)
     # A changed byte, or a manifest whose count is off, is caught and named.
-    data = (out / "records.jsonl").read_text()
-    (out / "records.jsonl").write_text(data.replace('"query": "', '"query": "x', 1))
-    with pytest.raises(GeckoError, match="records.jsonl: sha256 .*changed since release"):
+    data = (out / release.RECORDS).read_bytes()
+    text = gzip.decompress(data).decode()
+    (out / release.RECORDS).write_bytes(gzip.compress(text.replace('"query": "', '"query": "x', 1).encode()))
+    with pytest.raises(GeckoError, match="records.jsonl.gz: sha256 .*changed since release"):
         release.verify(out)
     with pytest.raises(GeckoError, match="changed since release"):
         distill_fret.take_fret_records(out, None, tmp_path / "stage2")
-    (out / "records.jsonl").write_text(data)
+    (out / release.RECORDS).write_bytes(data)
     m = json.loads((out / "manifest.json").read_text())
     m["release"]["records"] += 1
     (out / "manifest.json").write_text(json.dumps(m))
