@@ -21,6 +21,11 @@ def seed_models(results: dict, name: str) -> list[str]:
     return ([name] if name in results else []) + more
 
 
+def seed_rows(results: dict, name: str, task: str, dim: int) -> list[dict]:
+    """The score rows of `name` under every seed (seed 0 first) at (task, dim)."""
+    return [results[m][task][dim] for m in seed_models(results, name)]
+
+
 def spread(values) -> str:
     """mean [min, max] x100."""
     return (f"{100 * sum(values) / len(values):.2f} [{100 * min(values):.2f}, "
@@ -61,7 +66,7 @@ def seeds_table(results: dict, tasks: dict, pft: str, ft: str,
     fine-tuned - pre-finetuned, pre-finetuned - each start model and fine-tuned - each
     start model (starts: (model name, heading) of the untrained models, shared by every
     seed)."""
-    pfts, fts = seed_models(results, pft), seed_models(results, ft)
+    fts = seed_models(results, ft)
     n = len(fts)
     heads = ([f"pre-finetuned - {h}" for _, h in starts]
              + [f"fine-tuned - {h}" for _, h in starts] + ["fine-tuned - pre-finetuned"])
@@ -70,8 +75,7 @@ def seeds_table(results: dict, tasks: dict, pft: str, ft: str,
     for task, info in tasks.items():
         metric, kind = info["main_score"], info["type"]
         for dim in _dims(results, fts, task):
-            rp = [results[m][task][dim] for m in pfts]
-            rf = [results[m][task][dim] for m in fts]
+            rp, rf = seed_rows(results, pft, task, dim), seed_rows(results, ft, task, dim)
             cells = [spread([r[metric] for r in rp]) if rp else "-",
                      spread([r[metric] for r in rf])]
             for rows in (rp, rf):
@@ -94,8 +98,7 @@ def ablation_seeds_table(results: dict, tasks: dict, arms, default: str,
     for task, info in tasks.items():
         metric, kind = info["main_score"], info["type"]
         for dim in _dims(results, [default], task):
-            rows = {m: [results[s][task][dim] for s in seed_models(results, m)]
-                    for _, m in arms}
+            rows = {m: seed_rows(results, m, task, dim) for _, m in arms}
             cells = [spread([r[metric] for r in rows[m]]) for _, m in arms]
             for other, _ in changes:
                 pairs = list(zip(rows[other], rows[default]))
@@ -122,8 +125,7 @@ def scaling_table(results: dict, tasks: dict, points) -> list[str]:
     for task, info in tasks.items():
         metric, kind = info["main_score"], info["type"]
         for dim in _dims(results, [first], task):
-            rows = {m: [results[s][task][dim] for s in seed_models(results, m)]
-                    for _, m in points}
+            rows = {m: seed_rows(results, m, task, dim) for _, m in points}
             cells = [spread([r[metric] for r in rows[m]]) for _, m in points]
             cells += [seed_change(list(zip(rows[first], rows[m])), kind, metric)
                       for _, m in rest]
@@ -144,7 +146,7 @@ def plot_scaling(results: dict, tasks: dict, points, path: pathlib.Path) -> None
     for ax, (task, info) in zip(axes[0], tasks.items()):
         metric = info["main_score"]
         dim = _dims(results, [points[0][1]], task)[0]
-        per_point = [[100 * results[s][task][dim][metric] for s in seed_models(results, m)]
+        per_point = [[100 * r[metric] for r in seed_rows(results, m, task, dim)]
                      for _, m in points]
         means = [sum(v) / len(v) for v in per_point]
         low = [m - min(v) for m, v in zip(means, per_point)]
@@ -172,7 +174,7 @@ def soup_table(results: dict, tasks: dict, soup: str, ft: str) -> list[str]:
     for task, info in tasks.items():
         metric, kind = info["main_score"], info["type"]
         for dim in _dims(results, [soup], task):
-            rows = [results[m][task][dim] for m in fts]
+            rows = seed_rows(results, ft, task, dim)
             row = results[soup][task][dim]
             iv = intervals.score_interval(kind, metric, row)
             ci = "" if iv is None else f" [{100 * iv.low:.2f}, {100 * iv.high:.2f}]"
