@@ -186,29 +186,46 @@ def _train(stage_dir: pathlib.Path, gin_files: list[str], bindings: list[str],
             "export": summary.get("export")}
 
 
-def run_prefinetune(conf: dict, stage_dir: pathlib.Path, progress: bool) -> dict:
+def prefinetune_gin(conf: dict) -> tuple[list[str], list[str]]:
+    """The gin files and bindings a pre-finetuning stage of config `conf` trains with."""
     files = [*get_student(conf.get("student", "minilm")).gin_files,
              "gin_configs/runs/prefinetune.gin"]
-    return _train(stage_dir, files, _train_bindings(conf) + list(conf["gin_bindings"]), progress)
+    return files, _train_bindings(conf) + list(conf["gin_bindings"])
+
+
+def single_task_batches(num_fret: int, batch_size: int) -> bool:
+    """Single-task batches need a batch worth of examples in every task; a FRet set
+    smaller than one batch joins mixed batches instead (per-row task draws)."""
+    return num_fret == 0 or num_fret >= batch_size
+
+
+def finetune_gin(conf: dict, fret_files: Sequence[str],
+                 num_fret: int) -> tuple[list[str], list[str]]:
+    """The gin files and bindings of a fine-tuning stage on `num_fret` FRet records in
+    `fret_files` (the initial model's binding apart: distill_student.init_bindings)."""
+    files = [*get_student(conf.get("student", "minilm")).gin_files,
+             "gin_configs/runs/finetune.gin", "gin_configs/mixtures/finetune_default.gin"]
+    single = single_task_batches(num_fret, conf["batch_size"])
+    return files, (_train_bindings(conf) + [f"FRET_FILES = {list(fret_files)!r}",
+                                            f"SINGLE_TASK_BATCHES = {single}"]
+                   + list(conf["gin_bindings"]))
+
+
+def run_prefinetune(conf: dict, stage_dir: pathlib.Path, progress: bool) -> dict:
+    return _train(stage_dir, *prefinetune_gin(conf), progress)
 
 
 def run_finetune(conf: dict, stage_dir: pathlib.Path, init_export: pathlib.Path,
                  fret_files: Sequence[str], progress: bool) -> dict:
     from gecko_jax.recipes.distill_student import init_bindings
 
-    student = conf.get("student", "minilm")
-    files = [*get_student(student).gin_files, "gin_configs/runs/finetune.gin",
-             "gin_configs/mixtures/finetune_default.gin"]
     fret_files = [f for f in fret_files if pathlib.Path(f).stat().st_size > 0]
     num_fret = sum(len(pathlib.Path(f).read_text().splitlines()) for f in fret_files)
-    # Single-task batches need a batch worth of examples in every task; a FRet set
-    # smaller than one batch joins mixed batches instead (per-row task draws).
-    single = num_fret == 0 or num_fret >= conf["batch_size"]
-    bindings = (_train_bindings(conf) + [f"FRET_FILES = {fret_files!r}",
-                                         f"SINGLE_TASK_BATCHES = {single}"]
-                + list(conf["gin_bindings"])
-                + init_bindings(student, init_export))
-    summary = _train(stage_dir, files, bindings, progress)
+    files, bindings = finetune_gin(conf, fret_files, num_fret)
+    summary = _train(stage_dir, files,
+                     bindings + init_bindings(conf.get("student", "minilm"), init_export),
+                     progress)
+    single = single_task_batches(num_fret, conf["batch_size"])
     summary.update(fret_files=len(fret_files), fret_records=num_fret, single_task_batches=single)
     return summary
 
