@@ -19,13 +19,15 @@ STEPS = 5
 BATCH = 16
 
 
-def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update=False):
+def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update=False,
+         start_decay=0.0):
     model, _ = tiny_model_fn()()
     if layer_options is not None:
         set_options(model, layer_options)
     schedule = optimizers.learning_rate_schedule(peak_value=3e-4, total_steps=STEPS,
                                                  warmup_steps=2)
-    tr = train_step.Trainer(model, optimizers.make_optimizer(schedule=schedule), mesh,
+    tr = train_step.Trainer(model, optimizers.make_optimizer(schedule=schedule,
+                                                             start_decay=start_decay), mesh,
                             train_step.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
                             schedule=schedule, separate_update=separate_update)
     batches = StepIndexedBatches(examples, BATCH, seed=3)
@@ -86,6 +88,35 @@ def test_separate_update_equals_one_call_sharded_and_not(single, wiki_examples):
         np.testing.assert_allclose(curve, curve1, atol=1e-5, rtol=0)
         assert max(float(np.max(np.abs(params[k] - params1[k]))) for k in params1) <= 1e-5
         assert int(tr.state["step"]) == STEPS
+
+
+def _start_copy(trainer) -> dict:
+    """The initial parameters that decay_toward_start keeps in the optimizer state."""
+    found = [x for x in jax.tree.leaves(trainer.state["opt_state"],
+                                        is_leaf=lambda x: isinstance(x, optimizers.StartState))
+             if isinstance(x, optimizers.StartState)]
+    assert len(found) == 1
+    return found[0].start
+
+
+def test_start_decay_sharded_matches_single_device(single, wiki_examples):
+    """The decay toward the initial weights (its copy of them lives in the optimizer
+    state, laid out like the parameters) on data=4 x model=2 equals one device, and
+    keeps the weights nearer their start than plain AdamW does."""
+    curve1, params1, tr1 = _run(wiki_examples, partitioning.make_mesh(
+        MeshSpec(), devices=jax.devices()[:1]), start_decay=2000.0)
+    curve8, params8, tr8 = _run(wiki_examples, partitioning.make_mesh(MeshSpec(data=4, model=2)),
+                                start_decay=2000.0)
+    np.testing.assert_allclose(curve8, curve1, atol=1e-5, rtol=0)
+    assert max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1) <= 1e-5
+    kernel = "backbone/layers/0/intermediate/kernel"
+    start8 = _start_copy(tr8)
+    assert start8[kernel].sharding == tr8.state["params"][kernel].sharding
+    assert start8[kernel].addressable_shards[0].data.shape[1] == start8[kernel].shape[1] // 2
+    start = jax.device_get(_start_copy(tr1))
+    plain = single[1]
+    moved = lambda p: sum(float(np.sum((p[k] - start[k]) ** 2)) for k in p)  # noqa: E731
+    assert 0 < moved(params1) < 0.5 * moved(plain)
 
 
 def test_positive_on_other_device_is_a_negative():
