@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gecko_jax import losses
+from gecko_jax import losses, start_distill
 from gecko_jax.errors import GeckoError
 from gecko_jax.training import grad_cache as grad_cache_lib
 from gecko_jax import partitioning
@@ -38,6 +38,10 @@ class LossConfig:
     mask_duplicates: bool = True
     mrl_dims: tuple[int, ...] | None = None
     mrl_weights: tuple[float, ...] | None = None
+    # Weight of the distillation from the stage's start tower on prompt-free queries
+    # (start_distill.py); 0: off. The Trainer then keeps a frozen copy of the initial
+    # parameters in its state.
+    start_distill: float = 0.0
 
 
 # --------------------------------------------------------------------------- the step
@@ -61,9 +65,26 @@ def encode_batch(model, batch: dict[str, jax.Array], use_negatives: bool):
     return q_bd, d_b2d[:, 0], d_b2d[:, 1:]
 
 
-def loss_on_batch(model, batch: dict[str, jax.Array], cfg: LossConfig):
-    """Gecko loss of one (micro-)batch of model features. Returns (loss, metrics)."""
-    return loss_on_embeddings(*encode_batch(model, batch, cfg.use_hard_negatives), batch, cfg)
+def loss_on_batch(model, batch: dict[str, jax.Array], cfg: LossConfig, start=None):
+    """Gecko loss of one (micro-)batch of model features. Returns (loss, metrics).
+
+    start: the frozen start tower (cfg.start_distill > 0): adds cfg.start_distill
+    times start_distill.start_kl of the batch's documents, the start tower reading
+    each query without its prompt."""
+    q, p, n = encode_batch(model, batch, cfg.use_hard_negatives)
+    loss, metrics = loss_on_embeddings(q, p, n, batch, cfg)
+    if start is None or not cfg.start_distill:
+        return loss, metrics
+    raw = dict(batch)
+    raw["query_ids"], raw["query_mask"] = start_distill.strip_prompt(
+        batch["query_ids"], batch["query_mask"], getattr(model, "prompt_markers", ()))
+    q0, p0, n0 = jax.lax.stop_gradient(encode_batch(start, raw, cfg.use_hard_negatives))
+    docs = p if n is None else jnp.concatenate([p, n.reshape(-1, n.shape[-1])])
+    docs0 = p0 if n0 is None else jnp.concatenate([p0, n0.reshape(-1, n0.shape[-1])])
+    kd, kd_metrics = start_distill.start_kl(q, docs, q0, docs0, tau=cfg.tau,
+                                            dims=cfg.mrl_dims, weights=cfg.mrl_weights)
+    loss = loss + cfg.start_distill * kd
+    return loss, dict(metrics, **kd_metrics, loss=loss, distill=kd)
 
 
 def loss_on_embeddings(q, p, n, batch: dict[str, jax.Array], cfg: LossConfig):
@@ -106,6 +127,9 @@ class Trainer:
         if grad_cache.chunk_size and grad_accum_steps > 1:
             raise GeckoError("use GradCache.chunk_size or grad_accum_steps, not both "
                              "(GradCache keeps the full-batch negatives)")
+        if grad_cache.chunk_size and loss_config.start_distill:
+            raise GeckoError("LossConfig.start_distill is not implemented with GradCache "
+                             "(set GradCache.chunk_size = 0, or start_distill = 0)")
         self.model = model
         self.grad_cache = grad_cache
         self.mesh = mesh
@@ -131,6 +155,13 @@ class Trainer:
         self.state = {"step": partitioning.host_to_sharded(np.zeros((), np.int32), replicated),
                       "params": params,
                       "opt_state": jax.jit(optimizer.init, out_shardings=opt_shardings)(params)}
+        # LossConfig.start_distill: the start tower's parameters, a frozen copy (the step
+        # donates `params`). Not part of the checkpointed state: a resumed stage builds
+        # its Trainer from the same initial model, so the copy is the same.
+        self.start = None
+        if loss_config.start_distill:
+            self.start = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, copy=True), p),
+                                 out_shardings=self.param_shardings)(params)
         # The model's own arrays (the whole model, on one device) are dropped: the
         # state holds the parameters from here on; updated_model() writes them back.
         del flat, params_state
@@ -170,7 +201,7 @@ class Trainer:
         return self.model
 
     # -- the step
-    def _grad_cache_loss_and_grads(self, params, batch):
+    def _grad_cache_loss_and_grads(self, params, batch):  # (start_distill is refused)
         cfg = self.loss_config
 
         def embed_fn(p, chunk, _key):   # the towers have no dropout: the key is unused
@@ -185,12 +216,14 @@ class Trainer:
             params, batch, embed_fn=embed_fn, loss_fn=loss_fn, num_chunks=n)
         return grads, metrics
 
-    def _loss_and_grads(self, params, batch):
+    def _loss_and_grads(self, params, batch, start=None):
         if self.grad_cache.chunk_size:
             return self._grad_cache_loss_and_grads(params, batch)
+        start_model = None if start is None else self.merged_model(start)
 
         def loss_fn(p, b):
-            loss, metrics = loss_on_batch(self.merged_model(p), b, self.loss_config)
+            loss, metrics = loss_on_batch(self.merged_model(p), b, self.loss_config,
+                                          start=start_model)
             return loss, metrics
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -215,8 +248,8 @@ class Trainer:
         (grads, metrics), _ = jax.lax.scan(body, zeros, micro_batches)
         return jax.tree.map(lambda x: x / g, (grads, metrics))
 
-    def _train_step(self, state, batch):
-        grads, metrics = self._loss_and_grads(state["params"], batch)
+    def _train_step(self, state, batch, start=None):
+        grads, metrics = self._loss_and_grads(state["params"], batch, start)
         return self._apply_update(state, grads, metrics)
 
     def _apply_update(self, state, grads, metrics):
@@ -230,15 +263,17 @@ class Trainer:
     def _compile_separate(self, host_batch):
         """(loss_and_grads, apply_update) as two jitted calls (`separate_update`)."""
         rep = partitioning.replicated(self.mesh)
+        start = self.start is not None
         grads_fn = jax.jit(self._loss_and_grads,
-                           in_shardings=(self.param_shardings, self.batch_shardings(host_batch)),
+                           in_shardings=(self.param_shardings, self.batch_shardings(host_batch))
+                           + ((self.param_shardings,) if start else ()),
                            out_shardings=(self.param_shardings, rep))
         update_fn = jax.jit(self._apply_update,
                             in_shardings=(self.state_shardings, self.param_shardings, rep),
                             out_shardings=(self.state_shardings, rep), donate_argnums=(0, 1))
 
         def step(state, batch):
-            grads, metrics = grads_fn(state["params"], batch)
+            grads, metrics = grads_fn(state["params"], batch, *((self.start,) if start else ()))
             return update_fn(state, grads, metrics)
         return step
 
@@ -251,12 +286,14 @@ class Trainer:
         if self._step_fn is None and self.separate_update:
             self._step_fn = self._compile_separate(host_batch)
         elif self._step_fn is None:
+            start = () if self.start is None else (self.param_shardings,)
             self._step_fn = jax.jit(
                 self._train_step,
-                in_shardings=(self.state_shardings, self.batch_shardings(host_batch)),
+                in_shardings=(self.state_shardings, self.batch_shardings(host_batch), *start),
                 out_shardings=(self.state_shardings, partitioning.replicated(self.mesh)),
                 donate_argnums=(0,))
-        self.state, metrics = self._step_fn(self.state, batch)
+        extra = () if self.start is None or self.separate_update else (self.start,)
+        self.state, metrics = self._step_fn(self.state, batch, *extra)
         return metrics
 
     def abstract_state(self):

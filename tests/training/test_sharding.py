@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gecko_jax import losses
@@ -20,7 +21,7 @@ BATCH = 16
 
 
 def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update=False,
-         start_decay=0.0):
+         start_decay=0.0, start_distill=0.0):
     model, _ = tiny_model_fn()()
     if layer_options is not None:
         set_options(model, layer_options)
@@ -28,10 +29,12 @@ def _run(examples, mesh, grad_accum_steps=1, layer_options=None, separate_update
                                                  warmup_steps=2)
     tr = train_step.Trainer(model, optimizers.make_optimizer(schedule=schedule,
                                                              start_decay=start_decay), mesh,
-                            train_step.LossConfig(tau=0.05), grad_accum_steps=grad_accum_steps,
+                            train_step.LossConfig(tau=0.05, start_distill=start_distill),
+                            grad_accum_steps=grad_accum_steps,
                             schedule=schedule, separate_update=separate_update)
     batches = StepIndexedBatches(examples, BATCH, seed=3)
-    curve = [float(tr.step(batches.batch(s))["loss"]) for s in range(STEPS)]
+    tr.metrics = [tr.step(batches.batch(s)) for s in range(STEPS)]
+    curve = [float(m["loss"]) for m in tr.metrics]
     return curve, jax.device_get(tr.state["params"]), tr
 
 
@@ -117,6 +120,30 @@ def test_start_decay_sharded_matches_single_device(single, wiki_examples):
     plain = single[1]
     moved = lambda p: sum(float(np.sum((p[k] - start[k]) ** 2)) for k in p)  # noqa: E731
     assert 0 < moved(params1) < 0.5 * moved(plain)
+
+
+def test_start_distill_sharded_matches_single_device(single, wiki_examples):
+    """Distillation from the frozen start tower (a copy of the initial parameters laid
+    out like them) on data=4 x model=2, and as two compiled calls, equals one
+    device; the start copy stays the initial parameters while the parameters move."""
+    curve1, params1, tr1 = _run(wiki_examples, partitioning.make_mesh(
+        MeshSpec(), devices=jax.devices()[:1]), start_distill=1.0)
+    assert all(float(m["distill"]) >= 0 for m in tr1.metrics)
+    assert float(tr1.metrics[0]["distill"]) < 1e-4       # step 0: the model is its start
+    assert float(tr1.metrics[-1]["distill"]) > float(tr1.metrics[0]["distill"])
+    assert curve1 != single[0]                          # the term is in the loss
+    for mesh, separate in ((partitioning.make_mesh(MeshSpec(data=4, model=2)), False),
+                           (partitioning.make_mesh(MeshSpec(data=4, model=2)), True)):
+        curve8, params8, tr8 = _run(wiki_examples, mesh, start_distill=1.0,
+                                    separate_update=separate)
+        np.testing.assert_allclose(curve8, curve1, atol=1e-5, rtol=0)
+        assert max(float(np.max(np.abs(params8[k] - params1[k]))) for k in params1) <= 1e-5
+        kernel = "backbone/layers/0/intermediate/kernel"
+        assert tr8.start[kernel].sharding == tr8.state["params"][kernel].sharding
+    start = jax.device_get(tr1.start)
+    init = train_step._flatten(nnx.state(tiny_model_fn()()[0], nnx.Param))  # same seed
+    assert all(np.array_equal(start[k], np.asarray(init[k])) for k in init)
+    assert max(float(np.max(np.abs(start[k] - params1[k]))) for k in start) > 1e-4
 
 
 def test_positive_on_other_device_is_a_negative():
