@@ -25,7 +25,8 @@ LAYERS = [
     ["data"],
     # encode.py (text in, vectors out) sits here rather than with models/: it
     # loads checkpoints and picks kernels, a user of models/ and kernels/.
-    ["llm", "losses", "retrieval", "encode"],
+    # start_distill.py is a loss too (the start tower's ranking as target).
+    ["llm", "losses", "start_distill", "retrieval", "encode"],
     ["models"],
     ["kernels"],                     # models/attention.py calls them
     # The device mesh and array shardings, built from sharding_rules' one table:
