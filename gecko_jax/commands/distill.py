@@ -132,6 +132,10 @@ def register(subparsers) -> None:
     p.add_argument("--finetune-learning-rate", type=float, default=None,
                    help=f"peak learning rate of fine-tuning (default "
                         f"{d.finetune_learning_rate})")
+    p.add_argument("--start-distill", type=float, default=None, metavar="W",
+                   help=f"weight of distillation from the frozen start tower reading each "
+                        f"query without its prompt, in both training stages (0: off; "
+                        f"default {d.start_distill})")
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"evenly spaced BBC articles to evaluate on (0: all; default "
                         f"{d.eval_limit})")
@@ -201,6 +205,7 @@ def config_from_args(args):
         eval_limit=pick(args.eval_limit, d.eval_limit) or None,
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)),
+        start_distill=pick(args.start_distill, d.start_distill),
         gin_bindings=tuple(d.gin_bindings) + tuple(args.gin_bindings),
         ablation=pick(args.ablation, d.ablation), student=args.student,
         seeds=max(1, pick(args.seeds, d.seeds)),

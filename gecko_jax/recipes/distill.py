@@ -109,6 +109,11 @@ class DistillConfig:
     # validation tasks: level after training, and a base model much nearer its raw-text
     # scores when it starts (docs/results.md). LLM towers keep the prompt in the mean.
     include_prompt: bool = False
+    # Weight of distillation from the frozen start tower reading each query without its
+    # prompt (LossConfig.start_distill, start_distill.py), in both training stages;
+    # 0: off. It keeps the trained tower ranking the batch's documents as its start
+    # model ranks them for the raw query.
+    start_distill: float = 0.0
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -157,7 +162,9 @@ def _train_bindings(conf: dict) -> list[str]:
             f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
             f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}"] + (
         [f"pretrained_model.include_prompt = {conf['include_prompt']}"]
-        if "include_prompt" in conf else [])
+        if "include_prompt" in conf else []) + (
+        [f"LossConfig.start_distill = {conf['start_distill']}"]
+        if conf.get("start_distill") else [])
 
 
 def base_encoder(include_prompt: bool, max_length: int):

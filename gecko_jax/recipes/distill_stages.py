@@ -134,6 +134,8 @@ def stage_configs(cfg) -> dict[str, dict]:
         train["student"] = cfg.student
     else:
         train["include_prompt"] = cfg.include_prompt
+    if cfg.start_distill:   # absent when off: earlier runs keep their identity
+        train["start_distill"] = cfg.start_distill
     ft_train = {**train, "learning_rate": cfg.finetune_learning_rate or cfg.learning_rate,
                 "steps": cfg.finetune_steps}
     ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,

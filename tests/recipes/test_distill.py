@@ -225,6 +225,23 @@ def test_cli_registers_distill():
     assert plain == distill.DistillConfig()
 
 
+def test_start_distill_reaches_both_training_stages_and_their_identity():
+    from gecko_jax.cli import build_parser
+    from gecko_jax.commands.distill import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(
+        ["distill", "--output", "x", "--start-distill", "0.5"]))
+    own = distill_stages.stage_configs(cfg)
+    off = distill_stages.stage_configs(dataclasses.replace(cfg, start_distill=0.0))
+    for stage in ("prefinetune", "finetune"):
+        assert own[stage]["start_distill"] == 0.5 and "start_distill" not in off[stage]
+        assert runner.config_hash(own[stage]) != runner.config_hash(off[stage])
+    assert "LossConfig.start_distill = 0.5" in distill.prefinetune_gin(own["prefinetune"])[1]
+    _, bindings = distill.finetune_gin(own["finetune"], [], 0)
+    assert "LossConfig.start_distill = 0.5" in bindings
+    assert not any("start_distill" in b for b in distill.finetune_gin(off["finetune"], [], 0)[1])
+
+
 def test_reference_preset_sets_its_scale_and_flags_win():
     from gecko_jax.cli import build_parser
     from gecko_jax.commands.distill import config_from_args
