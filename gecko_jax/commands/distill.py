@@ -3,8 +3,8 @@
     gecko distill --output runs/distill
 
 Stages: FRet on the Wikipedia sample with the shipped teacher -> pre-finetune
-MiniLM on Wikipedia title/section pairs -> fine-tune on the FRet + public
-mixture -> evaluate base MiniLM and the distilled model on the local BBC tasks
+MiniLM on title -> body pairs (Wikipedia sections, BBC training-pool headlines) ->
+fine-tune on the FRet + public mixture -> evaluate base MiniLM and the distilled model on the local BBC tasks
 -> OUT/report.md (+ PNGs) and OUT/model (loads with `gecko embed` and
 sentence-transformers). The defaults fit about 15 minutes on a 2-core CPU.
 
@@ -72,6 +72,15 @@ def _corpora(text: str) -> tuple[str, ...]:
     return names
 
 
+def _title_body(text: str) -> tuple[str, ...]:
+    from gecko_jax.recipes.distill import TITLE_BODY
+
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    if "wikipedia" not in names or not set(names) <= set(TITLE_BODY):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected wikipedia, optionally with bbc")
+    return names
+
+
 def register(subparsers) -> None:
     from gecko_jax.commands.fret import scorers_arg
     from gecko_jax.recipes.distill import PRESETS, DistillConfig
@@ -99,6 +108,11 @@ def register(subparsers) -> None:
                    help="comma-separated sources of the FRet corpus, an equal share each: "
                         "wikipedia, bbc (training-pool articles) (default "
                         f"{','.join(d.fret_corpus)})")
+    p.add_argument("--title-body", type=_title_body, default=None,
+                   help="comma-separated corpora of the title -> body pairs both training "
+                        "stages use: wikipedia (section headings), bbc (training-pool "
+                        f"headlines) (default {','.join(d.title_body)}; LLM students: "
+                        "wikipedia)")
     p.add_argument("--fret-limit", type=int, default=None,
                    help="seed passages the teacher writes queries for")
     p.add_argument("--fret-neighbors", type=int, default=None,
@@ -191,6 +205,7 @@ def config_from_args(args):
     return DistillConfig(
         teacher=args.teacher, fret_corpus_size=pick(args.fret_corpus_size, d.fret_corpus_size),
         fret_corpus=tuple(args.fret_corpus), fret_limit=pick(args.fret_limit, d.fret_limit),
+        title_body=tuple(pick(args.title_body, d.title_body)),
         fret_neighbors=pick(args.fret_neighbors, d.fret_neighbors),
         prefinetune_steps=pft, finetune_steps=ft,
         fret_records=args.fret_records, fret_records_limit=args.fret_records_limit,

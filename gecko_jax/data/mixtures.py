@@ -4,6 +4,7 @@ Sources (each a gin-configurable function returning formatting.Example lists):
 
     wikipedia_title_body   (article: section) -> section text, no negatives (pre-finetuning)
     wikipedia_sections     the same pairs with the next section as hard negative
+    bbc_title_body         BBC headline -> article lead, no negatives (pre-finetuning)
     bbc_classification     BBC topic classification as symmetric retrieval (unique ids)
     jsonl_examples         FRet-format JSONL (FRet output; optional `symmetric` key)
     beir_examples          BEIR folders (NQ, HotpotQA, FEVER, ...): query -> judged document
@@ -45,6 +46,7 @@ from gecko_jax.data import formatting, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.batches import BatchSource
 from gecko_jax.data.formatting import Example
+from gecko_jax.data.training_records import Document
 from gecko_jax.errors import GeckoError
 from gecko_jax.data import splits
 
@@ -86,6 +88,31 @@ def wikipedia_sections(path: str | None = None, max_words: int = 120,
     return _limit([formatting.from_record(r) for r in recs], limit)
 
 
+def _bbc_training(folder: str | None):
+    """The deduplicated BBC articles less every evaluated and validation article."""
+    articles = sources.read_bbc_news(folder, dedup=True)
+    kept = splits.bbc_training_articles(articles)
+    log.info("bbc: %d of %d articles held out for evaluation and validation "
+             "(data/splits.py), %d used", len(articles) - len(kept), len(articles), len(kept))
+    return kept
+
+
+@gin.configurable
+def bbc_title_body(folder: str | None = None, max_words: int = 100,
+                   task: str = formatting.TITLE_BODY_TASK, limit: int | None = None
+                   ) -> list[Example]:
+    """Pre-finetuning pairs from news: headline -> the article's first `max_words` words.
+
+    Gecko pre-finetunes on title -> body pairs of a web corpus; the Wikipedia
+    sample alone gives them one domain and one register, this source a second
+    one. Training-pool articles only (data/splits.py), like bbc_classification.
+    """
+    examples = [Example(f"bbc:{art.id}", task, art.headline,
+                        Document(text=" ".join(art.body.split()[:max_words])))
+                for art in _bbc_training(folder) if art.headline.strip() and art.body.strip()]
+    return _limit(examples, limit)
+
+
 @gin.configurable
 def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_words: int = 48,
                        exclude_eval_test: bool = True, seed: int = 0,
@@ -96,13 +123,8 @@ def bbc_classification(folder: str | None = None, task: str = BBC_TASK, max_word
     article that a local BBC evaluation or validation task scores (retrieval,
     classification test, clustering), at any limit, nor any near-duplicate of one.
     """
-    articles = sources.read_bbc_news(folder, dedup=True)
-    if exclude_eval_test:
-        kept = splits.bbc_training_articles(articles)
-        log.info("bbc_classification: %d of %d articles held out for evaluation and "
-                 "validation (data/splits.py), %d used", len(articles) - len(kept), len(articles),
-                 len(kept))
-        articles = kept
+    articles = (_bbc_training(folder) if exclude_eval_test
+                else sources.read_bbc_news(folder, dedup=True))
     items = []
     for art in articles:
         words = " ".join(art.body.split()[:max_words])

@@ -67,6 +67,13 @@ class DistillConfig:
     # articles). Held-out and validation articles never enter (data/splits.py).
     fret_corpus: tuple[str, ...] = ("wikipedia",)
     fret_limit: int = 16               # seed passages the teacher writes queries for
+    # Corpora of the title -> body pairs both training stages train on: "wikipedia"
+    # (section headings -> sections; always) and "bbc" (training-pool headlines -> the
+    # article's first words). Gecko pre-finetunes on title -> body pairs of a web
+    # corpus; Wikipedia alone gave the student one domain, and long training then
+    # traded news retrieval away for Wikipedia's (docs/results.md, chosen on the
+    # validation split).
+    title_body: tuple[str, ...] = ("wikipedia", "bbc")
     # A finished FRet run folder (`gecko fret` output: manifest.json and its record
     # files) to train on instead of running the teacher; then the teacher and corpus
     # options above are unused. Only its first fret_records_limit records when that is
@@ -115,6 +122,18 @@ class DistillConfig:
     # model ranks them for the raw query.
     start_distill: float = 0.0
 
+    def __post_init__(self):
+        if "wikipedia" not in self.title_body or not set(self.title_body) <= set(TITLE_BODY):
+            raise GeckoError(f"title_body {self.title_body!r}: expected wikipedia, "
+                             f"optionally with bbc")
+        # The start tower reads each query without its prompt, found at the pooling's
+        # prompt markers; LLM towers keep the prompt in their mean and have none, so
+        # their start tower would read the prompted query: not what the term means.
+        if self.start_distill and get_student(self.student).is_llm:
+            raise GeckoError(f"start distillation (--start-distill) needs a tower that leaves "
+                             f"the prompt out of its mean (the MiniLM student); the "
+                             f"{self.student} student keeps it in")
+
     @property
     def stages(self) -> tuple[str, ...]:
         return stage_names(self)
@@ -147,6 +166,10 @@ def preset_defaults(name: str | None) -> dict:
 
 # ---------------------------------------------------------------- the stages
 
+# The title -> body corpora a run may train on (DistillConfig.title_body).
+TITLE_BODY = ("wikipedia", "bbc")
+
+
 def _train_bindings(conf: dict) -> list[str]:
     return [f"BATCH_SIZE = {conf['batch_size']}", f"TRAIN_STEPS = {conf['steps']}",
             # Model initialisation (a new head) and the data order of every stage.
@@ -160,7 +183,10 @@ def _train_bindings(conf: dict) -> list[str]:
             # Training examples no longer than the doc length needs (speed): about
             # 1.3 MiniLM tokens a word.
             f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
-            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}"] + (
+            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
+            f"bbc_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}"] + (
+        ["bbc_title_body.limit = 0"] if "bbc" not in conf.get("title_body", TITLE_BODY)
+        else []) + (
         [f"pretrained_model.include_prompt = {conf['include_prompt']}"]
         if "include_prompt" in conf else []) + (
         [f"LossConfig.start_distill = {conf['start_distill']}"]

@@ -259,13 +259,15 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"{cfg.fret_neighbors} neighbours each -> {fret['records']} "
         f"records ({fret['relabelled']} relabelled, {fret['relabel_rate']:.0%}; dropped "
         f"{fret['dropped'] or 'none'}). ")
+    news = "bbc" in getattr(cfg, "title_body", ())
+    news_pairs = (("Wikipedia section headings, BBC headlines", "BBC headline -> lead pairs + ")
+                  if news else ("Wikipedia section headings", ""))
     lines = [
         "# gecko distill report", "",
-        fret_line + f"Pre-finetuning: {pft['step']} steps on Wikipedia "
-        f"title/section pairs. Fine-tuning: {ft['step']} steps on Wikipedia sections + "
-        f"BBC classification (training pool only: held-out and validation articles "
-        f"excluded) + the FRet "
-        f"records, "
+        fret_line + f"Pre-finetuning: {pft['step']} steps on title -> body pairs "
+        f"({news_pairs[0]}). Fine-tuning: {ft['step']} steps on Wikipedia sections + "
+        f"{news_pairs[1]}BBC classification (BBC: training pool only, held-out and "
+        f"validation articles excluded) + the FRet records, "
         f"from the pre-finetuned model. Batch {cfg.batch_size}, query/doc lengths "
         f"{cfg.query_length}/{cfg.doc_length}, peak learning rate {cfg.learning_rate}"
         + (f" (fine-tuning {cfg.finetune_learning_rate})"

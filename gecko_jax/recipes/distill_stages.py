@@ -129,7 +129,7 @@ def stage_configs(cfg) -> dict[str, dict]:
              "embed_max_length": cfg.fret_embed_max_length, "gin_bindings": fret_bind})
     train = {"batch_size": cfg.batch_size, "query_length": cfg.query_length,
              "doc_length": cfg.doc_length, "learning_rate": cfg.learning_rate,
-             "gin_bindings": train_bind}
+             "title_body": list(cfg.title_body), "gin_bindings": train_bind}
     if cfg.student != "minilm":
         train["student"] = cfg.student
     else:

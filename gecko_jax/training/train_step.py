@@ -9,6 +9,7 @@ partitioning.py owns the mesh and the logical-axis rules.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import gin
@@ -23,6 +24,8 @@ from gecko_jax.errors import GeckoError
 from gecko_jax.training import grad_cache as grad_cache_lib
 from gecko_jax import partitioning
 from gecko_jax.training.grad_cache import GradCache
+
+log = logging.getLogger(__name__)
 
 
 @gin.configurable
@@ -130,6 +133,9 @@ class Trainer:
         if grad_cache.chunk_size and loss_config.start_distill:
             raise GeckoError("LossConfig.start_distill is not implemented with GradCache "
                              "(set GradCache.chunk_size = 0, or start_distill = 0)")
+        if loss_config.start_distill and not getattr(model, "prompt_markers", ()):
+            log.warning("LossConfig.start_distill: this tower pools its prompt (no prompt "
+                        "markers), so the start tower reads each query with its prompt")
         self.model = model
         self.grad_cache = grad_cache
         self.mesh = mesh

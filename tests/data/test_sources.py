@@ -61,6 +61,19 @@ def test_bbc_classification_source():
     assert len({e.id for e in first}) == 10
 
 
+def test_bbc_title_body_source():
+    articles = sources.read_bbc_news()
+    train = {a.id: a for a in splits.bbc_training_articles(articles)}
+    ex = mixtures.bbc_title_body(max_words=40)
+    # One pair per training-pool article: its headline -> its first 40 words.
+    assert sorted(e.id for e in ex) == sorted(f"bbc:{i}" for i in train)
+    for e in ex:
+        art = train[e.id[len("bbc:"):]]
+        assert e.query == art.headline and e.positive.text == " ".join(art.body.split()[:40])
+        assert e.negative is None and not e.symmetric and not e.group
+    assert len(mixtures.bbc_title_body(limit=7)) == 7
+
+
 def test_jsonl_source(tmp_path):
     path = tmp_path / "mixed.jsonl"
     rows = [{"task": "qa", "query": "q1", "positive": {"title": "T", "text": "p1"}},

@@ -35,9 +35,11 @@ def fret_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def training(fret_file):
-    """The sources of gin_configs/mixtures/finetune_default.gin and runs/prefinetune.gin."""
+    """The sources of gin_configs/mixtures/finetune_default.gin and runs/prefinetune.gin
+    (bbc_title_body: an optional pre-finetuning source)."""
     return (mixtures.wikipedia_sections() + mixtures.bbc_classification()
-            + mixtures.jsonl_examples([str(fret_file)]) + mixtures.wikipedia_title_body())
+            + mixtures.jsonl_examples([str(fret_file)]) + mixtures.wikipedia_title_body()
+            + mixtures.bbc_title_body())
 
 
 def _haystack(examples) -> str:

@@ -240,6 +240,37 @@ def test_start_distill_reaches_both_training_stages_and_their_identity():
     _, bindings = distill.finetune_gin(own["finetune"], [], 0)
     assert "LossConfig.start_distill = 0.5" in bindings
     assert not any("start_distill" in b for b in distill.finetune_gin(off["finetune"], [], 0)[1])
+    # LLM towers pool the prompt, so there is no prompt to strip: refused, not ignored.
+    with pytest.raises(GeckoError, match="start distillation.*gemma3"):
+        config_from_args(build_parser().parse_args(
+            ["distill", "--output", "x", "--student", "gemma3", "--start-distill", "1"]))
+
+
+def test_title_body_corpora_reach_both_training_stages_and_their_identity():
+    from gecko_jax.cli import build_parser
+    from gecko_jax.commands.distill import config_from_args
+
+    def parse(*flags):
+        return config_from_args(build_parser().parse_args(["distill", "--output", "x", *flags]))
+
+    both, wiki = parse(), parse("--title-body", "wikipedia")
+    assert both.title_body == ("wikipedia", "bbc") and wiki.title_body == ("wikipedia",)
+    own, alone = distill_stages.stage_configs(both), distill_stages.stage_configs(wiki)
+    for stage in ("prefinetune", "finetune"):
+        assert runner.config_hash(own[stage]) != runner.config_hash(alone[stage])
+    # The gin tables hold the news pairs; leaving them out empties their optional task.
+    assert "bbc_title_body.limit = 0" in distill.prefinetune_gin(alone["prefinetune"])[1]
+    assert "bbc_title_body.limit = 0" in distill.finetune_gin(alone["finetune"], [], 0)[1]
+    assert not any("bbc_title_body.limit" in b
+                   for b in distill.prefinetune_gin(own["prefinetune"])[1]
+                   + distill.finetune_gin(own["finetune"], [], 0)[1])
+    assert parse("--student", "gemma3").title_body == ("wikipedia",)
+    assert parse("--student", "gemma3", "--title-body", "wikipedia,bbc").title_body == \
+        ("wikipedia", "bbc")
+    with pytest.raises(SystemExit):
+        parse("--title-body", "bbc")
+    with pytest.raises(GeckoError, match="title_body"):
+        dataclasses.replace(both, title_body=("c4",))
 
 
 def test_reference_preset_sets_its_scale_and_flags_win():
