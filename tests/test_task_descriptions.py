@@ -19,6 +19,8 @@ def test_training_and_evaluation_take_descriptions_from_the_table():
         TASK_DESCRIPTIONS["retrieval"]}
     assert {e.task for e in mixtures.wikipedia_sections(limit=10)} == {
         TASK_DESCRIPTIONS["retrieval"]}
+    assert {e.task for e in mixtures.bbc_title_body(limit=10)} == {
+        TASK_DESCRIPTIONS["retrieval"]}
     nli = formatting.nli_examples([("a man plays", "a man makes music", "entailment")])
     assert nli[0].task == TASK_DESCRIPTIONS["similarity"]
     for task in LOCAL_TASKS.values():
