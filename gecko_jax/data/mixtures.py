@@ -4,7 +4,7 @@ Sources (each a gin-configurable function returning formatting.Example lists):
 
     wikipedia_title_body   (article: section) -> section text, no negatives (pre-finetuning)
     wikipedia_sections     the same pairs with the next section as hard negative
-    bbc_title_body         BBC headline -> article lead, no negatives (pre-finetuning)
+    bbc_title_body         BBC headline -> article lead, no negatives (both stages)
     bbc_classification     BBC topic classification as symmetric retrieval (unique ids)
     jsonl_examples         FRet-format JSONL (FRet output; optional `symmetric` key)
     beir_examples          BEIR folders (NQ, HotpotQA, FEVER, ...): query -> judged document
@@ -101,11 +101,12 @@ def _bbc_training(folder: str | None):
 def bbc_title_body(folder: str | None = None, max_words: int = 100,
                    task: str = formatting.TITLE_BODY_TASK, limit: int | None = None
                    ) -> list[Example]:
-    """Pre-finetuning pairs from news: headline -> the article's first `max_words` words.
+    """Title -> body pairs from news: headline -> the article's first `max_words` words.
 
     Gecko pre-finetunes on title -> body pairs of a web corpus; the Wikipedia
     sample alone gives them one domain and one register, this source a second
-    one. Training-pool articles only (data/splits.py), like bbc_classification.
+    one (the default mixtures use it in pre-finetuning and fine-tuning).
+    Training-pool articles only (data/splits.py), like bbc_classification.
     """
     examples = [Example(f"bbc:{art.id}", task, art.headline,
                         Document(text=" ".join(art.body.split()[:max_words])))
