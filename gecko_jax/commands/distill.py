@@ -73,12 +73,12 @@ def _corpora(text: str) -> tuple[str, ...]:
 
 
 def _title_body(text: str) -> tuple[str, ...]:
-    from gecko_jax.recipes.distill import TITLE_BODY
+    from gecko_jax.recipes.distill import check_title_body
 
-    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
-    if "wikipedia" not in names or not set(names) <= set(TITLE_BODY):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected wikipedia, optionally with bbc")
-    return names
+    try:
+        return check_title_body(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(subparsers) -> None:

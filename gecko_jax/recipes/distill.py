@@ -123,9 +123,10 @@ class DistillConfig:
     start_distill: float = 0.0
 
     def __post_init__(self):
-        if "wikipedia" not in self.title_body or not set(self.title_body) <= set(TITLE_BODY):
-            raise GeckoError(f"title_body {self.title_body!r}: expected wikipedia, "
-                             f"optionally with bbc")
+        try:
+            check_title_body(self.title_body)
+        except ValueError as err:
+            raise GeckoError(str(err)) from None
         # The start tower reads each query without its prompt, found at the pooling's
         # prompt markers; LLM towers keep the prompt in their mean and have none, so
         # their start tower would read the prompted query: not what the term means.
@@ -170,7 +171,18 @@ def preset_defaults(name: str | None) -> dict:
 TITLE_BODY = ("wikipedia", "bbc")
 
 
+def check_title_body(names) -> tuple[str, ...]:
+    """DistillConfig.title_body: wikipedia, optionally with bbc (ValueError otherwise)."""
+    names = tuple(names)
+    if "wikipedia" not in names or not set(names) <= set(TITLE_BODY):
+        raise ValueError(f"title_body {names!r}: expected wikipedia, optionally with bbc")
+    return names
+
+
 def _train_bindings(conf: dict) -> list[str]:
+    # Training examples no longer than the doc length needs (speed): about 1.3 MiniLM
+    # tokens a word.
+    words = max(16, conf['doc_length'] * 3 // 4)
     return [f"BATCH_SIZE = {conf['batch_size']}", f"TRAIN_STEPS = {conf['steps']}",
             # Model initialisation (a new head) and the data order of every stage.
             f"train.seed = {conf.get('seed', 0)}",
@@ -180,11 +192,9 @@ def _train_bindings(conf: dict) -> list[str]:
             # A checkpoint every fifth of the stage (at least 10 steps apart): an
             # interrupted stage resumes from the last one, not from its start.
             f"train.checkpoint_every = {max(10, conf['steps'] // 5)}",
-            # Training examples no longer than the doc length needs (speed): about
-            # 1.3 MiniLM tokens a word.
-            f"wikipedia_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
-            f"wikipedia_sections.max_words = {max(16, conf['doc_length'] * 3 // 4)}",
-            f"bbc_title_body.max_words = {max(16, conf['doc_length'] * 3 // 4)}"] + (
+            f"wikipedia_title_body.max_words = {words}",
+            f"wikipedia_sections.max_words = {words}",
+            f"bbc_title_body.max_words = {words}"] + (
         ["bbc_title_body.limit = 0"] if "bbc" not in conf.get("title_body", TITLE_BODY)
         else []) + (
         [f"pretrained_model.include_prompt = {conf['include_prompt']}"]
