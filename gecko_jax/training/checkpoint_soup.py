@@ -76,4 +76,14 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
                              f"checkpoints, the model has {var.get_value().shape}")
         pairs.append((path, var.replace(jnp.asarray(mean[key]))))
     nnx.update(model, nnx.from_flat_state(pairs))
-    return export.export_model(model, tokenizer, output)
+    return export.export_model(model, tokenizer, output, _trained_doc_length())
+
+
+def _trained_doc_length() -> int:
+    """The document length of the parsed run config (train.feature_lengths["positive"]),
+    which the soup declares as its input length like the run's own export."""
+    import gin
+
+    length = gin.query_parameter("train.feature_lengths")["positive"]
+    return int(length.scoped_configurable_fn() if hasattr(length, "scoped_configurable_fn")
+               else length)

@@ -9,7 +9,9 @@ def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | 
     """Writes the model folder of a trained tower (Gecko prompts recorded).
 
     BERT towers: weights.export_dual_encoder. LLM towers: EmbeddingGemma's
-    sentence-transformers layout (models/llm_export.py).
+    sentence-transformers layout (models/llm_export.py). max_length: the input length
+    the folder declares; the trainer passes the document length it trained at. Without
+    it, the tower's own position limit.
     """
     from gecko_jax.models.llm_encoder import LLMEncoder
     from gecko_jax.models.weights import export_dual_encoder
@@ -20,6 +22,5 @@ def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | 
         max_len = max_length or min(2048, model.config.max_position_embeddings)
         return export_llm_encoder(model, tokenizer, folder, prompt_format="gecko",
                                   max_length=max_len)
-    # Inference length: the model's own limit (training lengths are often shorter).
     max_len = max_length or min(512, model.backbone.cfg.max_position_embeddings)
     return export_dual_encoder(model, tokenizer, folder, prompt_format="gecko", max_length=max_len)

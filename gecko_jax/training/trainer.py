@@ -105,7 +105,10 @@ def train(model_dir: str | os.PathLike, *,
     when one exists. MODEL_DIR may be local or a URI (gs://, memory://; gecko_jax/paths.py);
     orbax checkpoints need a local or gs:// folder.
     Writes MODEL_DIR/config.gin, TensorBoard events, checkpoints and, at the end,
-    MODEL_DIR/export (a model folder that `gecko embed --model` reads).
+    MODEL_DIR/export (a model folder that `gecko embed --model` reads). The folder
+    declares export_max_length as its input length, by default the document length
+    trained at: positions past it were never trained, and sentence-transformers and
+    MTEB encode up to the declared length.
 
     Returns a summary: final step, last metrics, the losses of this process's steps.
     """
@@ -144,7 +147,8 @@ def train(model_dir: str | os.PathLike, *,
     summary = {"step": max(start, num_steps), "start_step": start, "losses": losses_seen,
                "metrics": report.last}
     if export:
-        summary.update(_export(trainer, tokenizer, model_dir, export_max_length))
+        summary.update(_export(trainer, tokenizer, model_dir,
+                               export_max_length or feature_lengths["positive"]))
     _write_summary(model_dir, summary)
     summary["trainer"] = trainer
     return summary

@@ -8,6 +8,7 @@ import functools
 
 import numpy as np
 import pytest
+from sentence_transformers import SentenceTransformer
 
 from gecko_jax import assets
 from gecko_jax.data import sources, training_records
@@ -63,6 +64,11 @@ def test_learning_light(tmp_path, split):
     assert np.mean(out["losses"][-5:]) < np.mean(out["losses"][:5])
     assert after[1] > before[1] + 0.05          # MRR gain
     assert after[0] > before[0]
+    # The export declares the document length it was trained at (positions past it
+    # were never trained), so sentence-transformers truncates there too.
+    st = SentenceTransformer(out["export"], device="cpu")
+    assert st.max_seq_length == 48
+    assert Encoder.from_pretrained(out["export"]).max_length == 48
 
 
 @pytest.mark.slow

@@ -101,6 +101,10 @@ def test_soup_of_run_checkpoints(tmp_path, wiki_jsonl):
     assert cli.main(["soup", "--output", str(tmp_path / "s2"), str(ckpt / "2"), str(ckpt / "2")]) == 0
     final, s2 = _tensors(run / "export"), _tensors(tmp_path / "s2")
     assert set(final) == set(s2)
+    # The run's export and the soup both declare the document length trained at.
+    for folder in (run / "export", tmp_path / "s2"):
+        assert json.loads((folder / "sentence_bert_config.json").read_text()) \
+            ["max_seq_length"] == 32
     for k in final:
         np.testing.assert_array_equal(s2[k], final[k])
     assert cli.main(["soup", "--output", str(tmp_path / "s12"), str(ckpt / "1"), str(ckpt / "2")]) == 0
