@@ -26,6 +26,23 @@ TASK_DESCRIPTIONS = {
     "similarity": "sentence similarity",
 }
 DEFAULT_TASK = TASK_DESCRIPTIONS["retrieval"]
+
+# The task kind of each MTEB task type (mteb's `TaskMetadata.type` strings). The MTEB
+# adapter formats a task of that type with its kind's description, and exported
+# folders name a prompt after each type, so mteb's own sentence-transformers wrapper
+# picks the same strings (retrieval types take the `query`/`document` prompts).
+MTEB_TASK_TYPE_KINDS = {
+    "Retrieval": "retrieval",
+    "Reranking": "retrieval",
+    "InstructionRetrieval": "retrieval",
+    "Classification": "classification",
+    "MultilabelClassification": "classification",
+    "Clustering": "clustering",
+    "STS": "similarity",
+    "PairClassification": "similarity",
+    "Summarization": "similarity",
+    "BitextMining": "similarity",
+}
 NO_TITLE = "none"
 QUERY_TEMPLATE = "task: {task} | query: {text}"
 DOCUMENT_TEMPLATE = "title: {title} | text: {text}"

@@ -29,7 +29,7 @@ import numpy as np
 
 from gecko_jax.encode import truncate_dim
 from gecko_jax.errors import GeckoError
-from gecko_jax.unified_format import DEFAULT_TASK, TASK_DESCRIPTIONS
+from gecko_jax.unified_format import DEFAULT_TASK, MTEB_TASK_TYPE_KINDS, TASK_DESCRIPTIONS
 from gecko_jax.evaluation.local_tasks import (
     RETRIEVAL_K,
     SEED,
@@ -39,21 +39,8 @@ from gecko_jax.evaluation.local_tasks import (
 
 log = logging.getLogger(__name__)
 
-# Task kind of each standard MTEB task type; its Gecko task string is the kind's
-# description (unified_format.TASK_DESCRIPTIONS, shared with training and exports).
-TASK_TYPE_KINDS = {
-    "Retrieval": "retrieval",
-    "Reranking": "retrieval",
-    "InstructionRetrieval": "retrieval",
-    "Classification": "classification",
-    "MultilabelClassification": "classification",
-    "Clustering": "clustering",
-    "STS": "similarity",
-    "PairClassification": "similarity",
-    "Summarization": "similarity",
-    "BitextMining": "similarity",
-}
-TASK_TYPE_STRINGS = {t: TASK_DESCRIPTIONS[k] for t, k in TASK_TYPE_KINDS.items()}
+# Gecko task string of each standard MTEB task type (unified_format.MTEB_TASK_TYPE_KINDS).
+TASK_TYPE_STRINGS = {t: TASK_DESCRIPTIONS[k] for t, k in MTEB_TASK_TYPE_KINDS.items()}
 
 # mteb task name -> Gecko task string, filled by `mteb_task` for our local tasks.
 _LOCAL_TASK_STRINGS: dict[str, str] = {}

@@ -181,12 +181,17 @@ def finish_st_folder(tmp: pathlib.Path, modules: list[dict], *, max_length: int,
     write_json(tmp / "modules.json", modules)
     write_json(tmp / "sentence_bert_config.json",
                 {"max_seq_length": max_length, "do_lower_case": False})
-    # One named prompt per task kind (`encode(..., prompt_name="classification")`),
-    # from the table training and evaluation use (unified_format.TASK_DESCRIPTIONS).
+    # The query and document sides, then one named prompt per MTEB task type outside
+    # retrieval (`encode(..., prompt_name="Classification")`), each holding its kind's
+    # description from the table training and evaluation use: mteb's
+    # sentence-transformers wrapper looks prompts up by type and falls back to
+    # `query` / `document`, which retrieval types take.
+    descriptions = unified_format.TASK_DESCRIPTIONS
     prompts = ({"query": unified_format.query_prefix(default_task),
                 "document": unified_format.document_prefix(None),
-                **{kind: unified_format.query_prefix(desc)
-                   for kind, desc in unified_format.TASK_DESCRIPTIONS.items()}}
+                **{mteb_type: unified_format.query_prefix(descriptions[kind])
+                   for mteb_type, kind in unified_format.MTEB_TASK_TYPE_KINDS.items()
+                   if kind != "retrieval"}}
                if prompt_format == "gecko" else {})
     write_json(tmp / "config_sentence_transformers.json", {
         "prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})

@@ -125,10 +125,13 @@ def test_export_layout(exported):
     assert modules == ["Transformer", "Pooling", "Dense", "Dense", "Normalize"]
     prompts = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]
     assert prompts == {"query": "task: search result | query: ", "document": "title: none | text: ",
-                       "retrieval": "task: search result | query: ",
-                       "classification": "task: classification | query: ",
-                       "clustering": "task: clustering | query: ",
-                       "similarity": "task: sentence similarity | query: "}
+                       "Classification": "task: classification | query: ",
+                       "MultilabelClassification": "task: classification | query: ",
+                       "Clustering": "task: clustering | query: ",
+                       "STS": "task: sentence similarity | query: ",
+                       "PairClassification": "task: sentence similarity | query: ",
+                       "Summarization": "task: sentence similarity | query: ",
+                       "BitextMining": "task: sentence similarity | query: "}
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_prompt_free_pooling_matches_sentence_transformers(tmp_path, minilm_dir)
             "clustering": enc.encode_queries(TEXTS, task="clustering")}
     theirs = {"query": st.encode(queries, prompt_name="query"),
               "document": st.encode(TEXTS, prompt_name="document"),
-              "clustering": st.encode(TEXTS, prompt_name="clustering")}
+              "clustering": st.encode(TEXTS, prompt_name="Clustering")}
     for kind in ours:
         np.testing.assert_allclose(ours[kind], theirs[kind], atol=1e-5, err_msg=kind)
     # The prompt-inclusive mean of the same weights is another embedding.
