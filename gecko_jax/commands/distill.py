@@ -6,7 +6,7 @@ Stages: FRet on the Wikipedia sample with the shipped teacher -> pre-finetune
 MiniLM on title -> body pairs (Wikipedia sections, BBC training-pool headlines) ->
 fine-tune on the FRet + public mixture -> evaluate base MiniLM and the distilled
 model on the local BBC tasks -> OUT/report.md (+ PNGs) and OUT/model (loads with `gecko embed` and
-sentence-transformers). The defaults fit about 15 minutes on a 2-core CPU.
+sentence-transformers). The defaults take about 6 minutes on a 2-core CPU.
 
 --ablation adds three fine-tuning runs (without FRet; with the seed passage as
 positive and no hard negative; with the re-labelled positive and no hard negative), a

@@ -59,7 +59,7 @@ VALIDATION_TASKS = splits.VALIDATION_TASKS
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """The scale of a run. Defaults fit ~15 minutes on a 2-core CPU (README)."""
+    """The scale of a run. Defaults take about 6 minutes on a 2-core CPU (results page)."""
     teacher: str = "smollm2"
     fret_corpus_size: int = 512        # passages (evenly spaced) FRet retrieves from
     # Where they come from, an equal share each: "wikipedia" (100-word chunks of the
