@@ -33,15 +33,22 @@ def test_training_and_evaluation_take_descriptions_from_the_table():
     assert set(unified_format.MTEB_TASK_TYPE_KINDS.values()) == set(TASK_DESCRIPTIONS)
 
 
-def test_exported_folder_prompts_equal_the_table(tmp_path, minilm_dir):
-    from sentence_transformers import SentenceTransformer
-
-    from gecko_jax.encode import Encoder
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, minilm_dir):
+    """MiniLM exported in the Gecko format: a folder as training writes it."""
     from gecko_jax.models.weights import export_dual_encoder, load_dual_encoder
 
     model, tokenizer, _ = load_dual_encoder(minilm_dir)
-    folder = export_dual_encoder(model, tokenizer, tmp_path / "export", prompt_format="gecko",
-                                 max_length=128)
+    return export_dual_encoder(model, tokenizer, tmp_path_factory.mktemp("st") / "export",
+                               prompt_format="gecko", max_length=128)
+
+
+def test_exported_folder_prompts_equal_the_table(exported):
+    from sentence_transformers import SentenceTransformer
+
+    from gecko_jax.encode import Encoder
+
+    folder = exported
     prompts = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]
     assert prompts["query"] == "task: search result | query: "
     assert prompts["document"] == "title: none | text: "
@@ -60,7 +67,7 @@ def test_exported_folder_prompts_equal_the_table(tmp_path, minilm_dir):
     assert abs(float((ours * theirs).sum()) - 1.0) < 1e-4
 
 
-def test_mteb_sentence_transformers_wrapper_picks_the_tables_prompts(tmp_path, minilm_dir):
+def test_mteb_sentence_transformers_wrapper_picks_the_tables_prompts(exported):
     """mteb's own wrapper (`mteb.get_model(folder)`'s route) embeds each task type of an
     exported folder with the prompt gecko_jax's MTEB adapter gives that type."""
     pytest.importorskip("mteb")
@@ -73,11 +80,8 @@ def test_mteb_sentence_transformers_wrapper_picks_the_tables_prompts(tmp_path, m
 
     from gecko_jax.encode import Encoder
     from gecko_jax.evaluation import mteb_adapter
-    from gecko_jax.models.weights import export_dual_encoder, load_dual_encoder
 
-    model, tokenizer, _ = load_dual_encoder(minilm_dir)
-    folder = export_dual_encoder(model, tokenizer, tmp_path / "export", prompt_format="gecko",
-                                 max_length=128)
+    folder = exported
     with warnings.catch_warnings():
         # mteb warns of, and drops, prompt names that are no task type, task name or side.
         warnings.filterwarnings("error", message="Some prompts")
