@@ -4,7 +4,8 @@ Sources (each a gin-configurable function returning formatting.Example lists):
 
     wikipedia_title_body   (article: section) -> section text, no negatives (pre-finetuning)
     wikipedia_sections     the same pairs with the next section as hard negative
-    bbc_title_body         BBC headline -> article lead, no negatives (both stages)
+    bbc_title_body         BBC headline -> article lead (both stages), optionally a
+                           TF-IDF-mined hard negative
     bbc_classification     BBC topic classification as symmetric retrieval (unique ids)
     jsonl_examples         FRet-format JSONL (FRet output; optional `symmetric` key)
     beir_examples          BEIR folders (NQ, HotpotQA, FEVER, ...): query -> judged document
@@ -42,7 +43,7 @@ import seqio
 import tensorflow as tf
 
 from gecko_jax import textio
-from gecko_jax.data import formatting, prompt_room, sources, training_records
+from gecko_jax.data import formatting, lexical_negatives, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.batches import BatchSource
 from gecko_jax.data.formatting import Example
@@ -99,18 +100,30 @@ def _bbc_training(folder: str | None):
 
 @gin.configurable
 def bbc_title_body(folder: str | None = None, max_words: int = 100,
-                   task: str = formatting.TITLE_BODY_TASK, limit: int | None = None
-                   ) -> list[Example]:
+                   task: str = formatting.TITLE_BODY_TASK, limit: int | None = None,
+                   negative_rank: int = 0) -> list[Example]:
     """Title -> body pairs from news: headline -> the article's first `max_words` words.
 
     Gecko pre-finetunes on title -> body pairs of a web corpus; the Wikipedia
     sample alone gives them one domain and one register, this source a second
     one (the default mixtures use it in pre-finetuning and fine-tuning).
     Training-pool articles only (data/splits.py), like bbc_classification.
+
+    negative_rank: 0 gives no hard negative; k >= 1 gives each headline the
+    k-th best other training-pool lead by TF-IDF retrieval with headline and lead
+    as the query (a headline alone is too short to find a near miss), never one
+    of its own near-duplicate group (data/lexical_negatives.py).
     """
-    examples = [Example(f"bbc:{art.id}", task, art.headline,
-                        Document(text=" ".join(art.body.split()[:max_words])))
-                for art in _bbc_training(folder) if art.headline.strip() and art.body.strip()]
+    articles = [art for art in _bbc_training(folder) if art.headline.strip() and art.body.strip()]
+    leads = [" ".join(art.body.split()[:max_words]) for art in articles]
+    negatives: list[int | None] = [None] * len(articles)
+    if negative_rank:
+        negatives = lexical_negatives.ranked_negatives(
+            [f"{art.headline} {lead}" for art, lead in zip(articles, leads)], leads,
+            splits.near_duplicate_groups(articles), rank=negative_rank)
+    examples = [Example(f"bbc:{art.id}", task, art.headline, Document(text=lead),
+                        None if neg is None else Document(text=leads[neg]))
+                for art, lead, neg in zip(articles, leads, negatives)]
     return _limit(examples, limit)
 
 

@@ -111,8 +111,10 @@ def evenly_spaced(items: Sequence, limit: int | None) -> list:
     return [items[i] for i in keep]
 
 
-def _groups(articles: Sequence) -> list[int]:
+def near_duplicate_groups(articles: Sequence) -> list[int]:
+    """Group index of each article: equal for re-headlined copies and quotes (_groups_of)."""
     return list(_groups_of(tuple(articles)))
+
 
 
 @functools.lru_cache(maxsize=4)
@@ -161,7 +163,7 @@ def bbc_held_out_ids(articles: Sequence) -> frozenset[str]:
     for a in articles:
         i = seen[a.category] = seen.get(a.category, -1) + 1
         chosen.append(i % HELD_OUT_EVERY == HELD_OUT_OFFSET)
-    groups = _groups(articles)
+    groups = near_duplicate_groups(articles)
     held_groups = {g for g, c in zip(groups, chosen) if c}
     return frozenset(a.id for a, g in zip(articles, groups) if g in held_groups)
 
@@ -194,7 +196,7 @@ def _every_nth_of_category(articles: Sequence, eligible, every: int, offset: int
 
 
 def _with_groups(articles: Sequence, chosen: Sequence[bool]) -> frozenset[str]:
-    groups = _groups(articles)
+    groups = near_duplicate_groups(articles)
     picked = {g for g, c in zip(groups, chosen) if c}
     return frozenset(a.id for a, g in zip(articles, groups) if g in picked)
 
@@ -223,7 +225,7 @@ def bbc_task_split(task: str, articles: Sequence, limit: int | None = None) -> T
                          f"known: {BBC_TASKS + BBC_VALIDATION_TASKS}")
     pool_ids = (bbc_validation_ids(articles) if task in BBC_VALIDATION_TASKS
                 else bbc_held_out_ids(articles))
-    groups = _groups(articles)
+    groups = near_duplicate_groups(articles)
     # One article per near-duplicate group, so each headline has one relevant body.
     pool = [a for i, (a, g) in enumerate(zip(articles, groups)) if a.id in pool_ids and g == i]
     scored = tuple(a.id for a in evenly_spaced(pool, limit))
