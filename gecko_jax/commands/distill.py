@@ -111,8 +111,7 @@ def register(subparsers) -> None:
     p.add_argument("--title-body", type=_title_body, default=None,
                    help="comma-separated corpora of the title -> body pairs both training "
                         "stages use: wikipedia (section headings), bbc (training-pool "
-                        f"headlines) (default {','.join(d.title_body)}; LLM students: "
-                        "wikipedia)")
+                        f"headlines) (default {','.join(d.title_body)})")
     p.add_argument("--fret-limit", type=int, default=None,
                    help="seed passages the teacher writes queries for")
     p.add_argument("--fret-neighbors", type=int, default=None,

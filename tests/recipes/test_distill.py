@@ -264,9 +264,9 @@ def test_title_body_corpora_reach_both_training_stages_and_their_identity():
     assert not any("bbc_title_body.limit" in b
                    for b in distill.prefinetune_gin(own["prefinetune"])[1]
                    + distill.finetune_gin(own["finetune"], [], 0)[1])
-    assert parse("--student", "gemma3").title_body == ("wikipedia",)
-    assert parse("--student", "gemma3", "--title-body", "wikipedia,bbc").title_body == \
-        ("wikipedia", "bbc")
+    assert parse("--student", "gemma3").title_body == ("wikipedia", "bbc")
+    assert parse("--student", "gemma3", "--title-body", "wikipedia").title_body == \
+        ("wikipedia",)
     with pytest.raises(SystemExit):
         parse("--title-body", "bbc")
     with pytest.raises(GeckoError, match="title_body"):
