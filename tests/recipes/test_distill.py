@@ -106,6 +106,10 @@ def test_second_run_reuses_every_stage(tiny_run):
         assert f"| {stage} | {m['wall_s']:.0f} | {m['peak_rss_gib']:.2f} | reused |" in text
 
 
+# Slow tier: tests/recipes/test_runner.py refuses and redoes a changed stage (naming its
+# keys) in the default suite, and test_stage_configs_chain_through_inputs below checks
+# which distill stages a change reaches; this reruns the tiny run's evaluations.
+@pytest.mark.slow
 def test_changed_config_is_refused_then_redone(tiny_run, tmp_path):
     import shutil
 
