@@ -33,28 +33,7 @@ package is imported from PYTHONPATH; the script itself only loads the teacher):
   PYTHONPATH=/tmp/base python bench/fret.py --quick --no-llama-cpp
 and the same command with this tree on PYTHONPATH, on the same machine.
 
-Figures (AMD EPYC, 2 cores, shared machine): `--quick --no-llama-cpp` at load 0.4-2.7:
-jax 9.99 passages/min (5.61 per CPU-minute), 1.50x the 6.66 (3.73) of the engine
-without its four batching speed-ups (generation's shared few-shot prefix and dropping
-finished rows, scoring's length-sorted batches in 32-token steps, the shared block
-attended to once instead of copied into every row's KV cache), the same 14 records.
-Where that slower engine's time went (bench/profile_fret.py, 148 s for 16 passages):
-scoring 73.6 s (27.1k padded tokens, ~100 GFLOP/s: matmul-bound), generation 55.4 s
-(decode 42.6 s: ~220 ms a step, copying the few-shot block's KV cache for every row;
-prefill 12.6 s), corpus embedding 18.8 s, compiles in the timed run < 2 s. `--quick`
-at load 0.4-2.0: jax 10.19 vs llama.cpp 8.09 passages/min (5.74 vs 4.21 per
-CPU-minute; 14 vs 15 records: llama.cpp samples other queries): `ratio 1.26`
-(`--limit 8 --warm 4`: 1.22).
-Intel Xeon with AMX (2 cores, idle), `--quick --bf16`, two runs: jax 11.13 / 11.54,
-jax-bf16 12.43 / 15.91 (the second with decode steps on float32 weights and caches),
-the engine without the four speed-ups 8.45 / 7.79 passages/min: float32 1.32x /
-1.48x, bf16 2.04x (second run); bf16 and float32 records share the query in 12 of 14,
-and those 12 the same positive and negative. Same Xeon, with nucleus sampling's cutoff
-taken from the top 256 logits (not a sort of the vocabulary) and decode steps reading
-per-layer buffers, `--quick`, three runs: jax 19.72 / 21.35 / 21.16 passages/min,
-without the four speed-ups 12.65 / 13.08, llama.cpp 8.51 / 8.40 (`ratio 2.32` /
-`2.52`); an older tree without any of them (run as above, two runs) 9.50 / 9.72:
-2.03-2.25x.
+Measured figures (CPU, load, runs): docs/results.md, "Benchmarks (`bench/`)".
 """
 
 from __future__ import annotations

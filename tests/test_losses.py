@@ -130,7 +130,7 @@ def test_matryoshka_matches_numpy():
 def test_label_layout_hard_negatives_never_target():
     """k=3: a row whose hard negatives equal its query must score as a MISS.
 
-    If the target index pointed into the hard-negative block (the peers' bug),
+    If the target index pointed into the hard-negative block (an easy layout mistake),
     a query identical to its hard negatives would look perfectly classified.
     """
     b, k, d = 4, 3, 8

@@ -2,7 +2,7 @@
 
     gecko soup --output runs/soup runs/seed0/export runs/seed1/export
     gecko soup --output runs/x/soup runs/x/checkpoints/800 runs/x/checkpoints/1000
-    gecko soup --output runs/soup --weights 2 1 runs/a/export runs/b/export
+    gecko soup --output runs/soup --weights 2,1 runs/a/export runs/b/export
 
 Inputs are exported model folders (any tower) or checkpoint folders of ONE run
 (RUN/checkpoints/<step>); the output is a model folder like the inputs'. Uniform
@@ -21,9 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL_DIR",
                    help="exported model folders, or RUN/checkpoints/<step> folders of one run")
     p.add_argument("--output", required=True, help="output model folder")
-    p.add_argument("--weights", type=float, nargs="+", default=None,
-                   help="one mixing weight per model (default: uniform)")
+    # One comma-separated value, not nargs="+": a list of numbers would swallow the
+    # model folders that follow it.
+    p.add_argument("--weights", type=_weights, default=None,
+                   help="comma-separated mixing weights, one per model (default: uniform)")
     p.set_defaults(func=run)
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 2,1; got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

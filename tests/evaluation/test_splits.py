@@ -128,7 +128,7 @@ def test_validation_pool_is_carved_from_the_training_pool(articles):
 
 
 def test_overlap_check_catches_the_old_split(articles):
-    """Training on every BBC article (the old bug, in the extreme) is caught."""
+    """Training on every BBC article (the leak the split prevents, in the extreme) is caught."""
     leaky = mixtures.bbc_classification(exclude_eval_test=False)
     assert _overlap(leaky, articles, limits=(200,))
 

@@ -59,7 +59,7 @@ def test_matches_numpy_adamw_with_start_decay(start_decay):
 
 
 def test_off_keeps_adamw_state_layout():
-    """start_decay = 0 builds optax.adamw as before: checkpoints of earlier runs load."""
+    """start_decay = 0 builds plain optax.adamw state: checkpoints written without the option load."""
     params = {"kernel": jnp.ones((2, 2))}
     plain = optax.chain(optax.clip_by_global_norm(1.0),
                         optax.adamw(optax.constant_schedule(1e-3), weight_decay=0.01,

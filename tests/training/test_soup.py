@@ -66,8 +66,9 @@ def test_soup_of_two_runs_is_their_numpy_mean(two_runs, tmp_path):
 
 def test_weighted_soup(two_runs, tmp_path):
     a, b, _ = two_runs
-    out = soup.soup_folders([a, b], tmp_path / "w", weights=[3, 1])
-    ta, tb, to = _tensors(a), _tensors(b), _tensors(out)
+    # The CLI form of the module's example: weights before the folders.
+    assert cli.main(["soup", "--output", str(tmp_path / "w"), "--weights", "3,1", str(a), str(b)]) == 0
+    ta, tb, to = _tensors(a), _tensors(b), _tensors(tmp_path / "w")
     for k in ta:
         np.testing.assert_allclose(to[k], 0.75 * ta[k] + 0.25 * tb[k], rtol=0, atol=1e-7)
 
