@@ -149,6 +149,9 @@ def register(subparsers) -> None:
                    help=f"weight of distillation from the frozen start tower reading each "
                         f"query without its prompt, in both training stages (0: off; "
                         f"default {d.start_distill})")
+    p.add_argument("--prompt-format", choices=("gecko", "raw"), default=None,
+                   help=f"train (and export) with the unified format's task and title "
+                        f"prompts, or on each text alone (default {d.prompt_format})")
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"evenly spaced BBC articles to evaluate on (0: all; default "
                         f"{d.eval_limit})")
@@ -220,6 +223,7 @@ def config_from_args(args):
         eval_max_length=pick(args.eval_max_length, d.eval_max_length),
         dims=tuple(pick(args.dims, d.dims)),
         start_distill=pick(args.start_distill, d.start_distill),
+        prompt_format=pick(args.prompt_format, d.prompt_format),
         gin_bindings=tuple(d.gin_bindings) + tuple(args.gin_bindings),
         ablation=pick(args.ablation, d.ablation), student=args.student,
         seeds=max(1, pick(args.seeds, d.seeds)),

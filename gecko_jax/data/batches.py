@@ -37,6 +37,9 @@ class BatchSource(abc.ABC):
     step_indexed: bool = True
     #: Examples in the data; None when unknown without reading it all (streams).
     num_examples: int | None = None
+    #: How the texts were formatted (unified_format.PROMPT_FORMATS): the trainer's
+    #: export declares it, so the model is embedded the way it was trained.
+    prompt_format: str = "gecko"
 
     @abc.abstractmethod
     def batch(self, step: int) -> dict[str, np.ndarray]:

@@ -42,7 +42,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from gecko_jax import textio
+from gecko_jax import textio, unified_format
 from gecko_jax.data import formatting, lexical_negatives, prompt_room, sources, training_records
 from gecko_jax.data import tasks as tasks_lib
 from gecko_jax.data.batches import BatchSource
@@ -262,25 +262,28 @@ def examples_dataset_fn(split: str, shuffle_files: bool = False, seed: int | Non
 
 
 def register_examples_task(name: str, examples: Sequence[Example],
-                           tokenizer_folder: str | os.PathLike, derive_name: bool = False
-                           ) -> seqio.Task:
+                           tokenizer_folder: str | os.PathLike, derive_name: bool = False,
+                           prompt_format: str = "gecko") -> seqio.Task:
     """Registers a Gecko seqio Task over in-memory examples, once (tasks.register_once).
 
     Its definition is the examples' content and the tokenizer. derive_name registers
     it as tasks.derived_name(name, definition) instead, so other examples under the
     same `name` (another limit, another run) are another Task; the Task's `.name`
-    says which.
+    says which. prompt_format: tasks.gecko_format's ("raw": texts without prompts).
     """
     examples = list(examples)
     digest = hashlib.sha1(json.dumps(formatting.to_columns(examples), sort_keys=True)
                           .encode()).hexdigest()
     definition = {"source": "examples", "count": len(examples), "sha1": digest}
     if derive_name:
-        name = tasks_lib.derived_name(
-            name, {**definition, "tokenizer": tasks_lib.tokenizer_key(tokenizer_folder)})
+        key = {**definition, "tokenizer": tasks_lib.tokenizer_key(tokenizer_folder)}
+        if prompt_format != "gecko":
+            key["prompt_format"] = prompt_format
+        name = tasks_lib.derived_name(name, key)
     source = seqio.FunctionDataSource(
         functools.partial(examples_dataset_fn, examples_fn=lambda: examples), splits=("train",))
-    return tasks_lib.register_gecko_task(name, source, tokenizer_folder, definition)
+    return tasks_lib.register_gecko_task(name, source, tokenizer_folder, definition,
+                                         prompt_format=prompt_format)
 
 
 def check_rates(rates: Mapping[str, float], known: Sequence[str], mixture: str = "mixture"
@@ -440,8 +443,8 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                  mixture: str = gin.REQUIRED, rates: Mapping[str, float] = gin.REQUIRED,
                  task_sources: Mapping[str, Callable[[], Sequence[Example]]] = gin.REQUIRED,
                  optional_tasks: Sequence[str] = (), single_task_batches: bool = False,
-                 num_steps: int | None = None, max_epochs: float | None = None
-                 ) -> MixtureBatches:
+                 num_steps: int | None = None, max_epochs: float | None = None,
+                 prompt_format: str = "gecko") -> MixtureBatches:
     """The trainer's data_fn: tasks + mixture registered, examples loaded, batches returned.
 
     The source tables' Tasks are registered under names derived from their examples
@@ -459,7 +462,12 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
       num_steps, max_epochs: with both, rates are lowered (cap_rates) so that no
         task is replayed more than max_epochs times in num_steps steps; the
         expected epochs per task are logged either way when num_steps is given.
+      prompt_format: "gecko" (the unified format's task and title prompts) or "raw"
+        (every text alone); the batches carry it and the trainer's export declares it.
     """
+    if prompt_format not in unified_format.PROMPT_FORMATS:
+        raise GeckoError(f"{mixture}: prompt_format {prompt_format!r}; use one of "
+                         f"{list(unified_format.PROMPT_FORMATS)}")
     known = set(task_sources) | set(seqio.TaskRegistry.names())
     rates = check_rates(rates, sorted(known), mixture)
     kept, seqio_names = {}, {}
@@ -472,11 +480,12 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                     log.info("%s: task %s has no examples; left out", mixture, name)
                     continue
                 raise GeckoError(f"{mixture}: task {name!r} has no examples")
-            if hasattr(tokenizer, "backend"):
+            if hasattr(tokenizer, "backend") and prompt_format == "gecko":
                 examples = prompt_room.with_query_room(tokenizer, examples,
                                                        int(feature_lengths["query"]), where=name)
             seqio_names[name] = register_examples_task(name, examples, tokenizer.folder,
-                                                       derive_name=True).name
+                                                       derive_name=True,
+                                                       prompt_format=prompt_format).name
         kept[name] = rate
     seqio_mixture = register_mixture(mixture, {seqio_names[t]: r for t, r in kept.items()},
                                      derive_name=True)
@@ -491,6 +500,7 @@ def mixture_data(*, tokenizer, feature_lengths: Mapping[str, int], batch_size: i
                              single_task=single_task_batches,
                              process_index=process_index, process_count=process_count)
     batches.seqio_mixture = seqio_mixture.name
+    batches.prompt_format = prompt_format
     if num_steps is not None:
         log.info("%s: expected epochs per task over %d steps: %s", mixture, num_steps,
                  batches.epochs(num_steps))

@@ -120,14 +120,23 @@ def document_id(title: tf.Tensor, text: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.strings.length(title) > 0, text_id(titled), text_id(text))
 
 
-def gecko_format(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Unified Gecko format + text ids: the same strings as unified_format's Python form."""
+def gecko_format(ds: tf.data.Dataset, prompt_format: str = "gecko") -> tf.data.Dataset:
+    """Unified Gecko format + text ids: the same strings as unified_format's Python form.
+
+    prompt_format "raw": every text alone, without task or title (unified_format's raw
+    form, as `gecko embed` and the evaluation give a raw-format model its inputs).
+    """
+    raw = unified_format.check_prompt_format(prompt_format) == "raw"
 
     def doc(title, text):
+        if raw:
+            return text
         title = tf.where(tf.strings.length(title) > 0, title, unified_format.NO_TITLE)
         return tf_format(unified_format.DOCUMENT_TEMPLATE, title=title, text=text)
 
     def query(task, text):
+        if raw:
+            return text
         return tf_format(unified_format.QUERY_TEMPLATE, task=task, text=text)
 
     def target(ex, side):
@@ -221,15 +230,18 @@ def register_jsonl_task(name: str, split_files: Mapping[str, Sequence[str | os.P
 
 
 def register_gecko_task(name: str, source: seqio.DataSource, tokenizer_folder: str | os.PathLike,
-                        definition: Mapping) -> seqio.Task:
+                        definition: Mapping, prompt_format: str = "gecko") -> seqio.Task:
     """Registers a seqio Task once (register_once): Gecko formatting, then the encoder's
     tokenizer on the query / positive / negative features.
 
     Args:
-      definition: what the source reads (JSON-able); with the tokenizer's identity it
-        is the Task's definition.
+      definition: what the source reads (JSON-able); with the tokenizer's identity
+        (and a prompt format other than gecko) it is the Task's definition.
+      prompt_format: gecko_format's; "raw" texts without prompts.
     """
     definition = {**definition, "tokenizer": tokenizer_key(tokenizer_folder)}
+    if unified_format.check_prompt_format(prompt_format) != "gecko":
+        definition["prompt_format"] = prompt_format
 
     def add():
         vocab = vocabulary(str(tokenizer_folder))
@@ -237,7 +249,8 @@ def register_gecko_task(name: str, source: seqio.DataSource, tokenizer_folder: s
                     for f in ("query", "positive", "negative")}
         return seqio.TaskRegistry.add(
             name, source=source,
-            preprocessors=[gecko_format, seqio.preprocessors.tokenize, trim_sequences],
+            preprocessors=[functools.partial(gecko_format, prompt_format=prompt_format),
+                           seqio.preprocessors.tokenize, trim_sequences],
             output_features=features, metric_fns=[])
 
     return register_once(seqio.TaskRegistry, name, definition, add)

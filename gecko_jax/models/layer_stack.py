@@ -4,7 +4,7 @@ Memory options for big towers and big batches (the BERT tower and the LLM tower
 both use them; gin binds `LayerOptions` in the trainer):
 
 - remat: `jax.checkpoint` around each layer with a NAMED policy (REMAT_POLICIES):
-  'none' (keep every activation, today's behaviour), 'full' (keep nothing: the
+  'none' (keep every activation, the default), 'full' (keep nothing: the
   layer is re-run in the backward pass), 'dots' (keep matmul outputs),
   'dots_no_batch' (keep matmuls without batch dimensions, i.e. the weight
   matmuls but not attention's q k^T / weights v: maxtext's usual choice).

@@ -47,6 +47,7 @@ from gecko_jax.recipes.distill_stages import (
 from gecko_jax.recipes.distill_student import get_student
 from gecko_jax.recipes.runner import read_marker
 from gecko_jax.textio import atomic_write_json
+from gecko_jax.unified_format import check_prompt_format
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,26 @@ class DistillConfig:
     # 0: off. It keeps the trained tower ranking the batch's documents as its start
     # model ranks them for the raw query.
     start_distill: float = 0.0
+    # How training formats its texts, which the exported model declares: "gecko" (the
+    # unified format's task and title prompts) or "raw" (each text alone). Raw was
+    # chosen for the MiniLM student on the validation tasks (3 seeds): it raised
+    # Wikipedia retrieval by about 4 points in every seed and news by 0.5-1.8, against
+    # training in the Gecko format and against the Gecko-trained model embedded raw
+    # (docs/results.md, "Training without prompts"). MiniLM was sentence-tuned on raw
+    # texts; a few hundred steps do not teach it the prompts. LLM students keep Gecko
+    # prompts (distill_student.LLM_DEFAULTS).
+    prompt_format: str = "raw"
 
     def __post_init__(self):
         try:
             check_title_body(self.title_body)
+            check_prompt_format(self.prompt_format)
         except ValueError as err:
             raise GeckoError(str(err)) from None
+        if self.start_distill and self.prompt_format == "raw":
+            raise GeckoError("start distillation (--start-distill) reads each query without "
+                             "its prompt; raw-format training (--prompt-format raw, the "
+                             "MiniLM default) has none: add --prompt-format gecko")
         # The start tower reads each query without its prompt, found at the pooling's
         # prompt markers; LLM towers keep the prompt in their mean and have none, so
         # their start tower would read the prompted query: not what the term means.
@@ -151,9 +166,13 @@ class DistillConfig:
 # hard negative at fused rank 20 (Table 3's p_20), a bfloat16 teacher; hundreds of
 # steps per stage with the default warm-up (a tenth) and single-task batches; 3 seeds;
 # the ablation arms and a data-scaling curve (125, 250, 500 records beside none and all).
+# Fine-tuning at 3e-6: on the validation tasks (3 seeds) 1e-5 gave back 1.9 points of
+# pre-finetuning's news retrieval in every seed over 300 steps, 3e-6 0.6, for less of
+# the Wikipedia gain (docs/results.md, "The reference scale's fine-tuning rate").
 PRESETS = {
     "reference": {"fret_corpus_size": 0, "fret_limit": 1000, "fret_neighbors": 20,
                   "prefinetune_steps": 300, "finetune_steps": 300, "seeds": 3,
+                  "finetune_learning_rate": 3e-6,
                   "ablation": True, "fret_scaling": (125, 250, 500),
                   "gin_bindings": ("FRetConfig.teacher_dtype = 'bfloat16'",
                                    "RelabelConfig.negative = 'rank:20'")},
@@ -204,7 +223,9 @@ def _train_bindings(conf: dict) -> list[str]:
         [f"pretrained_model.include_prompt = {conf['include_prompt']}"]
         if "include_prompt" in conf else []) + (
         [f"LossConfig.start_distill = {conf['start_distill']}"]
-        if conf.get("start_distill") else [])
+        if conf.get("start_distill") else []) + (
+        [f"mixture_data.prompt_format = '{conf['prompt_format']}'"]
+        if "prompt_format" in conf else [])
 
 
 def base_encoder(include_prompt: bool, max_length: int):

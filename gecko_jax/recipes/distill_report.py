@@ -275,7 +275,10 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
         f"Final losses: pre-finetune {_f(pft['loss'])}, fine-tune {_f(ft['loss'])}.", "",
         f"Evaluation: {', '.join(ev['tasks'])} on {subset}, max length {ev['max_length']} tokens, dims {', '.join(map(str, ev['dims']))}; "
         "the base model" + (" and the raw LLM encode" if student.is_llm else " encodes")
-        + " raw texts, the trained ones Gecko prompts (`task: ... | query: ...`).", "",
+        + " raw texts, the trained ones "
+        + ("raw texts too (trained without prompts)."
+           if getattr(cfg, "prompt_format", "gecko") == "raw"
+           else "Gecko prompts (`task: ... | query: ...`)."), "",
         "## Stages", "",
         "Peak RSS: the peak resident memory of the process that ran the stage, up to its "
         "end.", "",
@@ -297,11 +300,13 @@ def write(out: pathlib.Path, cfg, markers: dict, ran: list[str]) -> tuple[pathli
     else:
         lines += ["## Base vs distilled (main score x100)", "", ci_note, ""]
         lines += before_after_table(results, tasks)
+        raw = getattr(cfg, "prompt_format", "gecko") == "raw"
         lines += ["", "## Every stage (main score x100)", "",
                   "The base model in both prompt formats, then each training stage in "
-                  "Gecko prompts." + (
+                  + ("raw texts." if raw else "Gecko prompts.") + (
                       " Mean pooling leaves the prompt's tokens out (include_prompt=False), "
-                      "for the base in Gecko prompts as for the trained models."
+                      "for the base in Gecko prompts"
+                      + ("." if raw else " as for the trained models.")
                       if not getattr(cfg, "include_prompt", True) else ""), ""]
         lines += student_table(results, tasks, is_llm=False)
     seeds = getattr(cfg, "seeds", 1)

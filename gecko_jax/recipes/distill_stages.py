@@ -134,8 +134,12 @@ def stage_configs(cfg) -> dict[str, dict]:
         train["student"] = cfg.student
     else:
         train["include_prompt"] = cfg.include_prompt
-    if cfg.start_distill:   # absent when off: earlier runs keep their identity
+    # Options at the value every run had before they existed stay out of the stage
+    # config, so such a stage's identity (its config's hash) is unchanged.
+    if cfg.start_distill:
         train["start_distill"] = cfg.start_distill
+    if cfg.prompt_format != "gecko":
+        train["prompt_format"] = cfg.prompt_format
     ft_train = {**train, "learning_rate": cfg.finetune_learning_rate or cfg.learning_rate,
                 "steps": cfg.finetune_steps}
     ev = {"tasks": list(cfg.tasks), "dims": list(cfg.dims), "limit": cfg.eval_limit,

@@ -63,7 +63,10 @@ LLM_DEFAULTS = {"prefinetune_steps": 30, "finetune_steps": 30, "batch_size": 8,
                 # No title_body here: LLM students take DistillConfig's (Wikipedia and
                 # BBC training-pool pairs); on the validation tasks, 2 seeds, the news
                 # pairs raised Gemma-3's news retrieval in both seeds, Wikipedia level.
-                "eval_limit": 200, "eval_max_length": 64}
+                "eval_limit": 200, "eval_max_length": 64,
+                # Gecko prompts: an LLM tower learns its embedding from scratch, and the
+                # prompts are how it tells a query from a document (raw: not measured).
+                "prompt_format": "gecko"}
 # 384: the MiniLM reference row at its full width.
 LLM_DIMS = {"gemma3": (640, 384, 256, 128), "smollm2": (576, 384, 256, 128)}
 

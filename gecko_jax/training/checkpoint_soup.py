@@ -76,7 +76,8 @@ def soup_checkpoints(step_dirs: Sequence[str | os.PathLike], output: str | os.Pa
                              f"checkpoints, the model has {var.get_value().shape}")
         pairs.append((path, var.replace(jnp.asarray(mean[key]))))
     nnx.update(model, nnx.from_flat_state(pairs))
-    return export.export_model(model, tokenizer, output, _trained_doc_length())
+    return export.export_model(model, tokenizer, output, _trained_doc_length(),
+                               _trained_prompt_format())
 
 
 def _trained_doc_length() -> int:
@@ -87,3 +88,14 @@ def _trained_doc_length() -> int:
     length = gin.query_parameter("train.feature_lengths")["positive"]
     return int(length.scoped_configurable_fn() if hasattr(length, "scoped_configurable_fn")
                else length)
+
+
+def _trained_prompt_format() -> str:
+    """The prompt format of the parsed run config's data (mixture_data.prompt_format,
+    "gecko" when unbound), which the soup declares like the run's own export."""
+    import gin
+
+    try:
+        return str(gin.query_parameter("mixture_data.prompt_format"))
+    except ValueError:
+        return "gecko"

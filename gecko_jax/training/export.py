@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 
-def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | None = None):
-    """Writes the model folder of a trained tower (Gecko prompts recorded).
+def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | None = None,
+                 prompt_format: str = "gecko"):
+    """Writes the model folder of a trained tower, recording the prompt format it was
+    trained with (gecko: the unified format's prompts; raw: none).
 
     BERT towers: weights.export_dual_encoder. LLM towers: EmbeddingGemma's
     sentence-transformers layout (models/llm_export.py). max_length: the input length
@@ -20,7 +22,8 @@ def export_model(model, tokenizer, folder: str | os.PathLike, max_length: int | 
         from gecko_jax.models.llm_export import export_llm_encoder
 
         max_len = max_length or min(2048, model.config.max_position_embeddings)
-        return export_llm_encoder(model, tokenizer, folder, prompt_format="gecko",
+        return export_llm_encoder(model, tokenizer, folder, prompt_format=prompt_format,
                                   max_length=max_len)
     max_len = max_length or min(512, model.backbone.cfg.max_position_embeddings)
-    return export_dual_encoder(model, tokenizer, folder, prompt_format="gecko", max_length=max_len)
+    return export_dual_encoder(model, tokenizer, folder, prompt_format=prompt_format,
+                               max_length=max_len)

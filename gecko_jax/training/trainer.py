@@ -148,7 +148,8 @@ def train(model_dir: str | os.PathLike, *,
                "metrics": report.last}
     if export:
         summary.update(_export(trainer, tokenizer, model_dir,
-                               export_max_length or feature_lengths["positive"]))
+                               export_max_length or feature_lengths["positive"],
+                               batches.prompt_format))
     _write_summary(model_dir, summary)
     summary["trainer"] = trainer
     return summary
@@ -187,14 +188,16 @@ def _make_trainer(model, mesh, optimizer_fn, schedule_fn, loss_config: LossConfi
                    schedule=schedule, **options)
 
 
-def _export(trainer: Trainer, tokenizer, model_dir, max_length: int | None) -> dict[str, str]:
+def _export(trainer: Trainer, tokenizer, model_dir, max_length: int | None,
+            prompt_format: str) -> dict[str, str]:
     """{"export": folder} on process 0, {} on the others: the trained model written to
-    MODEL_DIR/export. A collective: every process gathers the parameters."""
+    MODEL_DIR/export, declaring the data's prompt format. A collective: every process
+    gathers the parameters."""
     exported = trainer.updated_model()
     if jax.process_index() != 0:
         return {}
     return {"export": str(export_model(exported, tokenizer, model_dir / EXPORT_DIR,
-                                       max_length))}
+                                       max_length, prompt_format))}
 
 
 # --------------------------------------------------------------------------- data

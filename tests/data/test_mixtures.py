@@ -149,6 +149,38 @@ def test_mixture_data_on_real_sources(tmp_path):
                               task_sources=table)
 
 
+def test_mixture_data_in_raw_format(tmp_path):
+    """prompt_format raw: the same sources tokenised without prompts, registered as other
+    seqio Tasks than the Gecko-format ones, and the batches say which format they hold."""
+    import functools
+
+    tok = Tokenizer.from_folder(assets.minilm_dir())
+    lengths = {"query": 16, "positive": 24, "negative": 24}
+    table = {"gecko_r_bbc": functools.partial(mixtures.bbc_classification, limit=16)}
+    made = {fmt: mixtures.mixture_data(
+        tokenizer=tok, feature_lengths=lengths, batch_size=8, seed=0, mixture="gecko_r_mix",
+        rates={"gecko_r_bbc": 1.0}, task_sources=table, prompt_format=fmt)
+        for fmt in ("gecko", "raw")}
+    assert {f: b.prompt_format for f, b in made.items()} == {"gecko": "gecko", "raw": "raw"}
+    assert made["raw"].seqio_mixture != made["gecko"].seqio_mixture
+    examples = {ex.query: ex for ex in table["gecko_r_bbc"]()}
+    row = made["raw"].batch(0)
+    for side in ("query", "positive"):
+        text = tok.backend.decode(row[f"{side}_ids"][0].tolist(), skip_special_tokens=True)
+        assert "task :" not in text and "title :" not in text
+    query = tok.backend.decode(row["query_ids"][0].tolist(), skip_special_tokens=True)
+    gecko_query = tok.backend.decode(made["gecko"].batch(0)["query_ids"][0].tolist(),
+                                     skip_special_tokens=True)
+    assert gecko_query.startswith("task : classification | query :")
+    # The raw query is the start of one of the source's own query texts.
+    assert any(tok.backend.decode(tok.backend.encode(q).ids, skip_special_tokens=True)
+               .startswith(query[:40]) for q in examples)
+    with pytest.raises(GeckoError, match="prompt_format 'none'"):
+        mixtures.mixture_data(tokenizer=tok, feature_lengths=lengths, batch_size=8, seed=0,
+                              mixture="gecko_r_mix", rates={"gecko_r_bbc": 1.0},
+                              task_sources=table, prompt_format="none")
+
+
 def test_cap_rates_limits_replay_and_keeps_proportions():
     rates = {"wiki": 1.0, "bbc": 0.5, "fret": 2.0}
     sizes = {"wiki": 2000, "bbc": 1000, "fret": 16}

@@ -87,10 +87,9 @@ def test_step_indexed_batches_are_deterministic():
     np.testing.assert_array_equal(np.concatenate(halves), a.batch(3)["x"])
 
 
-def test_tf_and_python_unified_format_give_identical_strings():
-    """The seqio preprocessor's TF string ops and unified_format's Python templates agree
-    on real records: Wikipedia sections (titled), BBC articles with and without title,
-    non-ASCII text and a symmetric row formatted like a query."""
+def _real_rows():
+    """(rows, symmetric flags, tf dataset): Wikipedia sections (titled), BBC articles with
+    and without title, non-ASCII text and a symmetric row."""
     import tensorflow as tf
 
     from gecko_jax.data import sources
@@ -110,6 +109,14 @@ def test_tf_and_python_unified_format_give_identical_strings():
         "positive_text": list(cols[3]), "negative_title": list(cols[4]),
         "negative_text": list(cols[5]), "has_negative": [bool(t) for t in cols[5]],
         "symmetric": symmetric})
+    return rows, symmetric, ds
+
+
+def test_tf_and_python_unified_format_give_identical_strings():
+    """The seqio preprocessor's TF string ops and unified_format's Python templates agree
+    on real records: Wikipedia sections (titled), BBC articles with and without title,
+    non-ASCII text and a symmetric row formatted like a query."""
+    rows, symmetric, ds = _real_rows()
     got = list(tasks.gecko_format(ds).as_numpy_iterator())
     assert len(got) == len(rows) >= 11
     for ex, (task, query, ptitle, ptext, ntitle, ntext), sym in zip(got, rows, symmetric):
@@ -122,3 +129,20 @@ def test_tf_and_python_unified_format_give_identical_strings():
     assert titled and all(ex["positive"].decode().startswith(f"title: {r[2]} | text: ")
                           for ex, r in titled)
     assert any(ex["positive"].decode().startswith("title: none | text: ") for ex in got)
+
+
+def test_raw_format_gives_each_text_alone_with_the_gecko_ids():
+    """prompt_format raw: every query, positive and negative is its text alone (what
+    `gecko embed` gives a raw-format model), and the duplicate-mask ids are the Gecko
+    format's (they hash the texts, not the prompts)."""
+    rows, _, ds = _real_rows()
+    raw = list(tasks.gecko_format(ds, prompt_format="raw").as_numpy_iterator())
+    gecko = list(tasks.gecko_format(ds).as_numpy_iterator())
+    for r, g, (task, query, ptitle, ptext, ntitle, ntext) in zip(raw, gecko, rows):
+        assert (r["query"].decode(), r["positive"].decode(), r["negative"].decode()) \
+            == (query, ptext, ntext)
+        for key in ("query_text_id", "positive_text_id", "negative_text_id"):
+            assert r[key] == g[key]
+    assert any(r["query"] != g["query"] for r, g in zip(raw, gecko))
+    with pytest.raises(ValueError, match="prompt format"):
+        tasks.gecko_format(ds, prompt_format="instructor")

@@ -85,7 +85,10 @@ def test_report_covers_every_task_dim_and_model(tiny_run):
     from gecko_jax.encode import Encoder
 
     enc = Encoder.from_pretrained(out / "model", max_length=32)
-    assert enc.meta.prompt_format == "gecko"
+    # MiniLM trains (and is exported) on raw texts by default.
+    assert enc.meta.prompt_format == "raw" and "stage in raw texts." in text
+    assert "mixture_data.prompt_format = 'raw'" in \
+        (out / "finetune" / "operative_config.gin").read_text()
     assert enc.encode(["a test sentence"]).shape == (1, 384)
     fret = json.loads((out / "fret" / "stage.json").read_text())["summary"]
     assert fret["passages"] == 2
@@ -234,7 +237,7 @@ def test_start_distill_reaches_both_training_stages_and_their_identity():
     from gecko_jax.commands.distill import config_from_args
 
     cfg = config_from_args(build_parser().parse_args(
-        ["distill", "--output", "x", "--start-distill", "0.5"]))
+        ["distill", "--output", "x", "--prompt-format", "gecko", "--start-distill", "0.5"]))
     own = distill_stages.stage_configs(cfg)
     off = distill_stages.stage_configs(dataclasses.replace(cfg, start_distill=0.0))
     for stage in ("prefinetune", "finetune"):
@@ -248,6 +251,33 @@ def test_start_distill_reaches_both_training_stages_and_their_identity():
     with pytest.raises(GeckoError, match="start distillation.*gemma3"):
         config_from_args(build_parser().parse_args(
             ["distill", "--output", "x", "--student", "gemma3", "--start-distill", "1"]))
+
+
+def test_prompt_format_reaches_both_training_stages_and_their_identity():
+    from gecko_jax.cli import build_parser
+    from gecko_jax.commands.distill import config_from_args
+
+    def parse(*flags):
+        return config_from_args(build_parser().parse_args(["distill", "--output", "x", *flags]))
+
+    raw, gecko = parse(), parse("--prompt-format", "gecko")
+    assert (raw.prompt_format, gecko.prompt_format) == ("raw", "gecko")
+    assert parse("--student", "gemma3").prompt_format == "gecko"
+    own, plain = distill_stages.stage_configs(raw), distill_stages.stage_configs(gecko)
+    for stage in ("prefinetune", "finetune"):
+        assert own[stage]["prompt_format"] == "raw" and "prompt_format" not in plain[stage]
+    bind = "mixture_data.prompt_format = 'raw'"
+    assert bind in distill.prefinetune_gin(own["prefinetune"])[1]
+    assert bind in distill.finetune_gin(own["finetune"], [], 0)[1]
+    assert not any("prompt_format" in b for b in distill.finetune_gin(plain["finetune"], [], 0)[1])
+    # Evaluation stages score what the exports declare: only their inputs differ.
+    drop = lambda conf: {k: v for k, v in conf.items() if k != "inputs"}  # noqa: E731
+    assert drop(own["eval_distilled"]) == drop(plain["eval_distilled"])
+    assert own["eval_distilled"]["inputs"] != plain["eval_distilled"]["inputs"]
+    with pytest.raises(GeckoError, match="add --prompt-format gecko"):
+        parse("--start-distill", "1")
+    with pytest.raises(GeckoError, match="prompt format"):
+        dataclasses.replace(gecko, prompt_format="plain")
 
 
 def test_title_body_corpora_reach_both_training_stages_and_their_identity():
@@ -443,7 +473,7 @@ def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
 # FRet is the default tiny run's (same FRet config: the stage is reused, not rerun).
 # One device, as TINY: a data=8 mesh would hold 8 replicas of the LLM's float32 weights,
 # gradients and AdamW moments (~17 GB for SmolLM2-135M).
-TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2",
+TINY_LLM = distill.DistillConfig(**{**TINY.__dict__, "student": "smollm2", "prompt_format": "gecko",
                                     "dims": (576, 384, 128), "learning_rate": 5e-5})
 
 

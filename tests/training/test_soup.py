@@ -119,3 +119,28 @@ def test_soup_of_run_checkpoints(tmp_path, wiki_jsonl):
         other = tmp_path / "other" / "checkpoints" / "1"
         other.mkdir(parents=True)
         soup_checkpoints([ckpt / "1", other], tmp_path / "bad")
+
+
+def test_raw_format_run_exports_and_soups_as_raw(tmp_path):
+    """A real 2-step run on a raw-format mixture: its export and the soup of its
+    checkpoints both declare raw, so `gecko embed` gives them prompt-free texts."""
+    from gecko_jax.encode import Encoder
+    from gecko_jax.training.trainer import parse_gin
+
+    bert = "{" + ", ".join(f"'{k}': {v}" for k, v in TINY_BERT.items()) + "}"
+    parse_gin(["gin_configs/runs/base.gin"], [
+        "import gecko_jax.data.mixtures", "train.data_fn = @mixture_data",
+        "mixture_data.mixture = 'gecko_raw_soup'",
+        "mixture_data.task_sources = {'gecko_raw_wiki': @wikipedia_sections}",
+        "mixture_data.rates = {'gecko_raw_wiki': 1.0}", "wikipedia_sections.limit = 32",
+        "mixture_data.prompt_format = 'raw'", "BATCH_SIZE = 8", "TRAIN_STEPS = 2",
+        "QUERY_LENGTH = 16", "DOC_LENGTH = 32", "WARMUP_STEPS = 1",
+        "train.model_fn = @random_model", f"random_model.config = {bert}",
+        f"random_model.tokenizer_folder = '{assets.minilm_dir()}'",
+        "train.checkpoint_every = 1", "MeshSpec.data = 1"])
+    run = tmp_path / "run"
+    trainer.train(run, progress=False)
+    soup_checkpoints([run / "checkpoints" / "1", run / "checkpoints" / "2"], tmp_path / "s")
+    for folder in (run / "export", tmp_path / "s"):
+        assert json.loads((folder / "gecko_config.json").read_text())["prompt_format"] == "raw"
+        assert Encoder.from_pretrained(folder).meta.prompt_format == "raw"
