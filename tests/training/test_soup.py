@@ -85,17 +85,22 @@ def test_mismatched_folder_refused_naming_the_parameter(two_runs, tmp_path, caps
         soup.soup_folders([a, a], tmp_path / "bad", weights=[1])
 
 
+def _tiny_two_step_bindings() -> list[str]:
+    """A random tiny BERT on MiniLM's tokenizer, 2 steps, a checkpoint after each."""
+    bert = "{" + ", ".join(f"'{k}': {v}" for k, v in TINY_BERT.items()) + "}"
+    return ["BATCH_SIZE = 8", "TRAIN_STEPS = 2", "QUERY_LENGTH = 16", "DOC_LENGTH = 32",
+            "WARMUP_STEPS = 1", "train.model_fn = @random_model",
+            f"random_model.config = {bert}",
+            f"random_model.tokenizer_folder = '{assets.minilm_dir()}'",
+            "train.checkpoint_every = 1", "MeshSpec.data = 1"]
+
+
 def test_soup_of_run_checkpoints(tmp_path, wiki_jsonl):
     """A real 2-step run; soup(ckpt 2) is the run's final export, soup(1, 2) their mean."""
     from gecko_jax.training.trainer import parse_gin
 
-    bert = "{" + ", ".join(f"'{k}': {v}" for k, v in TINY_BERT.items()) + "}"
-    parse_gin(["gin_configs/runs/finetune.gin"], [
-        f"TRAIN_FILES = ['{wiki_jsonl}']", "BATCH_SIZE = 8", "TRAIN_STEPS = 2",
-        "QUERY_LENGTH = 16", "DOC_LENGTH = 32", "WARMUP_STEPS = 1",
-        "train.model_fn = @random_model", f"random_model.config = {bert}",
-        f"random_model.tokenizer_folder = '{assets.minilm_dir()}'",
-        "train.checkpoint_every = 1", "MeshSpec.data = 1"])
+    parse_gin(["gin_configs/runs/finetune.gin"],
+              [f"TRAIN_FILES = ['{wiki_jsonl}']", *_tiny_two_step_bindings()])
     run = tmp_path / "run"
     trainer.train(run, progress=False)
     ckpt = run / "checkpoints"
@@ -127,17 +132,12 @@ def test_raw_format_run_exports_and_soups_as_raw(tmp_path):
     from gecko_jax.encode import Encoder
     from gecko_jax.training.trainer import parse_gin
 
-    bert = "{" + ", ".join(f"'{k}': {v}" for k, v in TINY_BERT.items()) + "}"
     parse_gin(["gin_configs/runs/base.gin"], [
         "import gecko_jax.data.mixtures", "train.data_fn = @mixture_data",
         "mixture_data.mixture = 'gecko_raw_soup'",
         "mixture_data.task_sources = {'gecko_raw_wiki': @wikipedia_sections}",
         "mixture_data.rates = {'gecko_raw_wiki': 1.0}", "wikipedia_sections.limit = 32",
-        "mixture_data.prompt_format = 'raw'", "BATCH_SIZE = 8", "TRAIN_STEPS = 2",
-        "QUERY_LENGTH = 16", "DOC_LENGTH = 32", "WARMUP_STEPS = 1",
-        "train.model_fn = @random_model", f"random_model.config = {bert}",
-        f"random_model.tokenizer_folder = '{assets.minilm_dir()}'",
-        "train.checkpoint_every = 1", "MeshSpec.data = 1"])
+        "mixture_data.prompt_format = 'raw'", *_tiny_two_step_bindings()])
     run = tmp_path / "run"
     trainer.train(run, progress=False)
     soup_checkpoints([run / "checkpoints" / "1", run / "checkpoints" / "2"], tmp_path / "s")
