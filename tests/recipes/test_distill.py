@@ -452,7 +452,7 @@ def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
     cfg = distill.DistillConfig(**{**TINY.__dict__, "seeds": 2})
     result = distill.distill(copy, cfg, progress=False)
     assert result["ran"] == ["prefinetune_s1", "finetune_s1", "eval_prefinetuned_s1",
-                             "eval_distilled_s1"]
+                             "eval_distilled_s1", "soup", "eval_soup"]
     assert {"distilled (seed 1)", "pre-finetuned (seed 1)"} <= set(result["results"])
     conf = json.loads((copy / "finetune_s1" / runner.MARKER).read_text())["config"]
     assert conf["seed"] == 1
@@ -460,9 +460,11 @@ def test_seeds_rerun_training_and_report_mean_min_max(tiny_run, tmp_path):
             for m in ("distilled", "distilled (seed 1)"))
     assert a != b
     text = result["report"].read_text()
-    table = text.split("## Over 2 training seeds")[1].split("Full metrics")[0]
+    section = text.split("## Over 2 training seeds")[1].split("Full metrics")[0]
+    table, soup = section.split("The seeds' fine-tuned models averaged")
     rows = [line for line in table.splitlines() if line.startswith("| bbc_")]
     assert len(rows) == len(distill.TASKS) * 2
+    assert len([line for line in soup.splitlines() if line.startswith("| bbc_")]) == len(rows)
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(c.count("[") == 1 for c in cells[3:])
